@@ -1,0 +1,127 @@
+"""Offline metrics with the definitions every report in this project uses.
+
+For each test user, movies that user rated in training are excluded from the ranked list;
+recall@K = hits in the top K / min(K, that user's test movies); NDCG@K uses binary relevance
+and the ideal over min(K, n); both are averaged over test users.
+``top_k_categorical_accuracy`` is the TFRS metric: the share of test (user, movie) pairs whose
+movie is among the top K over all movies, seen ones included.
+
+Everything here works on score matrices or ranked id lists, so the same code scores the
+two-tower model, the final two-stage list and any baseline.
+"""
+
+from __future__ import annotations
+
+from typing import Callable, Sequence
+
+import numpy as np
+
+from twostage.data.schema import Ratings
+
+
+def _codes(rows: np.ndarray, cols: np.ndarray, width: int) -> np.ndarray:
+    return rows.astype(np.int64) * width + cols.astype(np.int64)
+
+
+class HeldOutEvaluator:
+    """Scores recommendations for the test users of a split.
+
+    Args:
+      catalog_ids: the movie ids in catalog order (score matrices have one column each).
+      train: the training ratings (their movies are excluded from each user's list).
+      test: the held-out ratings.
+    """
+
+    def __init__(self, catalog_ids: np.ndarray, train: Ratings, test: Ratings):
+        self.catalog_ids = np.asarray(catalog_ids, dtype=str)
+        self.num_items = len(self.catalog_ids)
+        column = {movie: i for i, movie in enumerate(self.catalog_ids.tolist())}
+        self._column = column
+        self.user_ids = np.unique(test.user_id)
+        row = {user: i for i, user in enumerate(self.user_ids.tolist())}
+        test_rows = np.fromiter((row[u] for u in test.user_id.tolist()), dtype=np.int64, count=len(test))
+        test_cols = np.fromiter((column.get(m, -1) for m in test.movie_id.tolist()), dtype=np.int64, count=len(test))
+        # A user's test movies count in the denominator even if the catalog lacks them.
+        unique_pairs = np.unique(_codes(test_rows, test_cols + 1, self.num_items + 1))
+        self.num_test = np.bincount(unique_pairs // (self.num_items + 1), minlength=len(self.user_ids))
+        known = test_cols >= 0
+        self._test_rows, self._test_cols = test_rows[known], test_cols[known]
+        self._test_codes = np.unique(_codes(self._test_rows, self._test_cols, self.num_items))
+        in_test = np.isin(train.user_id, self.user_ids)
+        train_rows = np.fromiter((row[u] for u in train.user_id[in_test].tolist()), dtype=np.int64)
+        train_cols = np.fromiter((column.get(m, -1) for m in train.movie_id[in_test].tolist()), dtype=np.int64)
+        keep = train_cols >= 0
+        self._seen_rows, self._seen_cols = train_rows[keep], train_cols[keep]
+
+    def column_of(self, movie_ids: np.ndarray) -> np.ndarray:
+        """Catalog columns of movie ids (-1 for ids not in the catalog)."""
+        flat = [self._column.get(m, -1) for m in np.asarray(movie_ids, dtype=str).ravel().tolist()]
+        return np.asarray(flat, dtype=np.int64).reshape(np.shape(movie_ids))
+
+    def ranked_list_metrics(self, ranked_columns: np.ndarray, ks: Sequence[int]) -> dict:
+        """recall@K and NDCG@K of ranked lists, one row per test user (in ``user_ids`` order).
+
+        Args:
+          ranked_columns: [num test users, >= max(ks)] catalog columns, best first; -1 pads.
+          ks: the cut-offs.
+
+        Returns:
+          {"recall@K": ..., "ndcg@K": ...} averaged over test users.
+        """
+        ranked_columns = np.asarray(ranked_columns)
+        if ranked_columns.shape[0] != len(self.user_ids):
+            raise ValueError(f"expected {len(self.user_ids)} ranked lists, got {ranked_columns.shape[0]}")
+        rows = np.arange(len(self.user_ids))[:, None]
+        hits = np.isin(_codes(rows, ranked_columns, self.num_items), self._test_codes) & (ranked_columns >= 0)
+        discounts = 1.0 / np.log2(np.arange(2, hits.shape[1] + 2))
+        results = {}
+        for k in ks:
+            if k > hits.shape[1]:
+                raise ValueError(f"lists of {hits.shape[1]} cannot be scored at K={k}")
+            relevant = np.minimum(k, self.num_test)
+            results[f"recall@{k}"] = float(np.mean(hits[:, :k].sum(axis=1) / relevant))
+            ideal = np.cumsum(discounts[:k])[relevant - 1]
+            results[f"ndcg@{k}"] = float(np.mean((hits[:, :k] * discounts[:k]).sum(axis=1) / ideal))
+        return results
+
+    def score_metrics(self, score_users: Callable[[np.ndarray], np.ndarray], ks: Sequence[int] = (10, 50, 100),
+                      accuracy_k: int = 100, batch_size: int = 1024, progress: Callable | None = None) -> dict:
+        """Metrics of a model that scores every catalog movie for a user.
+
+        Args:
+          score_users: user ids -> [len(ids), num catalog movies] scores (higher is better).
+          ks: cut-offs for recall@K and NDCG@K (training movies excluded).
+          accuracy_k: K of ``top_K_categorical_accuracy`` (nothing excluded).
+          batch_size: users scored at once.
+          progress: called with (users done, users in all) after each batch.
+
+        Returns:
+          recall@K, ndcg@K and top_{accuracy_k}_categorical_accuracy.
+        """
+        depth = min(max(ks), self.num_items)
+        ranked = np.full((len(self.user_ids), max(ks)), -1, dtype=np.int64)
+        accurate = 0
+        for start in range(0, len(self.user_ids), batch_size):
+            stop = min(start + batch_size, len(self.user_ids))
+            scores = np.array(score_users(self.user_ids[start:stop]), dtype=np.float64)
+            if scores.shape != (stop - start, self.num_items):
+                raise ValueError(f"scores have shape {scores.shape}, expected {(stop - start, self.num_items)}")
+            # TFRS top-K accuracy: the true movie is in the top K over all movies (seen included),
+            # i.e. its score is at least the K-th largest score.
+            in_batch = (self._test_rows >= start) & (self._test_rows < stop)
+            pair_rows, pair_cols = self._test_rows[in_batch] - start, self._test_cols[in_batch]
+            kth = min(accuracy_k, self.num_items) - 1
+            kth_largest = -np.partition(-scores, kth, axis=1)[:, kth]
+            accurate += int(np.sum(scores[pair_rows, pair_cols] >= kth_largest[pair_rows]))
+            seen = (self._seen_rows >= start) & (self._seen_rows < stop)
+            scores[self._seen_rows[seen] - start, self._seen_cols[seen]] = -np.inf
+            top = np.argpartition(-scores, depth - 1, axis=1)[:, :depth]
+            order = np.argsort(-np.take_along_axis(scores, top, axis=1), axis=1, kind="stable")
+            best = np.take_along_axis(top, order, axis=1)
+            best[np.take_along_axis(scores, best, axis=1) == -np.inf] = -1
+            ranked[start:stop, :depth] = best
+            if progress:
+                progress(stop, len(self.user_ids))
+        results = self.ranked_list_metrics(ranked, ks)
+        results[f"top_{accuracy_k}_categorical_accuracy"] = accurate / max(1, len(self._test_rows))
+        return results

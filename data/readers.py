@@ -1,0 +1,357 @@
+"""Readers for the GroupLens MovieLens formats, from a folder or from the original .zip.
+
+Supported layouts (detected from the file names):
+
+* ml-100k: ``u.data`` (tab-separated), ``u.item`` and ``u.user`` (``|``-separated).
+* ml-1m (and ml-10m's ratings): ``ratings.dat``, ``movies.dat``, ``users.dat`` (``::``-separated).
+* the CSV family (ml-latest-small, ml-20m, ml-25m, ml-32m): ``ratings.csv`` + ``movies.csv``;
+  no user demographics.
+
+Every problem is reported as a :class:`DataError` naming the file and the line.
+"""
+
+from __future__ import annotations
+
+import csv
+import io
+import os
+import re
+import zipfile
+from typing import Callable, Iterator, Optional
+
+import numpy as np
+
+from twostage.data.errors import DataError
+from twostage.data.schema import MovieLensData, Movies, Ratings, Users, age_bucket
+
+ML100K_GENRES = (
+    "unknown", "Action", "Adventure", "Animation", "Children's", "Comedy", "Crime",
+    "Documentary", "Drama", "Fantasy", "Film-Noir", "Horror", "Musical", "Mystery",
+    "Romance", "Sci-Fi", "Thriller", "War", "Western",
+)
+# ml-1m's users.dat stores occupations as codes; its README gives the names.
+ML1M_OCCUPATIONS = (
+    "other", "academic/educator", "artist", "clerical/admin", "college/grad student",
+    "customer service", "doctor/health care", "executive/managerial", "farmer", "homemaker",
+    "K-12 student", "lawyer", "programmer", "retired", "sales/marketing", "scientist",
+    "self-employed", "technician/engineer", "tradesman/craftsman", "unemployed", "writer",
+)
+_YEAR_IN_TITLE = re.compile(r"\((\d{4})(?:[-–]\d{0,4})?\)\s*$")
+
+
+class _Files:
+    """Named text files in a folder or in a .zip (any one folder level inside it)."""
+
+    def __init__(self, path: str):
+        self.path = path
+        if os.path.isdir(path):
+            self._zip = None
+            self._names = {name: os.path.join(path, name) for name in os.listdir(path)}
+        elif zipfile.is_zipfile(path):
+            self._zip = zipfile.ZipFile(path)
+            self._names = {}
+            for member in self._zip.namelist():
+                base = member.rsplit("/", 1)[-1]
+                if base and member.count("/") <= 1:
+                    self._names.setdefault(base, member)
+        elif os.path.exists(path):
+            raise DataError(
+                "not a folder or a .zip archive; point --data at a MovieLens folder "
+                "(u.data, ratings.dat or ratings.csv inside) or at its .zip", path)
+        else:
+            raise DataError("no such file or folder", path)
+
+    def has(self, name: str) -> bool:
+        return name in self._names
+
+    def display(self, name: str) -> str:
+        if self._zip is None:
+            return self._names[name]
+        return f"{self.path}:{self._names[name]}"
+
+    def lines(self, name: str, encoding: str) -> Iterator[tuple[int, str]]:
+        """Yields (1-based line number, line without its newline), raising on an empty file."""
+        if self._zip is None:
+            raw = open(self._names[name], "rb").read()
+        else:
+            raw = self._zip.read(self._names[name])
+        if not raw.strip():
+            raise DataError("the file is empty", self.display(name))
+        try:
+            text = raw.decode(encoding)
+        except UnicodeDecodeError as err:
+            line = raw[: err.start].count(b"\n") + 1
+            raise DataError(f"not {encoding} text ({err.reason})", self.display(name), line) from None
+        for number, line in enumerate(io.StringIO(text, newline=None), start=1):
+            line = line.rstrip("\r\n")
+            if line.strip():
+                yield number, line
+
+
+def detect_format(files: _Files) -> str:
+    if files.has("u.data"):
+        return "ml-100k"
+    if files.has("ratings.dat"):
+        return "ml-1m"
+    if files.has("ratings.csv"):
+        return "csv"
+    raise DataError(
+        "no MovieLens ratings file found (expected u.data for ml-100k, ratings.dat for ml-1m, "
+        "or ratings.csv for ml-latest/ml-20m/ml-25m)", files.path)
+
+
+def read_movielens(path: str) -> MovieLensData:
+    """Reads a MovieLens dataset from a folder or its .zip.
+
+    Args:
+      path: a folder or a .zip in one of the GroupLens layouts.
+
+    Returns:
+      The dataset in the common schema, ratings in file order.
+
+    Raises:
+      DataError: missing files, wrong format, malformed lines, out-of-range ratings or
+        ratings that name movies/users missing from the catalog files.
+    """
+    files = _Files(path)
+    fmt = detect_format(files)
+    name = os.path.basename(os.path.normpath(path))
+    if fmt == "ml-100k":
+        _require(files, "u.item")
+        genre_names = _read_100k_genres(files) if files.has("u.genre") else ML100K_GENRES
+        movies = _read_100k_movies(files, genre_names)
+        users = _read_100k_users(files) if files.has("u.user") else None
+        ratings = _read_ratings(files, "u.data", _split_100k, (1.0, 5.0), integer=True,
+                                layout="4 tab-separated fields: user id, movie id, rating, timestamp")
+        scale = (1.0, 5.0)
+    elif fmt == "ml-1m":
+        _require(files, "movies.dat")
+        movies = _read_1m_movies(files)
+        users = _read_1m_users(files) if files.has("users.dat") else None
+        # ml-10m's ratings.dat uses half stars; ml-1m's only whole ones, both within 0.5..5.
+        ratings = _read_ratings(files, "ratings.dat", lambda l: l.split("::"), (0.5, 5.0),
+                                integer=False, layout="4 '::'-separated fields: UserID::MovieID::Rating::Timestamp")
+        scale = (1.0, 5.0) if np.all(np.mod(ratings.rating, 1.0) == 0) else (0.5, 5.0)
+    else:
+        _require(files, "movies.csv")
+        movies = _read_csv_movies(files)
+        users = None
+        ratings = _read_ratings(files, "ratings.csv", None, (0.5, 5.0), integer=False,
+                                layout="4 comma-separated fields: userId,movieId,rating,timestamp", csv_header=(
+                                    "userId", "movieId", "rating", "timestamp"))
+        scale = (0.5, 5.0)
+    _check_references(files, fmt, ratings, movies, users)
+    return MovieLensData(name=name, ratings=ratings, movies=movies, users=users, rating_scale=scale)
+
+
+def _require(files: _Files, name: str):
+    if not files.has(name):
+        raise DataError(f"{name} is missing next to the ratings file", files.path)
+
+
+def _split_100k(line: str) -> list:
+    parts = line.split("\t")
+    return parts if len(parts) == 4 else line.split()
+
+
+def _read_ratings(files: _Files, name: str, splitter: Optional[Callable], bounds: tuple, integer: bool,
+                  layout: str, csv_header: Optional[tuple] = None) -> Ratings:
+    where = files.display(name)
+    users, movies, values, stamps = [], [], [], []
+    lines = files.lines(name, "utf-8" if csv_header else "latin-1")
+    if csv_header:
+        number, header = next(lines)
+        if tuple(h.strip() for h in header.split(",")) != csv_header:
+            raise DataError(f"expected the header {','.join(csv_header)}, found {header!r}", where, number)
+        splitter = lambda l: l.split(",")  # noqa: E731  ids and numbers never hold commas
+    low, high = bounds
+    for number, line in lines:
+        parts = splitter(line)
+        if len(parts) != 4:
+            raise DataError(f"expected {layout}; found {len(parts)} field(s) in {line!r}", where, number)
+        user, movie, rating_text, stamp_text = (p.strip() for p in parts)
+        if not user or not movie:
+            raise DataError(f"empty user or movie id in {line!r}", where, number)
+        try:
+            rating = float(rating_text)
+        except ValueError:
+            raise DataError(f"rating {rating_text!r} is not a number", where, number) from None
+        if not (low <= rating <= high) or (integer and rating != int(rating)):
+            kind = "a whole number " if integer else ""
+            raise DataError(f"rating {rating_text} is out of range: expected {kind}from {low:g} to {high:g} "
+                            f"(user {user}, movie {movie})", where, number)
+        try:
+            stamp = int(float(stamp_text))
+        except ValueError:
+            raise DataError(f"timestamp {stamp_text!r} is not a number", where, number) from None
+        users.append(user)
+        movies.append(movie)
+        values.append(rating)
+        stamps.append(stamp)
+    return Ratings.from_rows(users, movies, values, stamps)
+
+
+def _read_100k_genres(files: _Files) -> tuple:
+    names = []
+    for number, line in files.lines("u.genre", "latin-1"):
+        parts = line.split("|")
+        if len(parts) != 2:
+            raise DataError(f"expected 'name|index', found {line!r}", files.display("u.genre"), number)
+        names.append(parts[0])
+    return tuple(names)
+
+
+def release_year(title: str, date: str = "") -> int:
+    """The release year from a "01-Jan-1995" date, else from a "Title (1995)" title; 0 if neither."""
+    if len(date) >= 4 and date[-4:].isdigit():
+        return int(date[-4:])
+    match = _YEAR_IN_TITLE.search(title)
+    return int(match.group(1)) if match else 0
+
+
+def _unique(ids: list, what: str, where: str, numbers: list):
+    seen = {}
+    for movie_id, number in zip(ids, numbers):
+        if movie_id in seen:
+            raise DataError(f"{what} id {movie_id} appears twice (first on line {seen[movie_id]})", where, number)
+        seen[movie_id] = number
+
+
+def _read_100k_movies(files: _Files, genre_names: tuple) -> Movies:
+    where = files.display("u.item")
+    ids, titles, genres, years, numbers = [], [], [], [], []
+    for number, line in files.lines("u.item", "latin-1"):
+        parts = line.split("|")
+        if len(parts) != 5 + len(genre_names):
+            raise DataError(f"expected {5 + len(genre_names)} '|'-separated fields (id|title|release date|"
+                            f"video date|url|{len(genre_names)} genre flags), found {len(parts)}", where, number)
+        flags = parts[5:]
+        if any(flag not in ("0", "1") for flag in flags):
+            raise DataError(f"genre flags must be 0 or 1, found {'|'.join(flags)}", where, number)
+        ids.append(parts[0].strip())
+        titles.append(parts[1].strip())
+        genres.append(tuple(g for g, flag in zip(genre_names, flags) if flag == "1" and g != "unknown"))
+        years.append(release_year(parts[1], parts[2].strip()))
+        numbers.append(number)
+    _unique(ids, "movie", where, numbers)
+    return Movies(np.asarray(ids, dtype=str), np.asarray(titles, dtype=str), tuple(genres),
+                  np.asarray(years, dtype=np.int32))
+
+
+def _read_100k_users(files: _Files) -> Users:
+    where = files.display("u.user")
+    rows, numbers = [], []
+    for number, line in files.lines("u.user", "latin-1"):
+        parts = line.split("|")
+        if len(parts) != 5:
+            raise DataError(f"expected 5 '|'-separated fields (id|age|gender|occupation|zip), found {len(parts)}",
+                            where, number)
+        if not parts[1].strip().isdigit():
+            raise DataError(f"age {parts[1]!r} is not a whole number", where, number)
+        rows.append((parts[0].strip(), age_bucket(int(parts[1])), parts[2].strip(), parts[3].strip(),
+                     parts[4].strip()))
+        numbers.append(number)
+    _unique([r[0] for r in rows], "user", where, numbers)
+    return _users(rows)
+
+
+def _users(rows: list) -> Users:
+    ids, ages, genders, occupations, zips = zip(*rows)
+    return Users(np.asarray(ids, dtype=str), np.asarray(ages, dtype=np.int32), np.asarray(genders, dtype=str),
+                 np.asarray(occupations, dtype=str), np.asarray(zips, dtype=str))
+
+
+def _read_1m_movies(files: _Files) -> Movies:
+    where = files.display("movies.dat")
+    ids, titles, genres, years, numbers = [], [], [], [], []
+    for number, line in files.lines("movies.dat", "latin-1"):
+        parts = line.split("::")
+        if len(parts) != 3:
+            raise DataError(f"expected 3 '::'-separated fields (MovieID::Title::Genres), found {len(parts)}",
+                            where, number)
+        ids.append(parts[0].strip())
+        titles.append(parts[1].strip())
+        genres.append(_genre_list(parts[2]))
+        years.append(release_year(parts[1]))
+        numbers.append(number)
+    _unique(ids, "movie", where, numbers)
+    return Movies(np.asarray(ids, dtype=str), np.asarray(titles, dtype=str), tuple(genres),
+                  np.asarray(years, dtype=np.int32))
+
+
+def _genre_list(text: str) -> tuple:
+    text = text.strip()
+    if not text or text == "(no genres listed)":
+        return ()
+    return tuple(g for g in text.split("|") if g)
+
+
+def _read_1m_users(files: _Files) -> Users:
+    where = files.display("users.dat")
+    rows, numbers = [], []
+    for number, line in files.lines("users.dat", "latin-1"):
+        parts = line.split("::")
+        if len(parts) != 5:
+            raise DataError(f"expected 5 '::'-separated fields (UserID::Gender::Age::Occupation::Zip-code), "
+                            f"found {len(parts)}", where, number)
+        age, occupation = parts[2].strip(), parts[3].strip()
+        if not age.isdigit() or not occupation.isdigit():
+            raise DataError(f"age and occupation must be numeric codes, found {age!r} and {occupation!r}",
+                            where, number)
+        code = int(occupation)
+        name = ML1M_OCCUPATIONS[code] if code < len(ML1M_OCCUPATIONS) else occupation
+        rows.append((parts[0].strip(), age_bucket(int(age)), parts[1].strip(), name, parts[4].strip()))
+        numbers.append(number)
+    _unique([r[0] for r in rows], "user", where, numbers)
+    return _users(rows)
+
+
+def _read_csv_movies(files: _Files) -> Movies:
+    where = files.display("movies.csv")
+    lines = files.lines("movies.csv", "utf-8")
+    number, header = next(lines)
+    if [h.strip() for h in header.split(",")] != ["movieId", "title", "genres"]:
+        raise DataError(f"expected the header movieId,title,genres, found {header!r}", where, number)
+    ids, titles, genres, years, numbers = [], [], [], [], []
+    for number, line in lines:
+        try:
+            parts = next(csv.reader([line], strict=True))
+        except csv.Error as err:
+            raise DataError(f"malformed CSV ({err})", where, number) from None
+        if len(parts) != 3:
+            raise DataError(f"expected 3 fields (movieId,title,genres), found {len(parts)}", where, number)
+        ids.append(parts[0].strip())
+        titles.append(parts[1].strip())
+        genres.append(_genre_list(parts[2]))
+        years.append(release_year(parts[1]))
+        numbers.append(number)
+    _unique(ids, "movie", where, numbers)
+    return Movies(np.asarray(ids, dtype=str), np.asarray(titles, dtype=str), tuple(genres),
+                  np.asarray(years, dtype=np.int32))
+
+
+def _check_references(files: _Files, fmt: str, ratings: Ratings, movies: Movies, users: Optional[Users]):
+    ratings_file = {"ml-100k": "u.data", "ml-1m": "ratings.dat", "csv": "ratings.csv"}[fmt]
+    header_lines = 1 if fmt == "csv" else 0
+    known_movies = set(movies.movie_id.tolist())
+    missing = ~np.isin(ratings.movie_id, list(known_movies))
+    if missing.any():
+        row = int(np.argmax(missing))
+        catalog = {"ml-100k": "u.item", "ml-1m": "movies.dat", "csv": "movies.csv"}[fmt]
+        raise DataError(f"movie id {ratings.movie_id[row]} is not in {catalog}",
+                        files.display(ratings_file), _line_of(files, ratings_file, row, header_lines))
+    if users is not None:
+        missing = ~np.isin(ratings.user_id, users.user_id)
+        if missing.any():
+            row = int(np.argmax(missing))
+            catalog = "u.user" if fmt == "ml-100k" else "users.dat"
+            raise DataError(f"user id {ratings.user_id[row]} is not in {catalog}",
+                            files.display(ratings_file), _line_of(files, ratings_file, row, header_lines))
+
+
+def _line_of(files: _Files, name: str, row: int, header_lines: int) -> int:
+    """The file line of the row-th data line (blank lines are skipped when reading)."""
+    for index, (number, _) in enumerate(files.lines(name, "latin-1")):
+        if index == row + header_lines:
+            return number
+    return row + 1 + header_lines

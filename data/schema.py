@@ -1,0 +1,123 @@
+"""The one schema every data source is read into.
+
+Ids are strings everywhere (they become ``StringLookup`` vocabularies), genres are kept as
+tuples of names, and a year of 0 means unknown. Tables are column-oriented numpy arrays so
+that a 25M-rating file stays cheap to split and to feed to ``tf.data``.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+from typing import Optional, Sequence
+
+import numpy as np
+
+# Age buckets used by ml-1m (and by the TFDS "bucketized_user_age" feature); ml-100k's raw
+# ages are mapped onto the same buckets so that every source speaks one vocabulary.
+AGE_BUCKETS = (1, 18, 25, 35, 45, 50, 56)
+
+
+def age_bucket(age: int) -> int:
+    """Maps a raw age in years to the ml-1m bucket it falls in (0 when unknown)."""
+    if age <= 0:
+        return 0
+    bucket = AGE_BUCKETS[0]
+    for lower in AGE_BUCKETS:
+        if age >= lower:
+            bucket = lower
+    return bucket
+
+
+@dataclasses.dataclass(frozen=True)
+class Ratings:
+    """Explicit ratings, one row per (user, movie) event, in source order."""
+
+    user_id: np.ndarray  # str
+    movie_id: np.ndarray  # str
+    rating: np.ndarray  # float32
+    timestamp: np.ndarray  # int64, seconds since the epoch
+
+    def __post_init__(self):
+        n = len(self.user_id)
+        for field in ("movie_id", "rating", "timestamp"):
+            if len(getattr(self, field)) != n:
+                raise ValueError(f"Ratings.{field} has {len(getattr(self, field))} rows, expected {n}")
+
+    def __len__(self) -> int:
+        return len(self.user_id)
+
+    def take(self, indices: np.ndarray) -> "Ratings":
+        """Returns the rows at ``indices`` (in that order)."""
+        return Ratings(
+            user_id=self.user_id[indices],
+            movie_id=self.movie_id[indices],
+            rating=self.rating[indices],
+            timestamp=self.timestamp[indices],
+        )
+
+    def pairs(self) -> set:
+        """The set of (user id, movie id) pairs."""
+        return set(zip(self.user_id.tolist(), self.movie_id.tolist()))
+
+    @staticmethod
+    def from_rows(user_id: Sequence, movie_id: Sequence, rating: Sequence, timestamp: Sequence) -> "Ratings":
+        return Ratings(
+            user_id=np.asarray(user_id, dtype=str),
+            movie_id=np.asarray(movie_id, dtype=str),
+            rating=np.asarray(rating, dtype=np.float32),
+            timestamp=np.asarray(timestamp, dtype=np.int64),
+        )
+
+
+@dataclasses.dataclass(frozen=True)
+class Movies:
+    """The catalog: one row per movie."""
+
+    movie_id: np.ndarray  # str, unique
+    title: np.ndarray  # str
+    genres: tuple  # tuple of tuples of genre names
+    year: np.ndarray  # int32, 0 = unknown
+
+    def __len__(self) -> int:
+        return len(self.movie_id)
+
+    def genre_strings(self) -> np.ndarray:
+        """Genres joined with '|' (the form the TF models split again)."""
+        return np.asarray(["|".join(g) for g in self.genres], dtype=str)
+
+
+@dataclasses.dataclass(frozen=True)
+class Users:
+    """User demographics, where the source has them (ml-100k, ml-1m, synthetic)."""
+
+    user_id: np.ndarray  # str, unique
+    age: np.ndarray  # int32, ml-1m age bucket (see AGE_BUCKETS), 0 = unknown
+    gender: np.ndarray  # str: "M", "F" or ""
+    occupation: np.ndarray  # str
+    zip_code: np.ndarray  # str
+
+    def __len__(self) -> int:
+        return len(self.user_id)
+
+
+@dataclasses.dataclass(frozen=True)
+class MovieLensData:
+    """A whole dataset: ratings plus the movie catalog and, optionally, user features.
+
+    Attributes:
+      name: where it came from ("ml-100k", "synthetic", a path, ...), for reports.
+      ratings: all ratings, in source order (the random split depends on that order).
+      movies: the catalog; every rated movie is in it.
+      users: user features, or None when the format has none (the CSV family).
+      rating_scale: (lowest, highest) rating the format allows.
+    """
+
+    name: str
+    ratings: Ratings
+    movies: Movies
+    users: Optional[Users]
+    rating_scale: tuple
+
+    def with_ratings(self, ratings: Ratings) -> "MovieLensData":
+        """The same catalog and users with other ratings (a split part)."""
+        return dataclasses.replace(self, ratings=ratings)

@@ -1,0 +1,54 @@
+"""One entry point for every data source the command line accepts."""
+
+from __future__ import annotations
+
+import dataclasses
+from typing import Optional
+
+from twostage.data.errors import DataError
+from twostage.data.readers import read_movielens
+from twostage.data.schema import MovieLensData
+from twostage.data.splits import SplitConfig
+from twostage.data.synthetic import SyntheticConfig, generate
+from twostage.data.tfds_source import load_tfds
+
+SYNTHETIC = "synthetic"
+
+
+def load_dataset(source: str, synthetic: Optional[SyntheticConfig] = None) -> MovieLensData:
+    """Loads ``synthetic``, a TFDS name (``movielens/100k-ratings``) or a local folder/.zip.
+
+    Args:
+      source: what ``--data`` says.
+      synthetic: generator settings when ``source`` is "synthetic".
+
+    Returns:
+      The dataset in the common schema.
+
+    Raises:
+      DataError: the source cannot be read.
+    """
+    if not source:
+        raise DataError("no data source given: use --data synthetic, --data movielens/100k-ratings or --data PATH")
+    if source == SYNTHETIC:
+        return generate(synthetic or SyntheticConfig()).data
+    if source.startswith("movielens/"):
+        return load_tfds(source)
+    return read_movielens(source)
+
+
+@dataclasses.dataclass(frozen=True)
+class DataConfig:
+    """Where the ratings come from and how they are split.
+
+    Attributes:
+      source: "synthetic", a TFDS name (movielens/100k-ratings) or a folder/.zip path.
+      split: the train/test split.
+      validation_fraction: share of the training part carved out to choose settings.
+      synthetic: generator settings when source is "synthetic".
+    """
+
+    source: str = SYNTHETIC
+    split: SplitConfig = SplitConfig()
+    validation_fraction: float = 0.1
+    synthetic: SyntheticConfig = SyntheticConfig()

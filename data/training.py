@@ -1,0 +1,124 @@
+"""The tf.data input pipeline and the fit loop both stages share.
+
+Both stages choose how long to train on a validation part carved from the training part,
+then (by default) retrain from scratch on the whole training part for that many epochs.
+Models are built inside the ``tf.distribute`` strategy scope of the pipeline (the default
+strategy on one machine), so multi-GPU or multi-worker training needs no redesign.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import logging
+import time
+from typing import Callable, Dict, List, Optional
+
+import numpy as np
+import tensorflow as tf
+
+log = logging.getLogger("twostage")
+
+
+def make_dataset(columns: Dict[str, np.ndarray], batch_size: int, shuffle_seed: Optional[int] = None) -> tf.data.Dataset:
+    """A batched ``tf.data`` pipeline over in-memory feature columns.
+
+    Args:
+      columns: feature name -> array, all of the same length.
+      batch_size: examples per batch.
+      shuffle_seed: reshuffle every epoch with this seed; None keeps the order.
+
+    Returns:
+      A dataset of feature dicts.
+    """
+    dataset = tf.data.Dataset.from_tensor_slices(columns)
+    if shuffle_seed is not None:
+        size = len(next(iter(columns.values())))
+        dataset = dataset.shuffle(size, seed=shuffle_seed, reshuffle_each_iteration=True)
+    return dataset.batch(batch_size).prefetch(tf.data.AUTOTUNE)
+
+
+@dataclasses.dataclass(frozen=True)
+class EpochSchedule:
+    """How many epochs to train and how to choose them.
+
+    Attributes:
+      max_epochs: most epochs on the fit part.
+      monitor: the key of the validation figures that chooses the epoch.
+      patience: stop after this many epochs without a better validation figure.
+      higher_is_better: direction of the validation figure.
+      refit: retrain on fit + validation for the best epoch count (else keep the best weights).
+    """
+
+    max_epochs: int
+    monitor: str
+    patience: int
+    higher_is_better: bool
+    refit: bool = True
+
+
+@dataclasses.dataclass
+class FitResult:
+    """A trained model and how it got there.
+
+    Attributes:
+      model: the final model.
+      best_epoch: epochs chosen on validation.
+      history: one dict per epoch: loss and the validation figures.
+      seconds: wall time of the whole fit, refit included.
+    """
+
+    model: tf.keras.Model
+    best_epoch: int
+    history: List[dict]
+    seconds: float
+
+
+def fit_choosing_epochs(name: str, build: Callable[[], tf.keras.Model], fit_data: tf.data.Dataset,
+                        validate: Callable[[tf.keras.Model], Dict[str, float]], schedule: EpochSchedule,
+                        full_data: Optional[tf.data.Dataset] = None,
+                        strategy: Optional[tf.distribute.Strategy] = None) -> FitResult:
+    """Trains, choosing the epoch count on validation.
+
+    Args:
+      name: stage name for progress lines.
+      build: returns a new compiled model (called inside the strategy scope).
+      fit_data: the training part minus validation.
+      validate: model -> validation figures (``schedule.monitor`` among them).
+      schedule: epochs, patience, direction, refit.
+      full_data: the whole training part, for the refit (required when schedule.refit).
+      strategy: distribution strategy (default: the current one).
+
+    Returns:
+      The trained model, the chosen epoch count and the per-epoch history.
+    """
+    strategy = strategy or tf.distribute.get_strategy()
+    start = time.perf_counter()
+    with strategy.scope():
+        model = build()
+    history, best, best_epoch, best_weights = [], None, 0, None
+    for epoch in range(1, schedule.max_epochs + 1):
+        epoch_start = time.perf_counter()
+        logs = model.fit(fit_data, epochs=1, verbose=0).history
+        figures = {key: float(value) for key, value in validate(model).items()}
+        figure = figures[schedule.monitor]
+        improved = best is None or (figure > best if schedule.higher_is_better else figure < best)
+        history.append({"epoch": epoch, "loss": float(logs["loss"][-1]), "validation": figures})
+        log.info("%s epoch %d/%d: loss %.4f, validation %s %.4f%s (%.1fs)", name, epoch, schedule.max_epochs,
+                 history[-1]["loss"], schedule.monitor, figure, " (best)" if improved else "",
+                 time.perf_counter() - epoch_start)
+        if improved:
+            best, best_epoch = figure, epoch
+            if not schedule.refit:
+                best_weights = model.get_weights()
+        elif epoch - best_epoch >= schedule.patience:
+            break
+    if schedule.refit:
+        if full_data is None:
+            raise ValueError("refit needs the whole training part")
+        log.info("%s: refitting on the whole training part for %d epoch(s)", name, best_epoch)
+        with strategy.scope():
+            model = build()
+        model.fit(full_data, epochs=best_epoch, verbose=0)
+    else:
+        model.set_weights(best_weights)
+    return FitResult(model=model, best_epoch=best_epoch, history=history, seconds=time.perf_counter() - start)

@@ -1,0 +1,69 @@
+"""Typed configuration of the retrieval stage."""
+
+from __future__ import annotations
+
+import dataclasses
+from typing import Optional
+
+OPTIMIZERS = ("adagrad", "adam")
+INDEX_KINDS = ("scann", "brute-force")
+
+
+@dataclasses.dataclass(frozen=True)
+class RetrievalConfig:
+    """How the two-tower model is built and trained.
+
+    Defaults were chosen on a validation part carved from the ml-100k training part
+    (see benchmarks/tune_retrieval.py), never on the test part.
+
+    Attributes:
+      embedding_dim: width of the query and candidate embeddings.
+      epochs: most epochs to train; the count used is the best on validation.
+      batch_size: examples per step; also the number of in-batch negatives.
+      learning_rate: optimizer step size.
+      optimizer: "adagrad" or "adam".
+      temperature: softmax temperature of the in-batch loss (None: 1).
+      patience: epochs without a better validation figure before stopping.
+      monitor: validation metric that picks the epoch count (a key of the metrics dict).
+      refit: after picking the epoch count, retrain on the whole training part.
+      seed: seeds initialisation and shuffling.
+    """
+
+    embedding_dim: int = 64
+    epochs: int = 30
+    batch_size: int = 1024
+    learning_rate: float = 0.003
+    optimizer: str = "adam"
+    temperature: Optional[float] = None
+    patience: int = 3
+    monitor: str = "recall@100"
+    refit: bool = True
+    seed: int = 42
+
+    def __post_init__(self):
+        if self.optimizer not in OPTIMIZERS:
+            raise ValueError(f"unknown optimizer {self.optimizer!r}; use one of {OPTIMIZERS}")
+        if self.embedding_dim < 1 or self.batch_size < 1 or self.epochs < 1:
+            raise ValueError("embedding_dim, batch_size and epochs must be positive")
+
+
+@dataclasses.dataclass(frozen=True)
+class IndexConfig:
+    """The nearest-neighbour index over candidate embeddings.
+
+    Attributes:
+      kind: "scann" (approximate, needs ScaNN's ops where it is loaded) or "brute-force"
+        (exact matmul + top-k, stock TensorFlow ops only).
+      num_leaves: ScaNN partitions; None picks it from the catalog size.
+      num_leaves_to_search: partitions searched per query; None picks it.
+      num_reordering_candidates: exact re-scoring depth; None picks it.
+    """
+
+    kind: str = "scann"
+    num_leaves: Optional[int] = None
+    num_leaves_to_search: Optional[int] = None
+    num_reordering_candidates: Optional[int] = None
+
+    def __post_init__(self):
+        if self.kind not in INDEX_KINDS:
+            raise ValueError(f"unknown index {self.kind!r}; use one of {', '.join(INDEX_KINDS)}")

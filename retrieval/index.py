@@ -1,0 +1,94 @@
+"""Nearest-neighbour indexes over the candidate embeddings.
+
+Both indexes answer ``index(query_embeddings, k=depth) -> (scores, catalog positions)``,
+so the serving graph does not care which one it holds.
+"""
+
+from __future__ import annotations
+
+import logging
+import math
+import time
+
+import numpy as np
+import tensorflow as tf
+import tensorflow_recommenders as tfrs
+
+from twostage.retrieval.config import IndexConfig
+
+log = logging.getLogger("twostage")
+
+# Below this many candidates a ScaNN tree is searched exhaustively: partitioning buys no
+# speed on a catalog this small, and searching every leaf keeps recall exact in practice.
+SMALL_CATALOG = 20_000
+
+
+def scann_parameters(num_candidates: int, depth: int, config: IndexConfig = IndexConfig()) -> dict:
+    """ScaNN settings for a catalog size; explicit values in ``config`` win.
+
+    Args:
+      num_candidates: catalog size.
+      depth: neighbours retrieved per query.
+      config: the index config (None fields are chosen here).
+
+    Returns:
+      num_leaves, num_leaves_to_search and num_reordering_candidates.
+    """
+    if num_candidates < SMALL_CATALOG:
+        leaves = max(1, int(math.sqrt(num_candidates) / 2))
+        to_search = leaves
+    else:
+        # ScaNN's guidance: about sqrt(n) partitions; search enough of them for ~0.95+ recall.
+        leaves = int(2 * math.sqrt(num_candidates))
+        to_search = max(10, leaves // 20)
+    params = {
+        "num_leaves": config.num_leaves or leaves,
+        "num_leaves_to_search": config.num_leaves_to_search or to_search,
+        "num_reordering_candidates": config.num_reordering_candidates or max(4 * depth, 200),
+    }
+    params["num_leaves"] = min(params["num_leaves"], num_candidates)
+    params["num_leaves_to_search"] = min(params["num_leaves_to_search"], params["num_leaves"])
+    return params
+
+
+def build_scann_index(candidate_embeddings: np.ndarray, depth: int, config: IndexConfig = IndexConfig()):
+    """A TFRS ScaNN layer over the candidate embeddings.
+
+    Args:
+      candidate_embeddings: [num candidates, dim], catalog order.
+      depth: default neighbours per query.
+      config: explicit ScaNN settings (None: chosen from the catalog size).
+
+    Returns:
+      The indexed layer; it returns catalog positions (int32).
+    """
+    params = scann_parameters(len(candidate_embeddings), depth, config)
+    log.info("building ScaNN index over %d candidates (%s)", len(candidate_embeddings),
+             ", ".join(f"{k}={v}" for k, v in params.items()))
+    start = time.perf_counter()
+    layer = tfrs.layers.factorized_top_k.ScaNN(k=depth, distance_measure="dot_product", **params)
+    layer.index(tf.constant(candidate_embeddings, dtype=tf.float32))
+    log.info("ScaNN index built in %.1fs", time.perf_counter() - start)
+    return layer
+
+
+def build_brute_force_index(candidate_embeddings: np.ndarray, depth: int):
+    """An exact matmul + top-k index (stock TensorFlow ops only).
+
+    Args:
+      candidate_embeddings: [num candidates, dim], catalog order.
+      depth: default neighbours per query.
+
+    Returns:
+      The indexed TFRS BruteForce layer; it returns catalog positions (int32).
+    """
+    layer = tfrs.layers.factorized_top_k.BruteForce(k=depth)
+    layer.index(tf.constant(candidate_embeddings, dtype=tf.float32))
+    return layer
+
+
+def build_index(candidate_embeddings: np.ndarray, depth: int, config: IndexConfig = IndexConfig()):
+    """The index ``config.kind`` names (see build_scann_index / build_brute_force_index)."""
+    if config.kind == "scann":
+        return build_scann_index(candidate_embeddings, depth, config)
+    return build_brute_force_index(candidate_embeddings, depth)

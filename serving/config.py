@@ -1,0 +1,24 @@
+"""Typed configuration of the exported model."""
+
+from __future__ import annotations
+
+import dataclasses
+
+
+@dataclasses.dataclass(frozen=True)
+class ServingConfig:
+    """What the exported SavedModel does at request time.
+
+    Attributes:
+      num_candidates: candidates retrieval hands to the ranking model per user.
+      max_k: largest k a request may ask for (at most num_candidates).
+      model_name: folder name under the export directory (TF Serving's model name).
+    """
+
+    num_candidates: int = 100
+    max_k: int = 100
+    model_name: str = "twostage"
+
+    def __post_init__(self):
+        if not 1 <= self.max_k <= self.num_candidates:
+            raise ValueError(f"max_k must be between 1 and num_candidates ({self.num_candidates}), got {self.max_k}")

@@ -1,0 +1,124 @@
+"""The ``twostage`` command line: train, recommend, evaluate."""
+
+from __future__ import annotations
+
+import argparse
+import dataclasses
+import json
+import logging
+import sys
+import time
+
+import twostage  # noqa: F401  selects the legacy Keras before TensorFlow loads
+
+log = logging.getLogger("twostage")
+
+
+def _add_split_flags(parser: argparse.ArgumentParser, defaults: bool):
+    # evaluate leaves them unset so that the split recorded at training is used.
+    parser.add_argument("--split", choices=("random", "temporal"), default="random" if defaults else None,
+                        help="random: 80/20 permutation (as the TFRS tutorials); temporal: each user's last ratings")
+    parser.add_argument("--seed", type=int, default=42 if defaults else None, help="seed of the random split")
+    parser.add_argument("--test-fraction", type=float, default=0.2 if defaults else None,
+                        help="share of ratings held out")
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(prog="twostage", description=__doc__)
+    parser.add_argument("-q", "--quiet", action="store_true", help="no progress lines on stderr")
+    commands = parser.add_subparsers(dest="command", required=True)
+
+    train = commands.add_parser("train", help="train both stages and export one SavedModel")
+    train.add_argument("--data", required=True,
+                       help="synthetic | movielens/100k-ratings (TFDS, needs network) | PATH to a MovieLens folder or .zip")
+    train.add_argument("--out", required=True, help="export root; the model goes to OUT/<model-name>/<version>/")
+    _add_split_flags(train, defaults=True)
+    train.add_argument("--epochs", type=int, help="most epochs per stage (the best on validation is used)")
+    train.add_argument("--index", choices=("scann", "brute-force"), default="scann",
+                       help="scann: approximate, needs ScaNN's ops to load; brute-force: stock TensorFlow ops only")
+
+    recommend = commands.add_parser("recommend", help="recommend movies for a user with an exported model")
+    recommend.add_argument("--model", required=True, help="the export (the --out of train, or a version folder)")
+    recommend.add_argument("--user", required=True, action="append", help="user id (repeat for several)")
+    recommend.add_argument("-k", type=int, default=10, help="number of movies")
+    recommend.add_argument("--json", action="store_true", help="print JSON instead of a table")
+
+    evaluate = commands.add_parser("evaluate", help="score an exported model on its held-out ratings")
+    evaluate.add_argument("--model", required=True, help="the export")
+    evaluate.add_argument("--data", help="data source (default: the one the model was trained on)")
+    _add_split_flags(evaluate, defaults=False)
+    evaluate.add_argument("--json", action="store_true", help="print the JSON object only")
+    return parser
+
+
+def _train(args) -> int:
+    from twostage.data import DataConfig, SplitConfig
+    from twostage.pipeline import PipelineConfig, train
+    from twostage.retrieval.config import IndexConfig
+
+    config = PipelineConfig(data=DataConfig(source=args.data, split=SplitConfig(args.split, args.seed,
+                                                                                  args.test_fraction)),
+                            index=IndexConfig(kind=args.index))
+    if args.epochs:
+        config = dataclasses.replace(config, retrieval=dataclasses.replace(config.retrieval, epochs=args.epochs),
+                                     ranking=dataclasses.replace(config.ranking, epochs=args.epochs))
+    start = time.perf_counter()
+    result = train(config, args.out)
+    print(f"exported {result.export_path} (trained in {result.metadata['train_seconds']:.1f}s, "
+          f"{time.perf_counter() - start:.1f}s in all)")
+    return 0
+
+
+def _recommend(args) -> int:
+    from twostage.serving.recommender import Recommender
+
+    recommender = Recommender.load(args.model)
+    results = recommender.recommend(args.user, k=args.k)
+    if args.json:
+        print(json.dumps({user: [r.as_dict() for r in recs] for user, recs in zip(args.user, results)}, indent=2))
+        return 0
+    for user, recs in zip(args.user, results):
+        print(f"user {user}:")
+        print(f"  {'#':>2}  {'movie':>7}  {'score':>7}  {'rating':>6}  title")
+        for rank, r in enumerate(recs, 1):
+            print(f"  {rank:>2}  {r.movie_id:>7}  {r.score:7.3f}  {r.predicted_rating:6.2f}  {r.title}")
+    return 0
+
+
+def _evaluate(args) -> int:
+    from twostage.evaluation import evaluate
+
+    results = evaluate(args.model, source=args.data, method=args.split, seed=args.seed,
+                       test_fraction=args.test_fraction)
+    print(json.dumps(results, indent=None if args.json else 2))
+    return 0
+
+
+def _configure_logging(quiet: bool):
+    handler = logging.StreamHandler(sys.stderr)
+    handler.setFormatter(logging.Formatter("[twostage] %(message)s"))
+    log.addHandler(handler)
+    log.setLevel(logging.WARNING if quiet else logging.INFO)
+    log.propagate = False
+    # TensorFlow's Python logger explains SavedModel internals (renamed captures, Keras
+    # configs) that say nothing to a user of this tool.
+    logging.getLogger("tensorflow").setLevel(logging.ERROR)
+
+
+def main(argv=None) -> int:
+    args = build_parser().parse_args(argv)
+    _configure_logging(quiet=args.quiet)
+    from twostage.data.errors import TwostageError
+
+    try:
+        return {"train": _train, "recommend": _recommend, "evaluate": _evaluate}[args.command](args)
+    except TwostageError as err:
+        print(f"twostage {args.command}: error: {err}", file=sys.stderr)
+        return 2
+    except KeyboardInterrupt:
+        print(f"twostage {args.command}: interrupted", file=sys.stderr)
+        return 130
+
+
+if __name__ == "__main__":
+    sys.exit(main())

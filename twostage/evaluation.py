@@ -1,0 +1,92 @@
+"""``twostage evaluate``: scores an exported model on the held-out part of its split."""
+
+from __future__ import annotations
+
+import logging
+from typing import Optional
+
+import numpy as np
+
+from twostage.data import HeldOutEvaluator, TwostageError, load_dataset, split
+from twostage.data.splits import SplitConfig
+from twostage.serving.recommender import Recommender
+from twostage.pipeline import data_config_from_record
+
+log = logging.getLogger("twostage")
+
+RETRIEVAL_KS = (10, 50, 100)
+TWO_STAGE_KS = (10,)
+
+
+class EvaluationError(TwostageError):
+    """The evaluation asked for cannot give an honest figure."""
+
+
+def evaluate(model_path: str, source: Optional[str] = None, method: Optional[str] = None,
+             seed: Optional[int] = None, test_fraction: Optional[float] = None, batch_size: int = 1024) -> dict:
+    """Scores a model on the test part of a split (by default the one it was trained with).
+
+    Args:
+      model_path: the export (root, model or version folder).
+      source: data source (default: the one recorded at training).
+      method, seed, test_fraction: the split; each one not given is the one recorded at training.
+      batch_size: users per batch.
+
+    Returns:
+      {"rmse", "retrieval": {...}, "two_stage": {...}, "train_seconds", "data": {...}}.
+
+    Raises:
+      EvaluationError: the test part holds ratings the model was trained on.
+    """
+    recommender = Recommender.load(model_path)
+    trained = data_config_from_record(recommender.metadata["data"])
+    source = source or trained.source
+    split_config = SplitConfig(method or trained.split.method, trained.split.seed if seed is None else seed,
+                               trained.split.test_fraction if test_fraction is None else test_fraction)
+    data = load_dataset(source, trained.synthetic)
+    train_part, test_part = split(data.ratings, split_config)
+    catalog_ids, _ = recommender.catalog()
+    evaluator = HeldOutEvaluator(catalog_ids, train_part, test_part)
+    _refuse_training_ratings(recommender, evaluator.user_ids, test_part, split_config)
+
+    log.info("evaluating on %d held-out ratings of %d users", len(test_part), len(evaluator.user_ids))
+    retrieval = evaluator.score_metrics(
+        recommender.retrieval_scores, ks=RETRIEVAL_KS, accuracy_k=100, batch_size=batch_size,
+        progress=lambda done, total: log.info("retrieval: %d/%d users scored", done, total))
+    ranked = []
+    for start in range(0, len(evaluator.user_ids), batch_size):
+        users = evaluator.user_ids[start:start + batch_size]
+        ranked.append(evaluator.column_of(recommender.recommend_arrays(users, k=max(TWO_STAGE_KS))["movie_id"]))
+    two_stage = evaluator.ranked_list_metrics(np.concatenate(ranked), TWO_STAGE_KS)
+    predicted = np.concatenate([
+        recommender.predict_rating(test_part.user_id[i:i + 65536], test_part.movie_id[i:i + 65536])
+        for i in range(0, len(test_part), 65536)])
+    rmse = float(np.sqrt(np.mean((predicted - test_part.rating) ** 2)))
+    return {
+        "rmse": rmse,
+        "retrieval": {**{f"recall@{k}": retrieval[f"recall@{k}"] for k in RETRIEVAL_KS},
+                      "ndcg@10": retrieval["ndcg@10"],
+                      "top_100_categorical_accuracy": retrieval["top_100_categorical_accuracy"]},
+        "two_stage": {f"{m}@{k}": two_stage[f"{m}@{k}"] for k in TWO_STAGE_KS for m in ("recall", "ndcg")},
+        "train_seconds": recommender.metadata["train_seconds"],
+        "data": {"source": source, "split": split_config.method, "seed": split_config.seed,
+                 "test_fraction": split_config.test_fraction, "test_ratings": len(test_part),
+                 "test_users": len(evaluator.user_ids)},
+    }
+
+
+def _refuse_training_ratings(recommender: Recommender, users: np.ndarray, test_part, split_config: SplitConfig):
+    """Raises when test ratings are in the model's baked-in training history."""
+    trained_pairs = set()
+    for start in range(0, len(users), 4096):
+        batch = users[start:start + 4096]
+        for user, movies in zip(batch.tolist(), recommender.training_history(batch)):
+            trained_pairs.update((user, m) for m in movies)
+    overlap = sum(1 for pair in zip(test_part.user_id.tolist(), test_part.movie_id.tolist()) if pair in trained_pairs)
+    if overlap:
+        recorded = recommender.metadata["data"]["split"]
+        raise EvaluationError(
+            f"{overlap} of {len(test_part)} test ratings ({split_config.method} split, seed {split_config.seed}, "
+            f"test fraction {split_config.test_fraction}) were used to train this model; evaluate on the split it "
+            f"was trained with (--split {recorded['method']} --seed {recorded['seed']} "
+            f"--test-fraction {recorded['test_fraction']}) or retrain")

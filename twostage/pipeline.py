@@ -1,0 +1,102 @@
+"""The pipeline: data -> retrieval -> ranking -> index -> one SavedModel."""
+
+from __future__ import annotations
+
+import dataclasses
+import logging
+import os
+import time
+
+from twostage.data import DataConfig, MovieLensData, load_dataset, split
+from twostage.data.splits import SplitConfig
+from twostage.data.synthetic import SyntheticConfig
+from twostage.ranking.config import RankingConfig
+from twostage.ranking.train import train_ranking
+from twostage.retrieval.config import IndexConfig, RetrievalConfig
+from twostage.retrieval.train import train_retrieval
+from twostage.serving.assemble import assemble
+from twostage.serving.config import ServingConfig
+from twostage.serving.export import export_saved_model
+
+log = logging.getLogger("twostage")
+
+METADATA_FORMAT = 1
+
+
+@dataclasses.dataclass(frozen=True)
+class PipelineConfig:
+    """Every setting of a training run, one typed config per stage."""
+
+    data: DataConfig = DataConfig()
+    retrieval: RetrievalConfig = RetrievalConfig()
+    ranking: RankingConfig = RankingConfig()
+    index: IndexConfig = IndexConfig()
+    serving: ServingConfig = ServingConfig()
+
+
+@dataclasses.dataclass(frozen=True)
+class TrainResult:
+    """What ``train`` produced."""
+
+    export_path: str
+    metadata: dict
+
+
+def data_source_record(config: DataConfig) -> dict:
+    """How to load the same data and split again (saved with the export)."""
+    source = config.source
+    if os.path.exists(source):
+        source = os.path.abspath(source)
+    record = {"source": source, "split": dataclasses.asdict(config.split),
+              "validation_fraction": config.validation_fraction}
+    if config.source == "synthetic":
+        record["synthetic"] = dataclasses.asdict(config.synthetic)
+    return record
+
+
+def data_config_from_record(record: dict) -> DataConfig:
+    """The inverse of :func:`data_source_record`."""
+    return DataConfig(source=record["source"], split=SplitConfig(**record["split"]),
+                      validation_fraction=record["validation_fraction"],
+                      synthetic=SyntheticConfig(**record.get("synthetic", {})))
+
+
+def train(config: PipelineConfig, out_dir: str, data: MovieLensData | None = None) -> TrainResult:
+    """Trains both stages on the training part and exports the SavedModel.
+
+    Args:
+      config: the run's settings.
+      out_dir: export root; the model lands in out_dir/<model_name>/<next version>/.
+      data: already-loaded data (else loaded from config.data.source).
+
+    Returns:
+      The export path and the metadata saved with it.
+    """
+    start = time.perf_counter()
+    data = data or load_dataset(config.data.source, config.data.synthetic)
+    train_part, test_part = split(data.ratings, config.data.split)
+    fit_part, validation_part = split(train_part, config.data.split.for_validation(config.data.validation_fraction))
+    log.info("data %s: %d ratings, %d movies; training on %d (fit %d + validation %d), %d held out",
+             data.name, len(data.ratings), len(data.movies), len(train_part), len(fit_part), len(validation_part),
+             len(test_part))
+    retrieval = train_retrieval(train_part, fit_part, validation_part, data.movies, config.retrieval)
+    ranking = train_ranking(train_part, fit_part, validation_part, data.movies, config.ranking)
+    train_seconds = time.perf_counter() - start
+    module, index = assemble(retrieval.query_tower, retrieval.candidate_tower, ranking.model, train_part,
+                             data.movies, config.index, config.serving)
+    metadata = {
+        "format": METADATA_FORMAT,
+        "data": {**data_source_record(config.data), "name": data.name, "rating_scale": list(data.rating_scale),
+                 "num_ratings": len(data.ratings), "num_train": len(train_part), "num_movies": len(data.movies)},
+        "retrieval": {"config": dataclasses.asdict(config.retrieval), "best_epoch": retrieval.fit.best_epoch,
+                      "seconds": retrieval.fit.seconds, "history": retrieval.fit.history},
+        "ranking": {"config": dataclasses.asdict(config.ranking), "best_epoch": ranking.fit.best_epoch,
+                    "seconds": ranking.fit.seconds, "history": ranking.fit.history},
+        "index": index,
+        "serving": dataclasses.asdict(config.serving),
+        "train_seconds": train_seconds,
+        "created": time.strftime("%Y-%m-%dT%H:%M:%S%z"),
+    }
+    path = export_saved_model(module, out_dir, config.serving.model_name, metadata,
+                              uses_scann=config.index.kind == "scann")
+    return TrainResult(export_path=path, metadata=metadata)
