@@ -125,3 +125,19 @@ class HeldOutEvaluator:
         results = self.ranked_list_metrics(ranked, ks)
         results[f"top_{accuracy_k}_categorical_accuracy"] = accurate / max(1, len(self._test_rows))
         return results
+
+
+def popularity_scorer(catalog_ids: np.ndarray, train: Ratings) -> Callable[[np.ndarray], np.ndarray]:
+    """The popularity baseline: every user gets the catalog scored by training rating counts.
+
+    Args:
+      catalog_ids: movie ids in catalog order.
+      train: the training ratings.
+
+    Returns:
+      user ids -> [users, catalog] scores, for :meth:`HeldOutEvaluator.score_metrics`.
+    """
+    column = {movie: i for i, movie in enumerate(np.asarray(catalog_ids, dtype=str).tolist())}
+    cols = [column[m] for m in train.movie_id.tolist() if m in column]
+    counts = np.bincount(np.asarray(cols, dtype=np.int64), minlength=len(column)).astype(np.float32)
+    return lambda user_ids: np.broadcast_to(counts, (len(user_ids), len(counts)))

@@ -6,6 +6,7 @@ import dataclasses
 from typing import Optional
 
 OPTIMIZERS = ("adagrad", "adam")
+LOSSES = ("auto", "full-softmax", "in-batch")
 INDEX_KINDS = ("scann", "brute-force")
 
 
@@ -22,7 +23,12 @@ class RetrievalConfig:
       batch_size: examples per step; also the number of in-batch negatives.
       learning_rate: optimizer step size.
       optimizer: "adagrad" or "adam".
-      temperature: softmax temperature of the in-batch loss (None: 1).
+      loss: "full-softmax" (every catalog movie is a negative) or "in-batch" (the batch's
+        other positives, logQ-corrected); "auto" picks full-softmax for catalogs up to
+        ``full_softmax_max_catalog`` movies.
+      full_softmax_max_catalog: largest catalog "auto" scores in full every step.
+      l2: L2 penalty on the embeddings.
+      temperature: softmax temperature (None: 1).
       patience: epochs without a better validation figure before stopping.
       monitor: validation metric that picks the epoch count (a key of the metrics dict).
       refit: after picking the epoch count, retrain on the whole training part.
@@ -31,16 +37,27 @@ class RetrievalConfig:
 
     embedding_dim: int = 64
     epochs: int = 30
-    batch_size: int = 1024
-    learning_rate: float = 0.003
+    batch_size: int = 4096
+    learning_rate: float = 0.01
     optimizer: str = "adam"
+    loss: str = "auto"
+    full_softmax_max_catalog: int = 50_000
+    l2: float = 0.01
     temperature: Optional[float] = None
-    patience: int = 3
+    patience: int = 2
     monitor: str = "recall@100"
     refit: bool = True
     seed: int = 42
 
+    def loss_for(self, catalog_size: int) -> str:
+        """The loss actually used for a catalog of this size."""
+        if self.loss != "auto":
+            return self.loss
+        return "full-softmax" if catalog_size <= self.full_softmax_max_catalog else "in-batch"
+
     def __post_init__(self):
+        if self.loss not in LOSSES:
+            raise ValueError(f"unknown retrieval loss {self.loss!r}; use one of {LOSSES}")
         if self.optimizer not in OPTIMIZERS:
             raise ValueError(f"unknown optimizer {self.optimizer!r}; use one of {OPTIMIZERS}")
         if self.embedding_dim < 1 or self.batch_size < 1 or self.epochs < 1:

@@ -48,8 +48,16 @@ def catalog_scorer(model: TwoTowerModel, movies: Movies):
     return score
 
 
-def _columns(ratings: Ratings) -> dict:
-    return {"user_id": ratings.user_id, "movie_id": ratings.movie_id}
+def _columns(ratings: Ratings, sampling_probability: dict) -> dict:
+    """Training examples; each carries its movie's in-batch sampling probability (logQ)."""
+    probability = np.fromiter((sampling_probability[m] for m in ratings.movie_id.tolist()), np.float32, len(ratings))
+    return {"user_id": ratings.user_id, "movie_id": ratings.movie_id, "sampling_probability": probability}
+
+
+def sampling_probabilities(ratings: Ratings) -> dict:
+    """Movie id -> share of training examples with that movie (how often it is a batch negative)."""
+    movies, counts = np.unique(ratings.movie_id, return_counts=True)
+    return dict(zip(movies.tolist(), (counts / counts.sum()).tolist()))
 
 
 def train_retrieval(train: Ratings, fit: Ratings, validation: Ratings, movies: Movies, config: RetrievalConfig,
@@ -70,11 +78,14 @@ def train_retrieval(train: Ratings, fit: Ratings, validation: Ratings, movies: M
     user_ids = np.unique(train.user_id)
     evaluator = HeldOutEvaluator(movies.movie_id, fit, validation)
 
+    loss = config.loss_for(len(movies))
+    probability = sampling_probabilities(train)
+
     def build() -> TwoTowerModel:
         tf.keras.utils.set_random_seed(config.seed)
         model = TwoTowerModel(QueryTower(user_ids, config.embedding_dim, name="query_tower"),
                               CandidateTower(movies.movie_id, config.embedding_dim, name="candidate_tower"),
-                              temperature=config.temperature)
+                              loss=loss, catalog_ids=movies.movie_id, temperature=config.temperature, l2=config.l2)
         optimizer = (tf.keras.optimizers.Adagrad(config.learning_rate) if config.optimizer == "adagrad"
                      else tf.keras.optimizers.Adam(config.learning_rate))
         model.compile(optimizer=optimizer)
@@ -85,10 +96,10 @@ def train_retrieval(train: Ratings, fit: Ratings, validation: Ratings, movies: M
 
     result = fit_choosing_epochs(
         "retrieval", build,
-        make_dataset(_columns(fit), config.batch_size, shuffle_seed=config.seed),
+        make_dataset(_columns(fit, probability), config.batch_size, shuffle_seed=config.seed),
         validate,
         EpochSchedule(config.epochs, config.monitor, config.patience, higher_is_better=True, refit=config.refit),
-        full_data=make_dataset(_columns(train), config.batch_size, shuffle_seed=config.seed),
+        full_data=make_dataset(_columns(train, probability), config.batch_size, shuffle_seed=config.seed),
         strategy=strategy,
     )
     return TrainedRetrieval(model=result.model, fit=result)

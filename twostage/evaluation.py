@@ -8,6 +8,7 @@ from typing import Optional
 import numpy as np
 
 from twostage.data import HeldOutEvaluator, TwostageError, load_dataset, split
+from twostage.data.metrics import popularity_scorer
 from twostage.data.splits import SplitConfig
 from twostage.serving.recommender import Recommender
 from twostage.pipeline import data_config_from_record
@@ -33,7 +34,8 @@ def evaluate(model_path: str, source: Optional[str] = None, method: Optional[str
       batch_size: users per batch.
 
     Returns:
-      {"rmse", "retrieval": {...}, "two_stage": {...}, "train_seconds", "data": {...}}.
+      {"rmse", "retrieval": {...}, "two_stage": {...}, "train_seconds",
+       "baselines": {"popularity": {...}}, "data": {...}}.
 
     Raises:
       EvaluationError: the test part holds ratings the model was trained on.
@@ -53,6 +55,8 @@ def evaluate(model_path: str, source: Optional[str] = None, method: Optional[str
     retrieval = evaluator.score_metrics(
         recommender.retrieval_scores, ks=RETRIEVAL_KS, accuracy_k=100, batch_size=batch_size,
         progress=lambda done, total: log.info("retrieval: %d/%d users scored", done, total))
+    popularity = evaluator.score_metrics(popularity_scorer(catalog_ids, train_part), ks=RETRIEVAL_KS, accuracy_k=100,
+                                         batch_size=batch_size)
     ranked = []
     for start in range(0, len(evaluator.user_ids), batch_size):
         users = evaluator.user_ids[start:start + batch_size]
@@ -64,15 +68,19 @@ def evaluate(model_path: str, source: Optional[str] = None, method: Optional[str
     rmse = float(np.sqrt(np.mean((predicted - test_part.rating) ** 2)))
     return {
         "rmse": rmse,
-        "retrieval": {**{f"recall@{k}": retrieval[f"recall@{k}"] for k in RETRIEVAL_KS},
-                      "ndcg@10": retrieval["ndcg@10"],
-                      "top_100_categorical_accuracy": retrieval["top_100_categorical_accuracy"]},
+        "retrieval": _retrieval_figures(retrieval),
         "two_stage": {f"{m}@{k}": two_stage[f"{m}@{k}"] for k in TWO_STAGE_KS for m in ("recall", "ndcg")},
         "train_seconds": recommender.metadata["train_seconds"],
+        "baselines": {"popularity": _retrieval_figures(popularity)},
         "data": {"source": source, "split": split_config.method, "seed": split_config.seed,
                  "test_fraction": split_config.test_fraction, "test_ratings": len(test_part),
                  "test_users": len(evaluator.user_ids)},
     }
+
+
+def _retrieval_figures(metrics: dict) -> dict:
+    return {**{f"recall@{k}": metrics[f"recall@{k}"] for k in RETRIEVAL_KS}, "ndcg@10": metrics["ndcg@10"],
+            "top_100_categorical_accuracy": metrics["top_100_categorical_accuracy"]}
 
 
 def _refuse_training_ratings(recommender: Recommender, users: np.ndarray, test_part, split_config: SplitConfig):
