@@ -15,10 +15,24 @@ import time
 
 import twostage  # noqa: F401
 from twostage.data import SplitConfig, load_dataset, split
+from twostage.data.features import build_vocabularies
 from twostage.retrieval.config import RetrievalConfig
 from twostage.retrieval.train import train_retrieval
 
 GRIDS = {
+    "history": [
+        {"use_history": False},
+        {},
+        {"embedding_dim": 128, "l2": 0.02},
+        {"learning_rate": 0.005},
+    ],
+    "features": [
+        {"use_user_features": False, "use_movie_features": False},
+        {"use_user_features": True, "use_movie_features": False},
+        {"use_user_features": False, "use_movie_features": True},
+        {},
+        {"id_dropout": 0.1},
+    ],
     "default": [
         {},
         {"loss": "in-batch"},
@@ -44,11 +58,12 @@ def main():
     split_config = SplitConfig()
     train, _ = split(data.ratings, split_config)  # the test part is dropped here, unseen
     fit, validation = split(train, split_config.for_validation(0.1))
+    vocabularies = build_vocabularies(fit, data.movies, data.users)
     rows = []
     for settings in json.loads(args.settings) if args.settings else GRIDS[args.grid]:
         config = dataclasses.replace(RetrievalConfig(refit=False), **settings)
         start = time.perf_counter()
-        result = train_retrieval(fit, fit, validation, data.movies, config)
+        result = train_retrieval(fit, fit, validation, data.movies, data.users, vocabularies, config)
         best = result.fit.history[result.fit.best_epoch - 1]["validation"]
         row = {"settings": settings, "best_epoch": result.fit.best_epoch,
                "seconds": round(time.perf_counter() - start, 1), **{k: round(v, 4) for k, v in best.items()}}

@@ -30,11 +30,16 @@ def make_dataset(columns: Dict[str, np.ndarray], batch_size: int, shuffle_seed: 
     Returns:
       A dataset of feature dicts.
     """
-    dataset = tf.data.Dataset.from_tensor_slices(columns)
+    # Shuffle row numbers and gather whole batches: shuffling feature dicts element by
+    # element costs more than a training step on a small machine.
+    tensors = {name: tf.constant(values) for name, values in columns.items()}
+    size = len(next(iter(columns.values())))
+    rows = tf.data.Dataset.range(size)
     if shuffle_seed is not None:
-        size = len(next(iter(columns.values())))
-        dataset = dataset.shuffle(size, seed=shuffle_seed, reshuffle_each_iteration=True)
-    return dataset.batch(batch_size).prefetch(tf.data.AUTOTUNE)
+        rows = rows.shuffle(size, seed=shuffle_seed, reshuffle_each_iteration=True)
+    batches = rows.batch(batch_size).map(lambda index: {name: tf.gather(t, index) for name, t in tensors.items()},
+                                         num_parallel_calls=tf.data.AUTOTUNE, deterministic=True)
+    return batches.prefetch(tf.data.AUTOTUNE)
 
 
 @dataclasses.dataclass(frozen=True)
@@ -73,7 +78,7 @@ class FitResult:
     seconds: float
 
 
-def fit_choosing_epochs(name: str, build: Callable[[], tf.keras.Model], fit_data: tf.data.Dataset,
+def fit_choosing_epochs(name: str, build: Callable[[bool], tf.keras.Model], fit_data: tf.data.Dataset,
                         validate: Callable[[tf.keras.Model], Dict[str, float]], schedule: EpochSchedule,
                         full_data: Optional[tf.data.Dataset] = None,
                         strategy: Optional[tf.distribute.Strategy] = None) -> FitResult:
@@ -81,7 +86,9 @@ def fit_choosing_epochs(name: str, build: Callable[[], tf.keras.Model], fit_data
 
     Args:
       name: stage name for progress lines.
-      build: returns a new compiled model (called inside the strategy scope).
+      build: refit -> a new compiled model (called inside the strategy scope); refit is
+        False while choosing epochs on the fit part, True for the refit on the whole
+        training part (models that bake in training data must use the matching part).
       fit_data: the training part minus validation.
       validate: model -> validation figures (``schedule.monitor`` among them).
       schedule: epochs, patience, direction, refit.
@@ -94,7 +101,7 @@ def fit_choosing_epochs(name: str, build: Callable[[], tf.keras.Model], fit_data
     strategy = strategy or tf.distribute.get_strategy()
     start = time.perf_counter()
     with strategy.scope():
-        model = build()
+        model = build(False)
     history, best, best_epoch, best_weights = [], None, 0, None
     for epoch in range(1, schedule.max_epochs + 1):
         epoch_start = time.perf_counter()
@@ -117,7 +124,7 @@ def fit_choosing_epochs(name: str, build: Callable[[], tf.keras.Model], fit_data
             raise ValueError("refit needs the whole training part")
         log.info("%s: refitting on the whole training part for %d epoch(s)", name, best_epoch)
         with strategy.scope():
-            model = build()
+            model = build(True)
         model.fit(full_data, epochs=best_epoch, verbose=0)
     else:
         model.set_weights(best_weights)

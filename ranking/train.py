@@ -55,7 +55,7 @@ def train_ranking(train: Ratings, fit: Ratings, validation: Ratings, movies: Mov
     """
     user_ids = np.unique(train.user_id)
 
-    def build() -> RatingModel:
+    def build(refit: bool) -> RatingModel:
         tf.keras.utils.set_random_seed(config.seed)
         model = RatingModel(user_ids, movies.movie_id, config.embedding_dim, config.hidden_units,
                             name="rating_model")

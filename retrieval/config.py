@@ -19,6 +19,11 @@ class RetrievalConfig:
 
     Attributes:
       embedding_dim: width of the query and candidate embeddings.
+      use_user_features: feed the user features the data has to the query tower.
+      use_movie_features: feed genres, title words and year to the candidate tower.
+      use_history: pool the embeddings of the movies each user rated into the query.
+      feature_dim: width of each feature's embedding.
+      id_dropout: share of training ids replaced by the unknown id (teaches cold start).
       epochs: most epochs to train; the count used is the best on validation.
       batch_size: examples per step; also the number of in-batch negatives.
       learning_rate: optimizer step size.
@@ -35,14 +40,19 @@ class RetrievalConfig:
       seed: seeds initialisation and shuffling.
     """
 
-    embedding_dim: int = 64
+    embedding_dim: int = 128
+    use_user_features: bool = True
+    use_movie_features: bool = True
+    use_history: bool = True
+    feature_dim: int = 16
+    id_dropout: float = 0.0
     epochs: int = 30
     batch_size: int = 4096
     learning_rate: float = 0.01
     optimizer: str = "adam"
     loss: str = "auto"
     full_softmax_max_catalog: int = 50_000
-    l2: float = 0.01
+    l2: float = 0.02
     temperature: Optional[float] = None
     patience: int = 2
     monitor: str = "recall@100"

@@ -4,9 +4,12 @@ from __future__ import annotations
 
 from typing import Dict, Optional, Sequence
 
+import numpy as np
 import tensorflow as tf
 import tensorflow_recommenders as tfrs
 
+from twostage.data.features import FeatureVocabularies
+from twostage.data.history import RaggedTable
 from twostage.data.tf_setup import require_legacy_keras
 
 keras = require_legacy_keras()
@@ -32,48 +35,201 @@ class IdEmbedding(keras.layers.Layer):
         return self.embedding(self.lookup(ids))
 
 
-class QueryTower(keras.Model):
-    """Embeds a query (a user).
+class PooledTokens(keras.layers.Layer):
+    """Mean of the embeddings of a string's tokens (genres split on "|", title words on spaces).
+
+    An empty string pools to zeros rather than NaN.
 
     Args:
-      user_ids: the user vocabulary (training users).
+      vocabulary: known tokens.
+      embedding_dim: width.
+      separator: token separator.
+    """
+
+    def __init__(self, vocabulary: Sequence[str], embedding_dim: int, separator: str, **kwargs):
+        super().__init__(**kwargs)
+        self.separator = separator
+        if separator == " ":
+            # Titles: the text-tower of the seed systems, as TextVectorization -> pooled embeddings.
+            self.tokens = keras.layers.TextVectorization(standardize=None, split="whitespace",
+                                                         vocabulary=list(vocabulary), ragged=True)
+        else:
+            self.tokens = None
+            self.lookup = keras.layers.StringLookup(vocabulary=list(vocabulary), mask_token=None)
+        self.embedding = keras.layers.Embedding(len(vocabulary) + 2, embedding_dim)
+
+    def call(self, text: tf.Tensor) -> tf.Tensor:
+        """[batch] strings -> [batch, embedding_dim]."""
+        if self.tokens is not None:
+            ids = self.tokens(text)
+        else:
+            tokens = tf.strings.split(text, sep=self.separator)
+            # split("") is [""], not []: a movie without genres must pool to zeros.
+            ids = self.lookup(tf.ragged.boolean_mask(tokens, tf.not_equal(tokens, "")))
+        vectors = self.embedding(ids)  # ragged [batch, (tokens), dim]
+        count = tf.cast(tf.expand_dims(ids.row_lengths(), 1), vectors.dtype)
+        return tf.reduce_sum(vectors, axis=1) / tf.maximum(count, 1.0)
+
+
+class _FeatureTower(keras.Model):
+    """Id embedding plus a linear projection of the other features' embeddings.
+
+    The id embedding carries collaborative signal; the features carry what an id cannot
+    (and all there is for an id never seen). During training a share of ids is replaced by
+    the unknown id, so that the unknown-id row plus the features learns to stand in for
+    users or movies seen for the first time.
+    """
+
+    def __init__(self, id_name: str, ids: Sequence[str], features: Dict[str, keras.layers.Layer],
+                 embedding_dim: int, id_dropout: float, **kwargs):
+        super().__init__(**kwargs)
+        self.id_name = id_name
+        self.id_embedding = IdEmbedding(ids, embedding_dim, name=id_name)
+        self.feature_layers = features
+        self.projection = keras.layers.Dense(embedding_dim, use_bias=False, name="feature_projection") \
+            if features else None
+        self.id_dropout = id_dropout
+
+    def call(self, features: Dict[str, tf.Tensor], training: bool = False) -> tf.Tensor:
+        ids = features[self.id_name]
+        if training and self.id_dropout > 0:
+            drop = tf.random.uniform(tf.shape(ids)) < self.id_dropout
+            ids = tf.where(drop, tf.constant("", tf.string), ids)
+        vector = self.id_embedding(ids) + self.extra(features, training)
+        if self.projection is None:
+            return vector
+        parts = [layer(features[name]) for name, layer in sorted(self.feature_layers.items())]
+        return vector + self.projection(tf.concat(parts, axis=1))
+
+    def extra(self, features: Dict[str, tf.Tensor], training: bool) -> tf.Tensor:
+        """What a subclass adds to the id embedding (nothing here)."""
+        return tf.constant(0.0)
+
+
+class RatedMoviesPooling(keras.layers.Layer):
+    """The mean embedding of the movies a user rated in training (the SVD++ / YouTube-DNN idea).
+
+    The history is baked in as a ragged table (row = user vocabulary index, row 0 for unknown
+    users, empty). In training the example's own movie is left out of its history, or the
+    model would learn to find movies by looking them up in the history.
+
+    Args:
+      history: user rows -> catalog positions (data.history.training_history).
+      catalog_ids: the catalog, in position order.
+      embedding_dim: width.
+    """
+
+    def __init__(self, history: RaggedTable, catalog_ids: Sequence[str], embedding_dim: int, **kwargs):
+        super().__init__(**kwargs)
+        self.values = tf.constant(history.values)
+        self.row_splits = tf.constant(history.row_splits)
+        # (row, movie) pairs as row * catalog + movie: sorted, so membership is a binary search.
+        rows = np.repeat(np.arange(len(history.row_splits) - 1), np.diff(history.row_splits))
+        self.num_movies = len(catalog_ids)
+        self.pair_keys = tf.constant(rows * self.num_movies + history.values.astype(np.int64))
+        self.catalog_lookup = keras.layers.StringLookup(vocabulary=list(catalog_ids), mask_token=None)
+        self.embedding = keras.layers.Embedding(len(catalog_ids), embedding_dim)
+
+    def build(self, input_shape):
+        self.embedding.build(None)
+        super().build(input_shape)
+
+    def call(self, user_rows: tf.Tensor, target_ids: Optional[tf.Tensor] = None) -> tf.Tensor:
+        """[batch] user rows (and, in training, [batch] target movie ids) -> [batch, dim]."""
+        user_rows = tf.clip_by_value(user_rows, 0, tf.shape(self.row_splits, tf.int64)[0] - 2)
+        # Pool each distinct user of the batch once (a batch repeats its users many times).
+        unique_rows, back = tf.unique(user_rows)
+        table = tf.RaggedTensor.from_row_splits(self.values, self.row_splits, validate=False)
+        rated = tf.gather(table, unique_rows)
+        vectors = self.embedding.embeddings
+        sums = tf.math.unsorted_segment_sum(tf.gather(vectors, rated.values), rated.value_rowids(),
+                                            tf.size(unique_rows))
+        sums = tf.gather(sums, back)
+        count = tf.cast(tf.gather(rated.row_lengths(), back), tf.float32)
+        if target_ids is not None and self.pair_keys.shape[0]:
+            target = self.catalog_lookup(target_ids) - 1  # -1: not in the catalog
+            key = user_rows * self.num_movies + target
+            at = tf.minimum(tf.searchsorted(self.pair_keys, key, out_type=tf.int64), tf.size(self.pair_keys, tf.int64) - 1)
+            in_history = tf.cast(tf.equal(tf.gather(self.pair_keys, at), key) & (target >= 0), tf.float32)
+            sums -= tf.expand_dims(in_history, 1) * tf.gather(vectors, tf.maximum(target, 0))
+            count -= in_history
+        return sums / tf.maximum(tf.expand_dims(count, 1), 1.0)
+
+
+class QueryTower(_FeatureTower):
+    """Embeds a query (a user): user id, the user features the data has, and the movies the
+    user rated in training.
+
+    Args:
+      vocabularies: the feature vocabularies (data.features.build_vocabularies).
       embedding_dim: output width.
+      feature_dim: width of each feature's embedding.
+      use_features: False for a tower without demographics.
+      id_dropout: share of training ids replaced by the unknown id.
+      history: the users' rated movies (rows follow ``vocabularies.user_ids``), or None.
 
     Call args:
-      features: a dict with "user_id" (string tensor [batch]).
+      features: "user_id" and, when the tower uses them, "user_age", "user_gender",
+        "user_occupation", "user_zip" (string tensors [batch]; "" for unknown); in
+        training also "movie_id", left out of each example's history.
 
     Returns:
       [batch, embedding_dim] query embeddings.
     """
 
-    def __init__(self, user_ids: Sequence[str], embedding_dim: int, **kwargs):
-        super().__init__(**kwargs)
-        self.user = IdEmbedding(user_ids, embedding_dim, name="user_id")
+    def __init__(self, vocabularies: FeatureVocabularies, embedding_dim: int, feature_dim: int = 16,
+                 use_features: bool = True, id_dropout: float = 0.0, history: Optional[RaggedTable] = None,
+                 **kwargs):
+        features = {}
+        if use_features:
+            features = {name: IdEmbedding(values, feature_dim, name=name)
+                        for name, values in vocabularies.user_features.items()}
+        super().__init__("user_id", vocabularies.user_ids, features, embedding_dim, id_dropout, **kwargs)
+        self.feature_names = tuple(sorted(features))
+        self.rated_movies = None
+        if history is not None:
+            self.rated_movies = RatedMoviesPooling(history, vocabularies.movie_ids, embedding_dim, name="rated_movies")
+            self.history_projection = keras.layers.Dense(embedding_dim, use_bias=False, name="history_projection")
 
-    def call(self, features: Dict[str, tf.Tensor]) -> tf.Tensor:
-        return self.user(features["user_id"])
+    def extra(self, features: Dict[str, tf.Tensor], training: bool) -> tf.Tensor:
+        if self.rated_movies is None:
+            return tf.constant(0.0)
+        rows = self.id_embedding.lookup(features["user_id"])
+        target = features.get("movie_id") if training else None
+        return self.history_projection(self.rated_movies(rows, target))
 
 
-class CandidateTower(keras.Model):
-    """Embeds a candidate (a movie).
+class CandidateTower(_FeatureTower):
+    """Embeds a candidate (a movie): movie id plus genres, title words and release years.
 
     Args:
-      movie_ids: the movie vocabulary (the whole catalog).
+      vocabularies: the feature vocabularies.
       embedding_dim: output width.
+      feature_dim: width of each feature's embedding.
+      use_features: False for an id-only tower.
+      id_dropout: share of training ids replaced by the unknown id.
 
     Call args:
-      features: a dict with "movie_id" (string tensor [batch]).
+      features: "movie_id" and, when used, "movie_genres" ("|"-joined), "movie_title"
+        (data.features.title_text) and "movie_year" (a 5-year bucket).
 
     Returns:
       [batch, embedding_dim] candidate embeddings.
     """
 
-    def __init__(self, movie_ids: Sequence[str], embedding_dim: int, **kwargs):
-        super().__init__(**kwargs)
-        self.movie = IdEmbedding(movie_ids, embedding_dim, name="movie_id")
-
-    def call(self, features: Dict[str, tf.Tensor]) -> tf.Tensor:
-        return self.movie(features["movie_id"])
+    def __init__(self, vocabularies: FeatureVocabularies, embedding_dim: int, feature_dim: int = 16,
+                 use_features: bool = True, id_dropout: float = 0.0, **kwargs):
+        features = {}
+        if use_features:
+            if vocabularies.genres:
+                features["movie_genres"] = PooledTokens(vocabularies.genres, feature_dim, "|", name="movie_genres")
+            if vocabularies.title_tokens:
+                features["movie_title"] = PooledTokens(vocabularies.title_tokens, feature_dim, " ",
+                                                       name="movie_title")
+            if vocabularies.years:
+                features["movie_year"] = IdEmbedding(vocabularies.years, feature_dim, name="movie_year")
+        super().__init__("movie_id", vocabularies.movie_ids, features, embedding_dim, id_dropout, **kwargs)
+        self.feature_names = tuple(sorted(features))
 
 
 LOSSES = ("full-softmax", "in-batch")
@@ -99,35 +255,36 @@ class TwoTowerModel(tfrs.Model):
       query_tower: users -> embeddings.
       candidate_tower: movies -> embeddings.
       loss: "full-softmax" or "in-batch".
-      catalog_ids: all catalog movie ids (full-softmax: the classes, in order).
+      catalog: all catalog movies' features (data.features.movie_feature_columns), needed by
+        full-softmax: the classes, in order.
       temperature: logits are divided by it (None: 1).
       l2: penalty on the squared norms of the batch's query and positive embeddings
         (only rows in use: a whole-matrix penalty would shrink rarely rated movies every step).
     """
 
     def __init__(self, query_tower: QueryTower, candidate_tower: CandidateTower, loss: str = "full-softmax",
-                 catalog_ids: Optional[Sequence[str]] = None, temperature: Optional[float] = None,
+                 catalog: Optional[Dict[str, Sequence[str]]] = None, temperature: Optional[float] = None,
                  l2: float = 0.0, **kwargs):
         super().__init__(**kwargs)
         if loss not in LOSSES:
             raise ValueError(f"unknown retrieval loss {loss!r}; use one of {LOSSES}")
-        if loss == "full-softmax" and catalog_ids is None:
-            raise ValueError("the full-softmax loss needs the catalog ids")
+        if loss == "full-softmax" and catalog is None:
+            raise ValueError("the full-softmax loss needs the catalog's features")
         self.query_tower = query_tower
         self.candidate_tower = candidate_tower
         self.loss_kind = loss
         self.temperature = temperature
         self.l2 = l2
         self.task = tfrs.tasks.Retrieval(temperature=temperature, remove_accidental_hits=True)
-        if catalog_ids is not None:
-            self.catalog_ids = tf.constant(list(catalog_ids))
-            self.catalog_lookup = keras.layers.StringLookup(vocabulary=list(catalog_ids), mask_token=None,
+        if catalog is not None:
+            self.catalog = {name: tf.constant(list(values)) for name, values in catalog.items()}
+            self.catalog_lookup = keras.layers.StringLookup(vocabulary=list(catalog["movie_id"]), mask_token=None,
                                                             num_oov_indices=0)
 
     def compute_loss(self, features: Dict[str, tf.Tensor], training: bool = False) -> tf.Tensor:
-        query = self.query_tower(features)
+        query = self.query_tower(features, training=training)
         if self.loss_kind == "full-softmax":
-            catalog = self.candidate_tower({"movie_id": self.catalog_ids})
+            catalog = self.candidate_tower(self.catalog, training=training)
             logits = tf.matmul(query, catalog, transpose_b=True)
             if self.temperature:
                 logits = logits / self.temperature
@@ -135,7 +292,7 @@ class TwoTowerModel(tfrs.Model):
             positive = tf.gather(catalog, labels)
             loss = tf.reduce_sum(tf.nn.sparse_softmax_cross_entropy_with_logits(labels=labels, logits=logits))
         else:
-            positive = self.candidate_tower(features)
+            positive = self.candidate_tower(features, training=training)
             loss = self.task(query, positive, candidate_sampling_probability=features.get("sampling_probability"),
                              candidate_ids=features["movie_id"], compute_metrics=False)
         if self.l2:

@@ -8,8 +8,11 @@ from typing import Optional
 import numpy as np
 import tensorflow as tf
 
+from twostage.data.features import (FeatureVocabularies, movie_feature_columns, rating_feature_columns,
+                                    user_feature_lookup)
+from twostage.data.history import training_history
 from twostage.data.metrics import HeldOutEvaluator
-from twostage.data.schema import Movies, Ratings
+from twostage.data.schema import Movies, Ratings, Users
 from twostage.data.training import EpochSchedule, FitResult, fit_choosing_epochs, make_dataset
 from twostage.retrieval.config import RetrievalConfig
 from twostage.retrieval.model import CandidateTower, QueryTower, TwoTowerModel
@@ -33,25 +36,38 @@ class TrainedRetrieval:
 
 def candidate_embeddings(candidate_tower: CandidateTower, movies: Movies, batch_size: int = 4096) -> np.ndarray:
     """[num movies, dim] embeddings of the whole catalog, in catalog order."""
-    dataset = tf.data.Dataset.from_tensor_slices({"movie_id": movies.movie_id}).batch(batch_size)
+    dataset = tf.data.Dataset.from_tensor_slices(movie_feature_columns(movies)).batch(batch_size)
     return np.concatenate([candidate_tower(batch).numpy() for batch in dataset], axis=0)
 
 
-def catalog_scorer(model: TwoTowerModel, movies: Movies):
-    """Returns user ids -> [users, catalog] dot-product scores, for HeldOutEvaluator."""
-    catalog = tf.constant(candidate_embeddings(model.candidate_tower, movies))
+def query_embeddings(query_tower: QueryTower, user_inputs, user_ids: np.ndarray) -> np.ndarray:
+    """[users, dim] query embeddings; ``user_inputs`` maps ids to the tower's input columns."""
+    return query_tower({k: tf.constant(v) for k, v in user_inputs(user_ids).items()}).numpy()
+
+
+def catalog_scorer(model: TwoTowerModel, movies: Movies, user_inputs):
+    """Returns user ids -> [users, catalog] dot-product scores, for HeldOutEvaluator.
+
+    Args:
+      model: the two-tower model.
+      movies: the catalog.
+      user_inputs: user ids -> query-tower input columns (data.features.user_feature_lookup).
+    """
+    catalog = candidate_embeddings(model.candidate_tower, movies)
 
     def score(user_ids: np.ndarray) -> np.ndarray:
-        queries = model.query_tower({"user_id": tf.constant(user_ids)})
-        return tf.matmul(queries, catalog, transpose_b=True).numpy()
+        return query_embeddings(model.query_tower, user_inputs, user_ids) @ catalog.T
 
     return score
 
 
-def _columns(ratings: Ratings, sampling_probability: dict) -> dict:
-    """Training examples; each carries its movie's in-batch sampling probability (logQ)."""
-    probability = np.fromiter((sampling_probability[m] for m in ratings.movie_id.tolist()), np.float32, len(ratings))
-    return {"user_id": ratings.user_id, "movie_id": ratings.movie_id, "sampling_probability": probability}
+def _columns(ratings: Ratings, movies: Movies, users: Optional[Users], vocabularies: FeatureVocabularies,
+             sampling_probability: dict) -> dict:
+    """Training examples with their features; each carries its movie's sampling probability (logQ)."""
+    columns = rating_feature_columns(ratings, movies, users, vocabularies)
+    columns["sampling_probability"] = np.fromiter((sampling_probability[m] for m in ratings.movie_id.tolist()),
+                                                  np.float32, len(ratings))
+    return columns
 
 
 def sampling_probabilities(ratings: Ratings) -> dict:
@@ -60,7 +76,8 @@ def sampling_probabilities(ratings: Ratings) -> dict:
     return dict(zip(movies.tolist(), (counts / counts.sum()).tolist()))
 
 
-def train_retrieval(train: Ratings, fit: Ratings, validation: Ratings, movies: Movies, config: RetrievalConfig,
+def train_retrieval(train: Ratings, fit: Ratings, validation: Ratings, movies: Movies, users: Optional[Users],
+                    vocabularies: FeatureVocabularies, config: RetrievalConfig,
                     strategy: Optional[tf.distribute.Strategy] = None) -> TrainedRetrieval:
     """Trains the two-tower model, choosing the epoch count on validation.
 
@@ -69,37 +86,47 @@ def train_retrieval(train: Ratings, fit: Ratings, validation: Ratings, movies: M
       fit: the training part minus the validation part.
       validation: the validation part carved from the training part.
       movies: the catalog (the candidate vocabulary and the index).
+      users: user demographics, or None.
+      vocabularies: feature vocabularies built from the training part.
       config: model and training settings.
       strategy: tf.distribute strategy (default: the current one).
 
     Returns:
       The trained model and its fit history.
     """
-    user_ids = np.unique(train.user_id)
     evaluator = HeldOutEvaluator(movies.movie_id, fit, validation)
-
     loss = config.loss_for(len(movies))
     probability = sampling_probabilities(train)
+    user_inputs = user_feature_lookup(users, vocabularies)
 
-    def build() -> TwoTowerModel:
+    def build(refit: bool) -> TwoTowerModel:
         tf.keras.utils.set_random_seed(config.seed)
-        model = TwoTowerModel(QueryTower(user_ids, config.embedding_dim, name="query_tower"),
-                              CandidateTower(movies.movie_id, config.embedding_dim, name="candidate_tower"),
-                              loss=loss, catalog_ids=movies.movie_id, temperature=config.temperature, l2=config.l2)
+        # The history the tower pools is that of the part it is trained on: the fit part's
+        # while choosing epochs, so that validation ratings never leak into the queries.
+        history = training_history(train if refit else fit, vocabularies.user_ids, movies) \
+            if config.use_history else None
+        query = QueryTower(vocabularies, config.embedding_dim, config.feature_dim, config.use_user_features,
+                           config.id_dropout, history, name="query_tower")
+        candidate = CandidateTower(vocabularies, config.embedding_dim, config.feature_dim, config.use_movie_features,
+                                   config.id_dropout, name="candidate_tower")
+        model = TwoTowerModel(query, candidate, loss=loss, catalog=movie_feature_columns(movies),
+                              temperature=config.temperature, l2=config.l2)
         optimizer = (tf.keras.optimizers.Adagrad(config.learning_rate) if config.optimizer == "adagrad"
                      else tf.keras.optimizers.Adam(config.learning_rate))
         model.compile(optimizer=optimizer)
         return model
 
     def validate(model: TwoTowerModel) -> dict:
-        return evaluator.score_metrics(catalog_scorer(model, movies), ks=(10, 100))
+        return evaluator.score_metrics(catalog_scorer(model, movies, user_inputs), ks=(10, 100))
+
+    def examples(ratings: Ratings) -> tf.data.Dataset:
+        return make_dataset(_columns(ratings, movies, users, vocabularies, probability), config.batch_size,
+                            shuffle_seed=config.seed)
 
     result = fit_choosing_epochs(
-        "retrieval", build,
-        make_dataset(_columns(fit, probability), config.batch_size, shuffle_seed=config.seed),
-        validate,
+        "retrieval", build, examples(fit), validate,
         EpochSchedule(config.epochs, config.monitor, config.patience, higher_is_better=True, refit=config.refit),
-        full_data=make_dataset(_columns(train, probability), config.batch_size, shuffle_seed=config.seed),
+        full_data=examples(train),
         strategy=strategy,
     )
     return TrainedRetrieval(model=result.model, fit=result)

@@ -2,46 +2,58 @@
 
 from __future__ import annotations
 
+from typing import Optional
+
 import numpy as np
 
-from twostage.data.schema import Movies, Ratings
+from twostage.data.features import FeatureVocabularies, user_feature_lookup
+from twostage.data.schema import Movies, Ratings, Users
 from twostage.ranking.model import RatingModel
 from twostage.retrieval.config import IndexConfig
 from twostage.retrieval.index import build_index, scann_parameters
 from twostage.retrieval.model import CandidateTower, QueryTower
-from twostage.retrieval.train import candidate_embeddings
+from twostage.retrieval.train import candidate_embeddings, query_embeddings
 from twostage.serving.config import ServingConfig
-from twostage.serving.module import TrainingHistory, TwoStageModule
+from twostage.serving.module import TwoStageModule
+from twostage.data.history import fans, training_history
 
 
 def assemble(query_tower: QueryTower, candidate_tower: CandidateTower, rating_model: RatingModel,
-             train: Ratings, movies: Movies, index_config: IndexConfig, serving_config: ServingConfig
-             ) -> tuple[TwoStageModule, dict]:
+             train: Ratings, movies: Movies, users: Optional[Users], vocabularies: FeatureVocabularies,
+             index_config: IndexConfig, serving_config: ServingConfig) -> tuple[TwoStageModule, dict]:
     """Builds the index and the stitched serving module.
 
     Args:
       query_tower: the trained query tower.
       candidate_tower: the trained candidate tower.
       rating_model: the trained ranking model.
-      train: the training ratings (seen-movie history and popularity).
+      train: the training ratings (seen-movie history, fans and popularity).
       movies: the catalog.
+      users: user demographics, or None.
+      vocabularies: the feature vocabularies the towers were built with.
       index_config: which index, and its settings.
-      serving_config: candidates per user and the largest k.
+      serving_config: candidates per user, the largest k, what counts as liked.
 
     Returns:
       The module and a description of its index (for the export's metadata).
     """
-    user_ids = np.unique(train.user_id)
-    history = TrainingHistory(train, user_ids.tolist(), movies)
+    user_ids = list(vocabularies.user_ids)
+    history = training_history(train, user_ids, movies)
     embeddings = candidate_embeddings(candidate_tower, movies)
+    lookup = user_feature_lookup(users, vocabularies)
+    user_inputs = lookup(np.asarray(user_ids))
+    user_vectors = query_embeddings(query_tower, lookup, np.asarray(user_ids))
     num_candidates = min(serving_config.num_candidates, len(movies))
     depth = min(len(movies), num_candidates + history.max_length)
     index = build_index(embeddings, depth, index_config)
     column = {movie: i for i, movie in enumerate(movies.movie_id.tolist())}
     popularity = np.bincount([column[m] for m in train.movie_id.tolist() if m in column],
                              minlength=len(movies)).astype(np.float64)
-    module = TwoStageModule(query_tower, index, embeddings, rating_model, movies, user_ids.tolist(), history,
-                            popularity, num_candidates, serving_config.max_k)
+    module = TwoStageModule(
+        query_tower, index, embeddings, rating_model, movies, user_ids,
+        {name: user_inputs[name] for name in query_tower.feature_names}, user_vectors, history,
+        fans(train, user_ids, movies, serving_config.liked_rating), popularity, num_candidates,
+        serving_config.max_k)
     description = {"kind": index_config.kind, "retrieval_depth": module.retrieval_depth,
                    "num_candidates": module.num_candidates}
     if index_config.kind == "scann":

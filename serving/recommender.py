@@ -6,12 +6,14 @@ import dataclasses
 import json
 import os
 import threading
-from typing import Sequence, Union
+from typing import Optional, Sequence, Union
 
 import numpy as np
 import tensorflow as tf
 
 from twostage.data.errors import TwostageError
+from twostage.data.features import zip_prefix
+from twostage.data.schema import age_bucket
 from twostage.serving.export import METADATA_FILE, versions
 
 
@@ -21,6 +23,14 @@ class ModelError(TwostageError):
 
 class RequestError(TwostageError):
     """A request is malformed (empty ids, k out of range, ...)."""
+
+
+class UnknownMovieError(RequestError):
+    """A movie id the model's catalog does not hold."""
+
+
+# What a caller may say about a user the model has never seen (cold start).
+USER_FEATURE_ARGUMENTS = ("age", "gender", "occupation", "zip_code")
 
 
 @dataclasses.dataclass(frozen=True)
@@ -43,6 +53,54 @@ class Recommendation:
 
     def as_dict(self) -> dict:
         return dataclasses.asdict(self)
+
+
+@dataclasses.dataclass(frozen=True)
+class RelatedMovie:
+    """A movie related to another ("similar movies", "people who liked this also liked").
+
+    Attributes:
+      movie_id: the related movie.
+      title: its title.
+      score: cosine similarity (similar movies) or the fans' mean query score (also liked).
+    """
+
+    movie_id: str
+    title: str
+    score: float
+
+    def as_dict(self) -> dict:
+        return dataclasses.asdict(self)
+
+
+def user_feature_inputs(count: int, features: Optional[dict]) -> dict:
+    """The model's user-feature inputs from what a caller knows of a new user.
+
+    Args:
+      count: users in the request (the same features go with each).
+      features: any of age (years), gender ("M"/"F"), occupation, zip_code.
+
+    Returns:
+      user_age, user_gender, user_occupation, user_zip string tensors of length ``count``.
+    """
+    features = dict(features or {})
+    unknown = set(features) - set(USER_FEATURE_ARGUMENTS)
+    if unknown:
+        raise RequestError(f"unknown user feature(s) {', '.join(sorted(unknown))}; "
+                           f"use {', '.join(USER_FEATURE_ARGUMENTS)}")
+    age = features.get("age")
+    if age not in (None, ""):
+        try:
+            age = str(age_bucket(int(age)))
+        except (TypeError, ValueError):
+            raise RequestError(f"age must be a whole number of years, got {age!r}") from None
+    values = {
+        "user_age": age or "",
+        "user_gender": str(features.get("gender") or "").upper(),
+        "user_occupation": str(features.get("occupation") or ""),
+        "user_zip": zip_prefix(str(features.get("zip_code") or "")),
+    }
+    return {name: tf.constant([value] * count, tf.string) for name, value in values.items()}
 
 
 def _strings(values: np.ndarray) -> np.ndarray:
@@ -127,20 +185,33 @@ class Recommender:
             raise RequestError(f"empty {what} id")
         return tf.constant(ids, dtype=tf.string)
 
-    def recommend(self, user_id: Union[str, Sequence[str]], k: int = 10):
+    def _check_k(self, k) -> tf.Tensor:
+        if isinstance(k, bool) or not isinstance(k, (int, np.integer)) or not 1 <= k <= self.max_k:
+            raise RequestError(f"k must be a whole number from 1 to {self.max_k} (fixed at export), got {k!r}")
+        return tf.constant(k, tf.int32)
+
+    def recommend(self, user_id: Union[str, Sequence[str]], k: int = 10, features: Optional[dict] = None):
         """Top-k movies for one user (a list) or for several (a list of lists).
+
+        Users the model was trained with are served from what it learned of them. A user it
+        has never seen gets recommendations from ``features`` when given (cold start), else
+        the most popular movies.
 
         Args:
           user_id: a user id, or a sequence of them.
           k: results per user, 1..max_k (fixed at export).
+          features: for users never seen: any of age (years), gender, occupation, zip_code.
 
         Returns:
           [Recommendation, ...] best first; one such list per user when given a sequence.
         """
         single = isinstance(user_id, (str, bytes, int, np.integer))
-        if not isinstance(k, (int, np.integer)) or not 1 <= k <= self.max_k:
-            raise RequestError(f"k must be a whole number from 1 to {self.max_k} (fixed at export), got {k!r}")
-        out = self._recommend(user_id=self._ids(user_id, "user"), k=tf.constant(k, tf.int32))
+        ids, k = self._ids(user_id, "user"), self._check_k(k)
+        if features:
+            out = self._loaded.signatures["recommend_with_features"](
+                user_id=ids, k=k, **user_feature_inputs(int(ids.shape[0]), features))
+        else:
+            out = self._recommend(user_id=ids, k=k)
         columns = {name: value.numpy() for name, value in out.items()}
         columns["movie_id"], columns["title"] = _strings(columns["movie_id"]), _strings(columns["title"])
         results = []
@@ -157,12 +228,49 @@ class Recommender:
 
     def recommend_arrays(self, user_ids: Sequence[str], k: int = 10) -> dict:
         """Batch recommendations as numpy arrays ([users, k] each), for bulk scoring."""
-        if not 1 <= k <= self.max_k:
-            raise RequestError(f"k must be from 1 to {self.max_k}, got {k}")
-        out = self._recommend(user_id=self._ids(user_ids, "user"), k=tf.constant(k, tf.int32))
+        out = self._recommend(user_id=self._ids(user_ids, "user"), k=self._check_k(k))
         arrays = {name: value.numpy() for name, value in out.items()}
         arrays["movie_id"], arrays["title"] = _strings(arrays["movie_id"]), _strings(arrays["title"])
         return arrays
+
+    def _related(self, signature: str, movie_id, k: int):
+        single = isinstance(movie_id, (str, bytes, int, np.integer))
+        ids = self._ids(movie_id, "movie")
+        out = self._loaded.signatures[signature](movie_id=ids, k=self._check_k(k))
+        movies, titles = _strings(out["movie_id"].numpy()), _strings(out["title"].numpy())
+        scores, known = out["score"].numpy(), out["known_movie"].numpy()
+        results = []
+        for row in range(len(known)):
+            if not known[row]:
+                results.append(None)
+                continue
+            results.append([RelatedMovie(str(movies[row, j]), str(titles[row, j]), float(scores[row, j]))
+                            for j in range(movies.shape[1]) if np.isfinite(scores[row, j])])
+        if single:
+            if results[0] is None:
+                raise UnknownMovieError(f"movie {movie_id} is not in this model's catalog")
+            return results[0]
+        return results
+
+    def similar_movies(self, movie_id: Union[str, Sequence[str]], k: int = 10):
+        """"More like this": the k movies nearest by cosine of candidate embeddings.
+
+        Args:
+          movie_id: a movie id, or a sequence of them.
+          k: results per movie, 1..max_k.
+
+        Returns:
+          [RelatedMovie, ...] best first (the movie itself excluded). For a sequence, one list
+          per movie, None for ids not in the catalog; a single unknown id raises
+          UnknownMovieError.
+        """
+        return self._related("similar_movies", movie_id, k)
+
+    def also_liked(self, movie_id: Union[str, Sequence[str]], k: int = 10):
+        """People who liked this also liked: what the movie's fans (users who rated it highly
+        in training) would be recommended together. Same shape as :meth:`similar_movies`.
+        """
+        return self._related("also_liked", movie_id, k)
 
     def predict_rating(self, user_ids: Sequence[str], movie_ids: Sequence[str]) -> np.ndarray:
         """Predicted rating of each (user_ids[i], movie_ids[i]) pair."""

@@ -2,19 +2,70 @@ import numpy as np
 import pytest
 import tensorflow as tf
 
-from twostage.data import HeldOutEvaluator, SplitConfig, split
+from twostage.data import HeldOutEvaluator, Ratings, SplitConfig, split
+from twostage.data.features import FeatureVocabularies, build_vocabularies, user_feature_lookup
+from twostage.data.history import training_history
 from twostage.data.metrics import popularity_scorer
 from twostage.retrieval.config import IndexConfig, RetrievalConfig
 from twostage.retrieval.index import build_brute_force_index, build_scann_index, scann_parameters
-from twostage.retrieval.model import CandidateTower, QueryTower, TwoTowerModel
+from twostage.retrieval.model import CandidateTower, PooledTokens, QueryTower, RatedMoviesPooling, TwoTowerModel
 from twostage.retrieval.train import candidate_embeddings, catalog_scorer, train_retrieval
 
 
+def _ids_only(users, movies):
+    return FeatureVocabularies(user_ids=tuple(users), movie_ids=tuple(movies), user_features={}, genres=(),
+                               title_tokens=(), years=())
+
+
 def test_towers_embed_known_and_unknown_ids():
-    query = QueryTower(["1", "2"], 8)
-    candidate = CandidateTower(["a", "b", "c"], 8)
+    vocabularies = _ids_only(["1", "2"], ["a", "b", "c"])
+    query = QueryTower(vocabularies, 8)
+    candidate = CandidateTower(vocabularies, 8)
     assert query({"user_id": tf.constant(["1", "2", "never-seen"])}).shape == (3, 8)
     assert candidate({"movie_id": tf.constant(["c"])}).shape == (1, 8)
+
+
+def test_feature_towers_use_every_feature_the_data_has(small_data):
+    vocabularies = build_vocabularies(small_data.ratings, small_data.movies, small_data.users)
+    query = QueryTower(vocabularies, 8)
+    candidate = CandidateTower(vocabularies, 8)
+    assert query.feature_names == ("user_age", "user_gender", "user_occupation", "user_zip")
+    assert candidate.feature_names == ("movie_genres", "movie_title", "movie_year")
+    inputs = user_feature_lookup(small_data.users, vocabularies)(np.asarray(["1", "unknown"]))
+    assert inputs["user_gender"][1] == ""  # unknown users have no features
+    with_features = query({k: tf.constant(v) for k, v in inputs.items()}).numpy()
+    inputs["user_occupation"] = np.asarray(["", ""])
+    assert not np.allclose(with_features, query({k: tf.constant(v) for k, v in inputs.items()}).numpy())
+
+
+def test_pooled_tokens_average_and_handle_empty_strings():
+    genres = PooledTokens(["Action", "Drama"], 4, "|")
+    out = genres(tf.constant(["Action|Drama", "Action", ""])).numpy()
+    vectors = genres.embedding.embeddings.numpy()
+    action, drama = vectors[genres.lookup(tf.constant(["Action", "Drama"])).numpy()]
+    np.testing.assert_allclose(out[0], (action + drama) / 2, rtol=1e-6)
+    np.testing.assert_allclose(out[1], action, rtol=1e-6)
+    np.testing.assert_array_equal(out[2], np.zeros(4))
+    titles = PooledTokens(["star", "wars"], 4, " ")
+    assert titles(tf.constant(["star wars", "unknown words"])).shape == (2, 4)
+
+
+def test_history_pooling_leaves_the_target_out():
+    train = Ratings.from_rows(["u", "u", "u"], ["a", "b", "c"], [5, 4, 3], [1, 2, 3])
+    pooling = RatedMoviesPooling(training_history(train, ["u"], _catalog(["a", "b", "c", "d"])), ["a", "b", "c", "d"], 4)
+    rows = tf.constant([1, 1, 0], tf.int64)
+    out = pooling(rows, tf.constant(["a", "d", "a"])).numpy()
+    vectors = pooling.embedding.embeddings.numpy()
+    np.testing.assert_allclose(out[0], vectors[[1, 2]].mean(axis=0), rtol=1e-6)  # "a" left out
+    np.testing.assert_allclose(out[1], vectors[[0, 1, 2]].mean(axis=0), rtol=1e-6)
+    np.testing.assert_array_equal(out[2], np.zeros(4))  # unknown user: no history
+    np.testing.assert_allclose(pooling(rows[:1]).numpy()[0], vectors[[0, 1, 2]].mean(axis=0), rtol=1e-6)
+
+
+def _catalog(ids):
+    from twostage.data.schema import Movies
+
+    return Movies(np.asarray(ids), np.asarray(ids), tuple(() for _ in ids), np.zeros(len(ids), np.int32))
 
 
 def _batch():
@@ -29,7 +80,8 @@ def _softmax_loss(logits, labels):
 
 
 def test_in_batch_loss_applies_logq_correction_and_drops_accidental_hits():
-    model = TwoTowerModel(QueryTower(["1", "2", "3"], 4), CandidateTower(["a", "b"], 4), loss="in-batch")
+    vocabularies = _ids_only(["1", "2", "3"], ["a", "b"])
+    model = TwoTowerModel(QueryTower(vocabularies, 4), CandidateTower(vocabularies, 4), loss="in-batch")
     assert model.task.factorized_metrics == []  # no top-K metrics while training
     features = _batch()
     q = model.query_tower(features).numpy()
@@ -46,8 +98,9 @@ def test_in_batch_loss_applies_logq_correction_and_drops_accidental_hits():
 
 def test_full_softmax_loss_scores_the_whole_catalog():
     catalog = ["a", "b", "c", "d"]
-    model = TwoTowerModel(QueryTower(["1", "2", "3"], 4), CandidateTower(catalog, 4), loss="full-softmax",
-                          catalog_ids=catalog)
+    vocabularies = _ids_only(["1", "2", "3"], catalog)
+    model = TwoTowerModel(QueryTower(vocabularies, 4), CandidateTower(vocabularies, 4), loss="full-softmax",
+                          catalog={"movie_id": catalog})
     features = _batch()
     q = model.query_tower(features).numpy()
     c = model.candidate_tower({"movie_id": tf.constant(catalog)}).numpy()
@@ -66,13 +119,15 @@ def trained(small_data):
     train, test = split(small_data.ratings, SplitConfig())
     fit, validation = split(train, SplitConfig().for_validation(0.1))
     config = RetrievalConfig(epochs=8, batch_size=256, patience=2)
-    return train, test, train_retrieval(train, fit, validation, small_data.movies, config)
+    vocabularies = build_vocabularies(train, small_data.movies, small_data.users)
+    result = train_retrieval(train, fit, validation, small_data.movies, small_data.users, vocabularies, config)
+    return train, test, result, user_feature_lookup(small_data.users, vocabularies)
 
 
 def test_training_beats_popularity_on_held_out(small_data, trained):
-    train, test, result = trained
+    train, test, result, user_inputs = trained
     evaluator = HeldOutEvaluator(small_data.movies.movie_id, train, test)
-    model = evaluator.score_metrics(catalog_scorer(result.model, small_data.movies), ks=(10,))
+    model = evaluator.score_metrics(catalog_scorer(result.model, small_data.movies, user_inputs), ks=(10,))
     popularity = evaluator.score_metrics(popularity_scorer(small_data.movies.movie_id, train), ks=(10,))
     assert model["recall@10"] > popularity["recall@10"] * 1.2, (model, popularity)
     assert 1 <= result.fit.best_epoch <= 8
@@ -80,9 +135,9 @@ def test_training_beats_popularity_on_held_out(small_data, trained):
 
 
 def test_scann_and_brute_force_agree_on_a_small_catalog(small_data, trained):
-    _, _, result = trained
+    _, _, result, user_inputs = trained
     embeddings = candidate_embeddings(result.candidate_tower, small_data.movies)
-    queries = result.query_tower({"user_id": tf.constant(["1", "2", "3"])})
+    queries = result.query_tower({k: tf.constant(v) for k, v in user_inputs(np.asarray(["1", "2", "3"])).items()})
     _, exact = build_brute_force_index(embeddings, 10)(queries, k=10)
     _, approx = build_scann_index(embeddings, 10)(queries, k=10)
     overlap = np.mean([len(set(a) & set(b)) / 10 for a, b in zip(exact.numpy(), approx.numpy())])

@@ -111,3 +111,66 @@ def test_a_failed_export_leaves_nothing_behind(tmp_path, monkeypatch):
     with pytest.raises(KeyboardInterrupt):
         export.export_saved_model(Module(), str(tmp_path), "m", {}, uses_scann=False)
     assert os.listdir(tmp_path / "m") == []
+
+
+def test_every_signature_is_in_the_reloaded_savedmodel(recommender):
+    assert set(recommender._loaded.signatures) == {
+        "serving_default", "recommend_with_features", "similar_movies", "also_liked", "retrieval_scores",
+        "predict_rating", "catalog", "training_history"}
+
+
+def _taste_share(results, movie_taste, movie):
+    return np.mean([movie_taste[r.movie_id] == movie_taste[movie] for r in results])
+
+
+def test_similar_movies_share_the_planted_taste(recommender, small_synthetic, train_part):
+    movies, counts = np.unique(train_part.movie_id, return_counts=True)
+    shares = []
+    for movie in movies[np.argsort(-counts)][:30]:
+        results = recommender.similar_movies(movie, k=5)
+        assert len(results) == 5 and movie not in {r.movie_id for r in results}
+        assert [r.score for r in results] == sorted((r.score for r in results), reverse=True)
+        shares.append(_taste_share(results, small_synthetic.movie_taste, movie))
+    assert np.mean(shares) > 0.5  # eight tastes: 0.125 by chance
+
+
+def test_people_who_liked_this_also_liked_movies_of_its_taste(recommender, small_synthetic, train_part):
+    liked = train_part.movie_id[train_part.rating >= 4]
+    movies, counts = np.unique(liked, return_counts=True)
+    shares = [_taste_share(recommender.also_liked(m, k=5), small_synthetic.movie_taste, m)
+              for m in movies[np.argsort(-counts)][:30]]
+    assert np.mean(shares) > 0.4
+
+
+def test_unknown_movies_are_reported_not_crashed_on(recommender):
+    from twostage.serving.recommender import UnknownMovieError
+
+    with pytest.raises(UnknownMovieError, match="movie no-such-movie is not in this model's catalog"):
+        recommender.similar_movies("no-such-movie")
+    batch = recommender.also_liked(["no-such-movie", "1"], k=3)
+    assert batch[0] is None and len(batch[1]) == 3
+
+
+def test_cold_start_user_is_served_from_features(recommender, train_part):
+    popular = [r.movie_id for r in recommender.recommend("new-user", k=10)]
+    writer = recommender.recommend("new-user", k=10, features={"age": 31, "gender": "f", "occupation": "writer",
+                                                                "zip_code": "94110"})
+    student = recommender.recommend("new-user", k=10, features={"age": 19, "occupation": "student"})
+    assert len(writer) == 10 and len({r.movie_id for r in writer}) == 10
+    assert [r.movie_id for r in writer] != popular
+    assert [r.movie_id for r in writer] != [r.movie_id for r in student]
+    # Features of a kind the model never saw are no error either.
+    assert len(recommender.recommend("new-user", k=3, features={"occupation": "astronaut"})) == 3
+
+
+def test_known_users_keep_their_own_features(recommender):
+    plain = [r.movie_id for r in recommender.recommend("4", k=10)]
+    told = [r.movie_id for r in recommender.recommend("4", k=10, features={"age": 70, "occupation": "retired"})]
+    assert plain == told
+
+
+def test_bad_feature_requests(recommender):
+    with pytest.raises(RequestError, match="unknown user feature"):
+        recommender.recommend("x", features={"height": 180})
+    with pytest.raises(RequestError, match="age must be a whole number"):
+        recommender.recommend("x", features={"age": "old"})

@@ -1,4 +1,4 @@
-"""The ``twostage`` command line: train, recommend, evaluate."""
+"""The ``twostage`` command line: train, recommend, similar, also-liked, evaluate."""
 
 from __future__ import annotations
 
@@ -42,6 +42,19 @@ def build_parser() -> argparse.ArgumentParser:
     recommend.add_argument("--user", required=True, action="append", help="user id (repeat for several)")
     recommend.add_argument("-k", type=int, default=10, help="number of movies")
     recommend.add_argument("--json", action="store_true", help="print JSON instead of a table")
+    cold = recommend.add_argument_group("a user the model has never seen (cold start)")
+    cold.add_argument("--age", type=int, help="age in years")
+    cold.add_argument("--gender", help="M or F")
+    cold.add_argument("--occupation", help="e.g. writer, student, programmer")
+    cold.add_argument("--zip", dest="zip_code", help="zip or postal code")
+
+    for name, what in (("similar", "movies most like a movie (cosine of movie embeddings)"),
+                       ("also-liked", "what people who liked a movie also liked")):
+        related = commands.add_parser(name, help=what)
+        related.add_argument("--model", required=True, help="the export")
+        related.add_argument("--movie", required=True, help="movie id")
+        related.add_argument("-k", type=int, default=10, help="number of movies")
+        related.add_argument("--json", action="store_true", help="print JSON instead of a table")
 
     evaluate = commands.add_parser("evaluate", help="score an exported model on its held-out ratings")
     evaluate.add_argument("--model", required=True, help="the export")
@@ -73,7 +86,9 @@ def _recommend(args) -> int:
     from twostage.serving.recommender import Recommender
 
     recommender = Recommender.load(args.model)
-    results = recommender.recommend(args.user, k=args.k)
+    features = {name: getattr(args, name) for name in ("age", "gender", "occupation", "zip_code")
+                if getattr(args, name) is not None}
+    results = recommender.recommend(args.user, k=args.k, features=features or None)
     if args.json:
         print(json.dumps({user: [r.as_dict() for r in recs] for user, recs in zip(args.user, results)}, indent=2))
         return 0
@@ -82,6 +97,22 @@ def _recommend(args) -> int:
         print(f"  {'#':>2}  {'movie':>7}  {'score':>7}  {'rating':>6}  title")
         for rank, r in enumerate(recs, 1):
             print(f"  {rank:>2}  {r.movie_id:>7}  {r.score:7.3f}  {r.predicted_rating:6.2f}  {r.title}")
+    return 0
+
+
+def _related(args) -> int:
+    from twostage.serving.recommender import Recommender
+
+    recommender = Recommender.load(args.model)
+    method = recommender.similar_movies if args.command == "similar" else recommender.also_liked
+    results = method(args.movie, k=args.k)
+    if args.json:
+        print(json.dumps([r.as_dict() for r in results], indent=2))
+        return 0
+    catalog = dict(zip(*recommender.catalog()))
+    print(f"{args.command} for movie {args.movie} ({catalog[args.movie]}):")
+    for rank, r in enumerate(results, 1):
+        print(f"  {rank:>2}  {r.movie_id:>7}  {r.score:7.3f}  {r.title}")
     return 0
 
 
@@ -111,7 +142,9 @@ def main(argv=None) -> int:
     from twostage.data.errors import TwostageError
 
     try:
-        return {"train": _train, "recommend": _recommend, "evaluate": _evaluate}[args.command](args)
+        commands = {"train": _train, "recommend": _recommend, "evaluate": _evaluate, "similar": _related,
+                    "also-liked": _related}
+        return commands[args.command](args)
     except TwostageError as err:
         print(f"twostage {args.command}: error: {err}", file=sys.stderr)
         return 2

@@ -8,6 +8,7 @@ import os
 import time
 
 from twostage.data import DataConfig, MovieLensData, load_dataset, split
+from twostage.data.features import build_vocabularies
 from twostage.data.splits import SplitConfig
 from twostage.data.synthetic import SyntheticConfig
 from twostage.ranking.config import RankingConfig
@@ -79,15 +80,18 @@ def train(config: PipelineConfig, out_dir: str, data: MovieLensData | None = Non
     log.info("data %s: %d ratings, %d movies; training on %d (fit %d + validation %d), %d held out",
              data.name, len(data.ratings), len(data.movies), len(train_part), len(fit_part), len(validation_part),
              len(test_part))
-    retrieval = train_retrieval(train_part, fit_part, validation_part, data.movies, config.retrieval)
+    vocabularies = build_vocabularies(train_part, data.movies, data.users)
+    retrieval = train_retrieval(train_part, fit_part, validation_part, data.movies, data.users, vocabularies,
+                                config.retrieval)
     ranking = train_ranking(train_part, fit_part, validation_part, data.movies, config.ranking)
     train_seconds = time.perf_counter() - start
     module, index = assemble(retrieval.query_tower, retrieval.candidate_tower, ranking.model, train_part,
-                             data.movies, config.index, config.serving)
+                             data.movies, data.users, vocabularies, config.index, config.serving)
     metadata = {
         "format": METADATA_FORMAT,
         "data": {**data_source_record(config.data), "name": data.name, "rating_scale": list(data.rating_scale),
-                 "num_ratings": len(data.ratings), "num_train": len(train_part), "num_movies": len(data.movies)},
+                 "num_ratings": len(data.ratings), "num_train": len(train_part), "num_movies": len(data.movies),
+                 "user_features": sorted(vocabularies.user_features)},
         "retrieval": {"config": dataclasses.asdict(config.retrieval), "best_epoch": retrieval.fit.best_epoch,
                       "seconds": retrieval.fit.seconds, "history": retrieval.fit.history},
         "ranking": {"config": dataclasses.asdict(config.ranking), "best_epoch": ranking.fit.best_epoch,

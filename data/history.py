@@ -1,0 +1,59 @@
+"""Per-user and per-movie interaction tables built from the training part.
+
+The query tower pools a user's history; the exported model excludes it from
+recommendations and finds each movie's fans in it. All are ragged tables of int32 values,
+row 0 kept for unknown users where rows are users.
+"""
+
+from __future__ import annotations
+
+from typing import Sequence
+
+import numpy as np
+
+from twostage.data.schema import Movies, Ratings
+
+class RaggedTable:
+    """Row -> sorted unique int32 values, as (values, row_splits) for ``tf.RaggedTensor``.
+
+    Args:
+      rows: row of each pair (0..num_rows-1).
+      values: value of each pair.
+      num_rows: rows in the table (rows without pairs are empty).
+    """
+
+    def __init__(self, rows: np.ndarray, values: np.ndarray, num_rows: int):
+        width = int(values.max(initial=0)) + 1
+        pairs = np.unique(rows.astype(np.int64) * width + values.astype(np.int64))  # sorted by row, then value
+        rows, values = pairs // width, pairs % width
+        self.values = values.astype(np.int32)
+        self.row_splits = np.searchsorted(rows, np.arange(num_rows + 1)).astype(np.int64)
+        self.max_length = int(np.diff(self.row_splits).max(initial=0))
+
+
+def _positions(ids: np.ndarray, vocabulary: Sequence[str], offset: int) -> np.ndarray:
+    index = {key: i + offset for i, key in enumerate(vocabulary)}
+    return np.fromiter((index.get(k, -1) for k in ids.tolist()), np.int64, len(ids))
+
+
+def training_history(train: Ratings, user_ids: Sequence[str], movies: Movies) -> RaggedTable:
+    """Each known user's training movies as catalog positions; row 0 (unknown users) empty.
+
+    Args:
+      train: the training ratings.
+      user_ids: the user vocabulary (rows 1..n).
+      movies: the catalog.
+    """
+    rows = _positions(train.user_id, user_ids, 1)
+    cols = _positions(train.movie_id, movies.movie_id.tolist(), 0)
+    keep = (rows > 0) & (cols >= 0)
+    return RaggedTable(rows[keep], cols[keep], len(user_ids) + 1)
+
+
+def fans(train: Ratings, user_ids: Sequence[str], movies: Movies, liked_rating: float) -> RaggedTable:
+    """For each catalog movie, the user rows (1..n) who rated it at least ``liked_rating``."""
+    liked = train.rating >= liked_rating
+    rows = _positions(train.movie_id[liked], movies.movie_id.tolist(), 0)
+    users = _positions(train.user_id[liked], user_ids, 1)
+    keep = (rows >= 0) & (users > 0)
+    return RaggedTable(rows[keep], users[keep], len(movies))
