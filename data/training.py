@@ -19,13 +19,16 @@ import tensorflow as tf
 log = logging.getLogger("twostage")
 
 
-def make_dataset(columns: Dict[str, np.ndarray], batch_size: int, shuffle_seed: Optional[int] = None) -> tf.data.Dataset:
+def make_dataset(columns: Dict[str, np.ndarray], batch_size: int, shuffle_seed: Optional[int] = None,
+                 drop_remainder: bool = False) -> tf.data.Dataset:
     """A batched ``tf.data`` pipeline over in-memory feature columns.
 
     Args:
       columns: feature name -> array, all of the same length.
       batch_size: examples per batch.
       shuffle_seed: reshuffle every epoch with this seed; None keeps the order.
+      drop_remainder: drop the last, smaller batch (training: one batch shape means one
+        trace of the train step; rows are reshuffled every epoch, so no row is lost for good).
 
     Returns:
       A dataset of feature dicts.
@@ -37,8 +40,9 @@ def make_dataset(columns: Dict[str, np.ndarray], batch_size: int, shuffle_seed: 
     rows = tf.data.Dataset.range(size)
     if shuffle_seed is not None:
         rows = rows.shuffle(size, seed=shuffle_seed, reshuffle_each_iteration=True)
-    batches = rows.batch(batch_size).map(lambda index: {name: tf.gather(t, index) for name, t in tensors.items()},
-                                         num_parallel_calls=tf.data.AUTOTUNE, deterministic=True)
+    batches = rows.batch(batch_size, drop_remainder=drop_remainder and size >= batch_size)
+    batches = batches.map(lambda index: {name: tf.gather(t, index) for name, t in tensors.items()},
+                          num_parallel_calls=tf.data.AUTOTUNE, deterministic=True)
     return batches.prefetch(tf.data.AUTOTUNE)
 
 
@@ -78,6 +82,50 @@ class FitResult:
     seconds: float
 
 
+class _EpochChooser(tf.keras.callbacks.Callback):
+    """Validates after every epoch, remembers the best, stops after ``patience`` worse ones."""
+
+    def __init__(self, name: str, validate, schedule: EpochSchedule):
+        super().__init__()
+        self.name, self.validate, self.schedule = name, validate, schedule
+        self.history, self.best, self.best_epoch, self.best_weights = [], None, 0, None
+        self.epoch_start = time.perf_counter()
+
+    def on_epoch_begin(self, epoch, logs=None):
+        self.epoch_start = time.perf_counter()
+
+    def on_epoch_end(self, epoch, logs=None):
+        epoch += 1
+        figures = {key: float(value) for key, value in self.validate(self.model).items()}
+        figure = figures[self.schedule.monitor]
+        improved = self.best is None or (figure > self.best if self.schedule.higher_is_better else figure < self.best)
+        self.history.append({"epoch": epoch, "loss": float(logs["loss"]), "validation": figures})
+        log.info("%s epoch %d/%d: loss %.4f, validation %s %.4f%s (%.1fs)", self.name, epoch,
+                 self.schedule.max_epochs, logs["loss"], self.schedule.monitor, figure, " (best)" if improved else "",
+                 time.perf_counter() - self.epoch_start)
+        if improved:
+            self.best, self.best_epoch = figure, epoch
+            if not self.schedule.refit:
+                self.best_weights = self.model.get_weights()
+        elif epoch - self.best_epoch >= self.schedule.patience:
+            self.model.stop_training = True
+
+
+class _EpochLogger(tf.keras.callbacks.Callback):
+    """One progress line per epoch."""
+
+    def __init__(self, name: str, epochs: int):
+        super().__init__()
+        self.name, self.epochs, self.start = name, epochs, time.perf_counter()
+
+    def on_epoch_begin(self, epoch, logs=None):
+        self.start = time.perf_counter()
+
+    def on_epoch_end(self, epoch, logs=None):
+        log.info("%s epoch %d/%d: loss %.4f (%.1fs)", self.name, epoch + 1, self.epochs, logs["loss"],
+                 time.perf_counter() - self.start)
+
+
 def fit_choosing_epochs(name: str, build: Callable[[bool], tf.keras.Model], fit_data: tf.data.Dataset,
                         validate: Callable[[tf.keras.Model], Dict[str, float]], schedule: EpochSchedule,
                         full_data: Optional[tf.data.Dataset] = None,
@@ -102,30 +150,19 @@ def fit_choosing_epochs(name: str, build: Callable[[bool], tf.keras.Model], fit_
     start = time.perf_counter()
     with strategy.scope():
         model = build(False)
-    history, best, best_epoch, best_weights = [], None, 0, None
-    for epoch in range(1, schedule.max_epochs + 1):
-        epoch_start = time.perf_counter()
-        logs = model.fit(fit_data, epochs=1, verbose=0).history
-        figures = {key: float(value) for key, value in validate(model).items()}
-        figure = figures[schedule.monitor]
-        improved = best is None or (figure > best if schedule.higher_is_better else figure < best)
-        history.append({"epoch": epoch, "loss": float(logs["loss"][-1]), "validation": figures})
-        log.info("%s epoch %d/%d: loss %.4f, validation %s %.4f%s (%.1fs)", name, epoch, schedule.max_epochs,
-                 history[-1]["loss"], schedule.monitor, figure, " (best)" if improved else "",
-                 time.perf_counter() - epoch_start)
-        if improved:
-            best, best_epoch = figure, epoch
-            if not schedule.refit:
-                best_weights = model.get_weights()
-        elif epoch - best_epoch >= schedule.patience:
-            break
+    chooser = _EpochChooser(name, validate, schedule)
+    # One fit call for all epochs: a fit call per epoch pays Keras' set-up every time.
+    model.fit(fit_data, epochs=schedule.max_epochs, verbose=0, callbacks=[chooser])
+    history, best_epoch, best_weights = chooser.history, chooser.best_epoch, chooser.best_weights
     if schedule.refit:
         if full_data is None:
             raise ValueError("refit needs the whole training part")
-        log.info("%s: refitting on the whole training part for %d epoch(s)", name, best_epoch)
+        refit_start = time.perf_counter()
         with strategy.scope():
             model = build(True)
-        model.fit(full_data, epochs=best_epoch, verbose=0)
+        model.fit(full_data, epochs=best_epoch, verbose=0, callbacks=[_EpochLogger(f"{name} refit", best_epoch)])
+        log.info("%s: refitted on the whole training part for %d epoch(s) (%.1fs)", name, best_epoch,
+                 time.perf_counter() - refit_start)
     else:
         model.set_weights(best_weights)
     return FitResult(model=model, best_epoch=best_epoch, history=history, seconds=time.perf_counter() - start)

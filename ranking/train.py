@@ -64,10 +64,12 @@ def train_ranking(train: Ratings, fit: Ratings, validation: Ratings, movies: Mov
 
     result = fit_choosing_epochs(
         "ranking", build,
-        make_dataset(_columns(fit), config.batch_size, shuffle_seed=config.seed),
+        make_dataset(_columns(fit), config.batch_size, shuffle_seed=config.seed,
+                            drop_remainder=True),
         lambda model: rating_errors(model, validation),
         EpochSchedule(config.epochs, "rmse", config.patience, higher_is_better=False, refit=config.refit),
-        full_data=make_dataset(_columns(train), config.batch_size, shuffle_seed=config.seed),
+        full_data=make_dataset(_columns(train), config.batch_size, shuffle_seed=config.seed,
+                            drop_remainder=True),
         strategy=strategy,
     )
     return TrainedRanking(model=result.model, fit=result)

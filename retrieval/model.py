@@ -121,14 +121,23 @@ class RatedMoviesPooling(keras.layers.Layer):
 
     def __init__(self, history: RaggedTable, catalog_ids: Sequence[str], embedding_dim: int, **kwargs):
         super().__init__(**kwargs)
-        self.values = tf.constant(history.values)
-        self.row_splits = tf.constant(history.row_splits)
-        # (row, movie) pairs as row * catalog + movie: sorted, so membership is a binary search.
-        rows = np.repeat(np.arange(len(history.row_splits) - 1), np.diff(history.row_splits))
         self.num_movies = len(catalog_ids)
-        self.pair_keys = tf.constant(rows * self.num_movies + history.values.astype(np.int64))
+        # Variables of open shape, so the history can be swapped for a larger one after
+        # training (and is saved with the weights, not as a graph constant).
+        self.values = tf.Variable(np.zeros(0, np.int32), shape=[None], trainable=False, name="history_values")
+        self.row_splits = tf.Variable(np.zeros(1, np.int64), shape=[None], trainable=False, name="history_row_splits")
+        self.pair_keys = tf.Variable(np.zeros(0, np.int64), shape=[None], trainable=False, name="history_pair_keys")
+        self.set_history(history)
         self.catalog_lookup = keras.layers.StringLookup(vocabulary=list(catalog_ids), mask_token=None)
         self.embedding = keras.layers.Embedding(len(catalog_ids), embedding_dim)
+
+    def set_history(self, history: RaggedTable):
+        """Replaces the pooled history (e.g. the fit part's by the whole training part's)."""
+        rows = np.repeat(np.arange(len(history.row_splits) - 1), np.diff(history.row_splits))
+        # (row, movie) pairs as row * catalog + movie: sorted, so membership is a binary search.
+        self.values.assign(history.values)
+        self.row_splits.assign(history.row_splits)
+        self.pair_keys.assign(rows * self.num_movies + history.values.astype(np.int64))
 
     def build(self, input_shape):
         self.embedding.build(None)
@@ -146,11 +155,12 @@ class RatedMoviesPooling(keras.layers.Layer):
                                             tf.size(unique_rows))
         sums = tf.gather(sums, back)
         count = tf.cast(tf.gather(rated.row_lengths(), back), tf.float32)
-        if target_ids is not None and self.pair_keys.shape[0]:
+        if target_ids is not None:
             target = self.catalog_lookup(target_ids) - 1  # -1: not in the catalog
             key = user_rows * self.num_movies + target
-            at = tf.minimum(tf.searchsorted(self.pair_keys, key, out_type=tf.int64), tf.size(self.pair_keys, tf.int64) - 1)
-            in_history = tf.cast(tf.equal(tf.gather(self.pair_keys, at), key) & (target >= 0), tf.float32)
+            keys = tf.concat([self.pair_keys, tf.constant([-1], tf.int64)], axis=0)  # -1 matches no pair
+            at = tf.minimum(tf.searchsorted(self.pair_keys, key, out_type=tf.int64), tf.size(self.pair_keys, tf.int64))
+            in_history = tf.cast(tf.equal(tf.gather(keys, at), key) & (target >= 0), tf.float32)
             sums -= tf.expand_dims(in_history, 1) * tf.gather(vectors, tf.maximum(target, 0))
             count -= in_history
         return sums / tf.maximum(tf.expand_dims(count, 1), 1.0)
@@ -190,6 +200,12 @@ class QueryTower(_FeatureTower):
         if history is not None:
             self.rated_movies = RatedMoviesPooling(history, vocabularies.movie_ids, embedding_dim, name="rated_movies")
             self.history_projection = keras.layers.Dense(embedding_dim, use_bias=False, name="history_projection")
+
+    def set_history(self, history: RaggedTable):
+        """Pools ``history`` from now on (rows follow the user vocabulary)."""
+        if self.rated_movies is None:
+            raise ValueError("this query tower was built without a history")
+        self.rated_movies.set_history(history)
 
     def extra(self, features: Dict[str, tf.Tensor], training: bool) -> tf.Tensor:
         if self.rated_movies is None:

@@ -113,7 +113,7 @@ def train_retrieval(train: Ratings, fit: Ratings, validation: Ratings, movies: M
                               temperature=config.temperature, l2=config.l2)
         optimizer = (tf.keras.optimizers.Adagrad(config.learning_rate) if config.optimizer == "adagrad"
                      else tf.keras.optimizers.Adam(config.learning_rate))
-        model.compile(optimizer=optimizer)
+        model.compile(optimizer=optimizer, steps_per_execution=config.steps_per_execution)
         return model
 
     def validate(model: TwoTowerModel) -> dict:
@@ -121,12 +121,17 @@ def train_retrieval(train: Ratings, fit: Ratings, validation: Ratings, movies: M
 
     def examples(ratings: Ratings) -> tf.data.Dataset:
         return make_dataset(_columns(ratings, movies, users, vocabularies, probability), config.batch_size,
-                            shuffle_seed=config.seed)
+                            shuffle_seed=config.seed,
+                            drop_remainder=True)
 
     result = fit_choosing_epochs(
         "retrieval", build, examples(fit), validate,
         EpochSchedule(config.epochs, config.monitor, config.patience, higher_is_better=True, refit=config.refit),
-        full_data=examples(train),
+        full_data=examples(train) if config.refit else None,
         strategy=strategy,
     )
+    if config.use_history and not config.refit:
+        # The weights were chosen on the fit part; the queries may still pool every
+        # training rating, validation ones included: they are the user's real history.
+        result.model.query_tower.set_history(training_history(train, vocabularies.user_ids, movies))
     return TrainedRetrieval(model=result.model, fit=result)
