@@ -84,6 +84,39 @@ class HeldOutEvaluator:
             results[f"ndcg@{k}"] = float(np.mean((hits[:, :k] * discounts[:k]).sum(axis=1) / ideal))
         return results
 
+    def _score_batches(self, score_users, batch_size: int):
+        for start in range(0, len(self.user_ids), batch_size):
+            stop = min(start + batch_size, len(self.user_ids))
+            scores = np.array(score_users(self.user_ids[start:stop]), dtype=np.float64)
+            if scores.shape != (stop - start, self.num_items):
+                raise ValueError(f"scores have shape {scores.shape}, expected {(stop - start, self.num_items)}")
+            yield start, stop, scores
+
+    def _top_unseen(self, start: int, stop: int, scores: np.ndarray, depth: int):
+        """Best ``depth`` columns per row with training movies excluded (-1 pads)."""
+        seen = (self._seen_rows >= start) & (self._seen_rows < stop)
+        scores[self._seen_rows[seen] - start, self._seen_cols[seen]] = -np.inf
+        top = np.argpartition(-scores, depth - 1, axis=1)[:, :depth]
+        order = np.argsort(-np.take_along_axis(scores, top, axis=1), axis=1, kind="stable")
+        best = np.take_along_axis(top, order, axis=1)
+        best_scores = np.take_along_axis(scores, best, axis=1)
+        best[best_scores == -np.inf] = -1
+        return best, best_scores
+
+    def top_unseen(self, score_users: Callable[[np.ndarray], np.ndarray], depth: int,
+                   batch_size: int = 1024) -> tuple[np.ndarray, np.ndarray]:
+        """Each test user's best ``depth`` catalog columns, training movies excluded.
+
+        Returns:
+          (columns, scores), each [num test users, depth], best first; column -1 pads.
+        """
+        depth = min(depth, self.num_items)
+        columns = np.full((len(self.user_ids), depth), -1, dtype=np.int64)
+        values = np.full((len(self.user_ids), depth), -np.inf)
+        for start, stop, scores in self._score_batches(score_users, batch_size):
+            columns[start:stop], values[start:stop] = self._top_unseen(start, stop, scores, depth)
+        return columns, values
+
     def score_metrics(self, score_users: Callable[[np.ndarray], np.ndarray], ks: Sequence[int] = (10, 50, 100),
                       accuracy_k: int = 100, batch_size: int = 1024, progress: Callable | None = None) -> dict:
         """Metrics of a model that scores every catalog movie for a user.
@@ -101,11 +134,7 @@ class HeldOutEvaluator:
         depth = min(max(ks), self.num_items)
         ranked = np.full((len(self.user_ids), max(ks)), -1, dtype=np.int64)
         accurate = 0
-        for start in range(0, len(self.user_ids), batch_size):
-            stop = min(start + batch_size, len(self.user_ids))
-            scores = np.array(score_users(self.user_ids[start:stop]), dtype=np.float64)
-            if scores.shape != (stop - start, self.num_items):
-                raise ValueError(f"scores have shape {scores.shape}, expected {(stop - start, self.num_items)}")
+        for start, stop, scores in self._score_batches(score_users, batch_size):
             # TFRS top-K accuracy: the true movie is in the top K over all movies (seen included),
             # i.e. its score is at least the K-th largest score.
             in_batch = (self._test_rows >= start) & (self._test_rows < stop)
@@ -113,13 +142,7 @@ class HeldOutEvaluator:
             kth = min(accuracy_k, self.num_items) - 1
             kth_largest = -np.partition(-scores, kth, axis=1)[:, kth]
             accurate += int(np.sum(scores[pair_rows, pair_cols] >= kth_largest[pair_rows]))
-            seen = (self._seen_rows >= start) & (self._seen_rows < stop)
-            scores[self._seen_rows[seen] - start, self._seen_cols[seen]] = -np.inf
-            top = np.argpartition(-scores, depth - 1, axis=1)[:, :depth]
-            order = np.argsort(-np.take_along_axis(scores, top, axis=1), axis=1, kind="stable")
-            best = np.take_along_axis(top, order, axis=1)
-            best[np.take_along_axis(scores, best, axis=1) == -np.inf] = -1
-            ranked[start:stop, :depth] = best
+            ranked[start:stop, :depth] = self._top_unseen(start, stop, scores, depth)[0]
             if progress:
                 progress(stop, len(self.user_ids))
         results = self.ranked_list_metrics(ranked, ks)

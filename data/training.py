@@ -71,12 +71,15 @@ class FitResult:
 
     Attributes:
       model: the final model.
+      validation_model: the model at its best epoch on the fit part (the same object as
+        ``model`` without refit): the one to score validation data with.
       best_epoch: epochs chosen on validation.
       history: one dict per epoch: loss and the validation figures.
       seconds: wall time of the whole fit, refit included.
     """
 
     model: tf.keras.Model
+    validation_model: tf.keras.Model
     best_epoch: int
     history: List[dict]
     seconds: float
@@ -105,8 +108,7 @@ class _EpochChooser(tf.keras.callbacks.Callback):
                  time.perf_counter() - self.epoch_start)
         if improved:
             self.best, self.best_epoch = figure, epoch
-            if not self.schedule.refit:
-                self.best_weights = self.model.get_weights()
+            self.best_weights = self.model.get_weights()
         elif epoch - self.best_epoch >= self.schedule.patience:
             self.model.stop_training = True
 
@@ -153,7 +155,9 @@ def fit_choosing_epochs(name: str, build: Callable[[bool], tf.keras.Model], fit_
     chooser = _EpochChooser(name, validate, schedule)
     # One fit call for all epochs: a fit call per epoch pays Keras' set-up every time.
     model.fit(fit_data, epochs=schedule.max_epochs, verbose=0, callbacks=[chooser])
-    history, best_epoch, best_weights = chooser.history, chooser.best_epoch, chooser.best_weights
+    history, best_epoch = chooser.history, chooser.best_epoch
+    model.set_weights(chooser.best_weights)
+    validation_model = model
     if schedule.refit:
         if full_data is None:
             raise ValueError("refit needs the whole training part")
@@ -163,6 +167,4 @@ def fit_choosing_epochs(name: str, build: Callable[[bool], tf.keras.Model], fit_
         model.fit(full_data, epochs=best_epoch, verbose=0, callbacks=[_EpochLogger(f"{name} refit", best_epoch)])
         log.info("%s: refitted on the whole training part for %d epoch(s) (%.1fs)", name, best_epoch,
                  time.perf_counter() - refit_start)
-    else:
-        model.set_weights(best_weights)
-    return FitResult(model=model, best_epoch=best_epoch, history=history, seconds=time.perf_counter() - start)
+    return FitResult(model=model, validation_model=validation_model, best_epoch=best_epoch, history=history, seconds=time.perf_counter() - start)

@@ -18,12 +18,35 @@ from twostage.retrieval.config import RetrievalConfig
 from twostage.retrieval.model import CandidateTower, QueryTower, TwoTowerModel
 
 
+@dataclasses.dataclass(frozen=True)
+class ValidationCandidates:
+    """What the model chosen on validation retrieves for the validation users.
+
+    Attributes:
+      user_ids: the validation users.
+      columns: [users, depth] catalog positions, best first, fit-part movies excluded (-1 pads).
+      scores: [users, depth] their retrieval scores.
+    """
+
+    user_ids: np.ndarray
+    columns: np.ndarray
+    scores: np.ndarray
+
+
 @dataclasses.dataclass
 class TrainedRetrieval:
-    """A trained two-tower model with what produced it."""
+    """A trained two-tower model with what produced it.
+
+    Attributes:
+      model: the trained model.
+      fit: the fit history.
+      validation_candidates: its candidates for the validation users (for choosing how the
+        ranking stage reorders them, on validation data only).
+    """
 
     model: TwoTowerModel
     fit: FitResult
+    validation_candidates: ValidationCandidates
 
     @property
     def query_tower(self) -> QueryTower:
@@ -77,7 +100,7 @@ def sampling_probabilities(ratings: Ratings) -> dict:
 
 
 def train_retrieval(train: Ratings, fit: Ratings, validation: Ratings, movies: Movies, users: Optional[Users],
-                    vocabularies: FeatureVocabularies, config: RetrievalConfig,
+                    vocabularies: FeatureVocabularies, config: RetrievalConfig, candidates: int = 100,
                     strategy: Optional[tf.distribute.Strategy] = None) -> TrainedRetrieval:
     """Trains the two-tower model, choosing the epoch count on validation.
 
@@ -89,10 +112,11 @@ def train_retrieval(train: Ratings, fit: Ratings, validation: Ratings, movies: M
       users: user demographics, or None.
       vocabularies: feature vocabularies built from the training part.
       config: model and training settings.
+      candidates: how many candidates per validation user to record.
       strategy: tf.distribute strategy (default: the current one).
 
     Returns:
-      The trained model and its fit history.
+      The trained model, its fit history and its validation candidates.
     """
     evaluator = HeldOutEvaluator(movies.movie_id, fit, validation)
     loss = config.loss_for(len(movies))
@@ -130,8 +154,10 @@ def train_retrieval(train: Ratings, fit: Ratings, validation: Ratings, movies: M
         full_data=examples(train) if config.refit else None,
         strategy=strategy,
     )
+    columns, scores = evaluator.top_unseen(catalog_scorer(result.validation_model, movies, user_inputs), candidates)
+    validation_candidates = ValidationCandidates(evaluator.user_ids, columns, scores)
     if config.use_history and not config.refit:
         # The weights were chosen on the fit part; the queries may still pool every
         # training rating, validation ones included: they are the user's real history.
         result.model.query_tower.set_history(training_history(train, vocabularies.user_ids, movies))
-    return TrainedRetrieval(model=result.model, fit=result)
+    return TrainedRetrieval(model=result.model, fit=result, validation_candidates=validation_candidates)

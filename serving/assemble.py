@@ -20,7 +20,8 @@ from twostage.data.history import fans, training_history
 
 def assemble(query_tower: QueryTower, candidate_tower: CandidateTower, rating_model: RatingModel,
              train: Ratings, movies: Movies, users: Optional[Users], vocabularies: FeatureVocabularies,
-             index_config: IndexConfig, serving_config: ServingConfig) -> tuple[TwoStageModule, dict]:
+             index_config: IndexConfig, serving_config: ServingConfig, blend_weight: float
+             ) -> tuple[TwoStageModule, dict]:
     """Builds the index and the stitched serving module.
 
     Args:
@@ -33,6 +34,7 @@ def assemble(query_tower: QueryTower, candidate_tower: CandidateTower, rating_mo
       vocabularies: the feature vocabularies the towers were built with.
       index_config: which index, and its settings.
       serving_config: candidates per user, the largest k, what counts as liked.
+      blend_weight: weight of the predicted rating in the final score (serving.blend).
 
     Returns:
       The module and a description of its index (for the export's metadata).
@@ -53,7 +55,7 @@ def assemble(query_tower: QueryTower, candidate_tower: CandidateTower, rating_mo
         query_tower, index, embeddings, rating_model, movies, user_ids,
         {name: user_inputs[name] for name in query_tower.feature_names}, user_vectors, history,
         fans(train, user_ids, movies, serving_config.liked_rating), popularity, num_candidates,
-        serving_config.max_k)
+        serving_config.max_k, blend_weight)
     description = {"kind": index_config.kind, "retrieval_depth": module.retrieval_depth,
                    "num_candidates": module.num_candidates}
     if index_config.kind == "scann":

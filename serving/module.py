@@ -10,6 +10,7 @@ import tensorflow as tf
 from twostage.data.schema import Movies
 from twostage.data.features import USER_FEATURES
 from twostage.data.history import RaggedTable
+from twostage.serving.blend import blend
 
 _USER = tf.TensorSpec([None], tf.string, name="user_id")
 _MOVIE = tf.TensorSpec([None], tf.string, name="movie_id")
@@ -27,8 +28,10 @@ class TwoStageModule(tf.Module):
     Retrieval embeds users with the query tower (known users with the features they had in
     training; users never seen with the features their request carries) and asks the index
     for enough candidates that, once the user's training movies are dropped,
-    ``num_candidates`` remain; the rating model scores each (user, candidate) pair; the top k
-    come back. Users never seen and without features get the most popular movies.
+    ``num_candidates`` remain; the rating model predicts each (user, candidate) rating; the
+    top k by retrieval score + blend_weight * predicted rating come back (the weight was
+    chosen on validation data). Users never seen and without features get the most popular
+    movies.
 
     Args:
       query_tower: user features -> query embeddings.
@@ -44,12 +47,15 @@ class TwoStageModule(tf.Module):
       popularity: [catalog] training rating counts.
       num_candidates: candidates handed to the rating model.
       max_k: the largest k a request may ask for.
+      blend_weight: final score = retrieval score + blend_weight * predicted rating.
     """
 
     def __init__(self, query_tower, index, candidate_embeddings: np.ndarray, rating_model, movies: Movies,
                  user_ids: Sequence[str], user_features: Dict[str, np.ndarray], user_embeddings: np.ndarray,
-                 history: RaggedTable, fans: RaggedTable, popularity: np.ndarray, num_candidates: int, max_k: int):
+                 history: RaggedTable, fans: RaggedTable, popularity: np.ndarray, num_candidates: int, max_k: int,
+                 blend_weight: float):
         super().__init__(name="twostage")
+        self.blend_weight = _variable(np.float32(blend_weight), "blend_weight")
         num_movies = len(movies)
         self.query_tower = query_tower
         self.index = index
@@ -141,7 +147,8 @@ class TwoStageModule(tf.Module):
         movie_ids = tf.gather(self.movie_ids, positions)
         predicted = self._predict(user_id, movie_ids)
         # The rating model has not seen users new to it: they keep retrieval's order.
-        score = tf.where(tf.expand_dims(known, 1), predicted, retrieval_scores)
+        score = tf.where(tf.expand_dims(known, 1), blend(retrieval_scores, predicted, self.blend_weight),
+                         retrieval_scores)
         score = tf.where(tf.math.is_inf(retrieval_scores), retrieval_scores, score)
         score, order = tf.math.top_k(score, k=k)
         positions = tf.gather(positions, order, batch_dims=1)

@@ -16,6 +16,7 @@ from twostage.ranking.train import train_ranking
 from twostage.retrieval.config import IndexConfig, RetrievalConfig
 from twostage.retrieval.train import train_retrieval
 from twostage.serving.assemble import assemble
+from twostage.serving.blend import choose_blend_weight
 from twostage.serving.config import ServingConfig
 from twostage.serving.export import export_saved_model
 
@@ -82,11 +83,16 @@ def train(config: PipelineConfig, out_dir: str, data: MovieLensData | None = Non
              len(test_part))
     vocabularies = build_vocabularies(train_part, data.movies, data.users)
     retrieval = train_retrieval(train_part, fit_part, validation_part, data.movies, data.users, vocabularies,
-                                config.retrieval)
+                                config.retrieval, candidates=config.serving.num_candidates)
     ranking = train_ranking(train_part, fit_part, validation_part, data.movies, config.ranking)
+    weight, blend_figures = choose_blend_weight(retrieval.validation_candidates, ranking.fit.validation_model,
+                                                data.movies, fit_part, validation_part)
+    log.info("final list: retrieval score + %g x predicted rating (validation NDCG@10 %.4f; retrieval alone "
+             "%.4f, rating alone %.4f)", weight, blend_figures[weight]["ndcg@10"], blend_figures[0.0]["ndcg@10"],
+             blend_figures[max(blend_figures)]["ndcg@10"])
     train_seconds = time.perf_counter() - start
     module, index = assemble(retrieval.query_tower, retrieval.candidate_tower, ranking.model, train_part,
-                             data.movies, data.users, vocabularies, config.index, config.serving)
+                             data.movies, data.users, vocabularies, config.index, config.serving, weight)
     metadata = {
         "format": METADATA_FORMAT,
         "data": {**data_source_record(config.data), "name": data.name, "rating_scale": list(data.rating_scale),
@@ -97,6 +103,7 @@ def train(config: PipelineConfig, out_dir: str, data: MovieLensData | None = Non
         "ranking": {"config": dataclasses.asdict(config.ranking), "best_epoch": ranking.fit.best_epoch,
                     "seconds": ranking.fit.seconds, "history": ranking.fit.history},
         "index": index,
+        "blend": {"weight": weight, "validation": {str(w): f for w, f in blend_figures.items()}},
         "serving": dataclasses.asdict(config.serving),
         "train_seconds": train_seconds,
         "created": time.strftime("%Y-%m-%dT%H:%M:%S%z"),

@@ -1,0 +1,63 @@
+"""How the final list combines the two stages, chosen on validation data.
+
+Sorting candidates by predicted rating alone pushes obscure, highly rated movies up and can
+make the list worse than retrieval's own order. The exported model scores each candidate as
+
+    score = retrieval score + weight * predicted rating
+
+and the weight is the one whose final lists are best (NDCG@10) for the validation users —
+using the models chosen on the fit part, never the test part.
+"""
+
+from __future__ import annotations
+
+import numpy as np
+import tensorflow as tf
+
+from twostage.data.metrics import HeldOutEvaluator
+from twostage.data.schema import Movies, Ratings
+from twostage.retrieval.train import ValidationCandidates
+
+# 0 is retrieval's order; the largest is, in effect, the predicted rating's order.
+BLEND_WEIGHTS = (0.0, 0.02, 0.05, 0.1, 0.2, 0.5, 1.0, 2.0, 5.0, 1000.0)
+
+
+def blend(retrieval_scores, predicted_ratings, weight: float):
+    """The final score of candidates (numpy arrays or tensors)."""
+    return retrieval_scores + weight * predicted_ratings
+
+
+def choose_blend_weight(candidates: ValidationCandidates, rating_model, movies: Movies, fit: Ratings,
+                        validation: Ratings, k: int = 10, weights=BLEND_WEIGHTS) -> tuple[float, dict]:
+    """The weight whose final top-k lists score best on the validation part.
+
+    Args:
+      candidates: retrieval's validation candidates (fit-part model).
+      rating_model: the rating model chosen on the fit part.
+      movies: the catalog.
+      fit: the training part minus validation (its movies are excluded from the lists).
+      validation: the validation part.
+      k: the list length scored (NDCG@k).
+      weights: the weights tried.
+
+    Returns:
+      The best weight and {weight: {"ndcg@k": ..., "recall@k": ...}} for every weight tried.
+    """
+    evaluator = HeldOutEvaluator(movies.movie_id, fit, validation)
+    if not np.array_equal(evaluator.user_ids, candidates.user_ids):
+        raise ValueError("the candidates are not those of this validation part's users")
+    columns = candidates.columns
+    valid = columns >= 0
+    users = np.repeat(candidates.user_ids, columns.shape[1])
+    movie_ids = movies.movie_id[np.maximum(columns, 0)].ravel()
+    predicted = np.concatenate([
+        rating_model({"user_id": tf.constant(users[i:i + 65536]), "movie_id": tf.constant(movie_ids[i:i + 65536])}
+                     ).numpy()[:, 0] for i in range(0, len(users), 65536)]).reshape(columns.shape)
+    figures = {}
+    for weight in weights:
+        score = np.where(valid, blend(np.where(valid, candidates.scores, 0.0), predicted, weight), -np.inf)
+        order = np.argsort(-score, axis=1, kind="stable")[:, :k]
+        ranked = np.take_along_axis(columns, order, axis=1)
+        figures[weight] = evaluator.ranked_list_metrics(ranked, (k,))
+    best = max(weights, key=lambda w: (figures[w][f"ndcg@{k}"], -w))
+    return best, figures
