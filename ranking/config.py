@@ -13,23 +13,42 @@ class RankingConfig:
     (see benchmarks/tune.py), never on the test part.
 
     Attributes:
+      architecture: "default" (this design) or one of the seed systems' models
+        (ranking.architectures.ARCHITECTURES).
       embedding_dim: width of the user and of the movie embedding.
       hidden_units: the dense stack (relu), before the single output unit.
+      use_features: feed the user and movie features the data has.
+      use_history: pool the embeddings of the movies the user rated (SVD++'s idea).
+      biases: add per-user and per-movie biases to the global mean.
+      output: "sigmoid" (scaled over the rating scale), "clip" or "linear".
+      feature_dim: width of each feature's embedding.
+      l2: penalty on the mean squared norm of each batch's input embeddings.
+      dropout: dropout rate on the concatenated embeddings.
       epochs: most epochs; the count used is the best on validation (lowest RMSE).
       batch_size: examples per step.
       learning_rate: Adam step size.
       patience: epochs without a better validation RMSE before stopping.
-      refit: after picking the epoch count, retrain on the whole training part.
+      refit: after picking the epoch count, retrain on the whole training part. Off by
+        default (it doubles training time): the best-epoch model is kept, and its history
+        input then pools the whole training part.
       seed: seeds initialisation and shuffling.
     """
 
+    architecture: str = "default"
     embedding_dim: int = 32
     hidden_units: tuple = (256, 64)
+    use_features: bool = True
+    use_history: bool = True
+    biases: bool = True
+    output: str = "sigmoid"
+    feature_dim: int = 16
+    l2: float = 0.0
+    dropout: float = 0.3
     epochs: int = 30
     batch_size: int = 1024
     learning_rate: float = 0.001
-    patience: int = 3
-    refit: bool = True
+    patience: int = 2
+    refit: bool = False
     seed: int = 42
 
     def __post_init__(self):

@@ -2,55 +2,152 @@
 
 from __future__ import annotations
 
-from typing import Dict, Sequence
+import math
+from typing import Dict, Optional, Sequence
 
 import tensorflow as tf
 import tensorflow_recommenders as tfrs
 
+from twostage.data.features import FeatureVocabularies
+from twostage.data.history import RaggedTable
+from twostage.data.layers import IdEmbedding, PooledTokens, RatedMoviesPooling
 from twostage.data.tf_setup import require_legacy_keras
 
 keras = require_legacy_keras()
 
+OUTPUTS = ("sigmoid", "clip", "linear")
 
-class RatingModel(tfrs.models.Model):
-    """User and movie embeddings concatenated -> Dense 256 -> Dense 64 -> Dense 1.
 
-    Trained with ``tfrs.tasks.Ranking``: mean squared error loss, RMSE metric.
+class RatingTaskModel(tfrs.models.Model):
+    """What every rating architecture shares: the TFRS Ranking task (MSE loss, RMSE metric),
+    an output kept inside the rating scale, and an optional L2 penalty.
+
+    Subclasses implement ``_raw(features, training) -> (raw [batch, 1], penalised [batch, n])``:
+    a zero raw output predicts the global mean.
 
     Args:
-      user_ids: user vocabulary (unknown users share one embedding).
-      movie_ids: movie vocabulary (the catalog).
-      embedding_dim: width of each embedding.
+      rating_scale: (lowest, highest) rating.
+      global_mean: mean training rating.
+      output: "sigmoid" (scaled over the scale), "clip" or "linear".
+      l2: penalty on the mean squared norm of the penalised tensor.
+    """
+
+    def __init__(self, rating_scale: Sequence[float], global_mean: float, output: str = "sigmoid", l2: float = 0.0,
+                 **kwargs):
+        super().__init__(**kwargs)
+        if output not in OUTPUTS:
+            raise ValueError(f"unknown output {output!r}; use one of {OUTPUTS}")
+        self.low, self.high = float(rating_scale[0]), float(rating_scale[1])
+        self.global_mean = float(global_mean)
+        self.output_kind = output
+        self.l2 = l2
+        self.task = tfrs.tasks.Ranking(loss=keras.losses.MeanSquaredError(),
+                                       metrics=[keras.metrics.RootMeanSquaredError()])
+
+    def _raw(self, features: Dict[str, tf.Tensor], training: bool):
+        raise NotImplementedError
+
+    def _rating(self, raw: tf.Tensor) -> tf.Tensor:
+        if self.output_kind == "sigmoid":
+            # Centred so that a zero output predicts the global mean.
+            share = min(max((self.global_mean - self.low) / (self.high - self.low), 1e-3), 1 - 1e-3)
+            return self.low + (self.high - self.low) * tf.sigmoid(raw + math.log(share / (1 - share)))
+        rating = raw + self.global_mean
+        if self.output_kind == "clip":
+            return tf.clip_by_value(rating, self.low, self.high)
+        return rating
+
+    def call(self, features: Dict[str, tf.Tensor], training: bool = False) -> tf.Tensor:
+        return self._rating(self._raw(features, training)[0])
+
+    def compute_loss(self, features: Dict[str, tf.Tensor], training: bool = False) -> tf.Tensor:
+        raw, penalised = self._raw(features, training)
+        loss = self.task(labels=features["rating"], predictions=self._rating(raw))
+        if self.l2:
+            loss += self.l2 * tf.reduce_mean(tf.reduce_sum(tf.square(penalised), axis=1))
+        return loss
+
+
+class RatingModel(RatingTaskModel):
+    """The design's ranking model: embeddings concatenated -> Dense 256 -> Dense 64 -> Dense 1.
+
+    Trained with ``tfrs.tasks.Ranking`` (mean squared error loss, RMSE metric). Around the
+    design's dense stack:
+
+    * the embeddings are those of the user id and the user features the data has, the
+      movies the user rated (pooled, the implicit-feedback idea of SVD++), the movie id, its
+      genres, title words and release year;
+    * the output adds the global mean and per-user and per-movie biases, and is kept inside
+      the rating scale (``output``: a scaled sigmoid over [lowest, highest], or clipping).
+
+    Args:
+      vocabularies: feature vocabularies (data.features.build_vocabularies).
+      rating_scale: (lowest, highest) rating.
+      global_mean: mean training rating (the starting point of every prediction).
+      embedding_dim: width of the id embeddings.
       hidden_units: the relu layers before the output unit.
+      feature_dim: width of each feature's embedding.
+      use_features: add the user and movie features.
+      history: the users' rated movies (data.history.training_history), or None.
+      biases: add per-user and per-movie biases.
+      output: "sigmoid", "clip" or "linear".
+      l2: penalty on the mean squared norm of the batch's input embeddings.
+      dropout: dropout rate on the concatenated embeddings, in training.
 
     Call args:
-      features: dict with "user_id" and "movie_id" string tensors of one shape [batch].
+      features: "user_id" and "movie_id" (string tensors [batch]) and, when used, the user
+        and movie feature columns of data.features.
 
     Returns:
       [batch, 1] predicted ratings.
     """
 
-    def __init__(self, user_ids: Sequence[str], movie_ids: Sequence[str], embedding_dim: int = 32,
-                 hidden_units: Sequence[int] = (256, 64), **kwargs):
-        super().__init__(**kwargs)
-        self.user_embedding = keras.Sequential([
-            keras.layers.StringLookup(vocabulary=list(user_ids), mask_token=None),
-            keras.layers.Embedding(len(user_ids) + 1, embedding_dim),
-        ], name="user_embedding")
-        self.movie_embedding = keras.Sequential([
-            keras.layers.StringLookup(vocabulary=list(movie_ids), mask_token=None),
-            keras.layers.Embedding(len(movie_ids) + 1, embedding_dim),
-        ], name="movie_embedding")
+    def __init__(self, vocabularies: FeatureVocabularies, rating_scale: Sequence[float], global_mean: float,
+                 embedding_dim: int = 32, hidden_units: Sequence[int] = (256, 64), feature_dim: int = 16,
+                 use_features: bool = True, history: Optional[RaggedTable] = None, biases: bool = True,
+                 output: str = "sigmoid", l2: float = 0.0, dropout: float = 0.0, **kwargs):
+        super().__init__(rating_scale, global_mean, output, l2, **kwargs)
+        self.user_embedding = IdEmbedding(vocabularies.user_ids, embedding_dim, name="user_embedding")
+        self.movie_embedding = IdEmbedding(vocabularies.movie_ids, embedding_dim, name="movie_embedding")
+        self.feature_layers = {}
+        if use_features:
+            for name, values in vocabularies.user_features.items():
+                self.feature_layers[name] = IdEmbedding(values, feature_dim, name=name)
+            if vocabularies.genres:
+                self.feature_layers["movie_genres"] = PooledTokens(vocabularies.genres, feature_dim, "|",
+                                                                   name="movie_genres")
+            if vocabularies.title_tokens:
+                self.feature_layers["movie_title"] = PooledTokens(vocabularies.title_tokens, feature_dim, " ",
+                                                                  name="movie_title")
+            if vocabularies.years:
+                self.feature_layers["movie_year"] = IdEmbedding(vocabularies.years, feature_dim, name="movie_year")
+        self.feature_names = tuple(sorted(self.feature_layers))
+        self.rated_movies = RatedMoviesPooling(history, vocabularies.movie_ids, embedding_dim, name="rated_movies") \
+            if history is not None else None
+        self.user_bias = IdEmbedding(vocabularies.user_ids, 1, name="user_bias") if biases else None
+        self.movie_bias = IdEmbedding(vocabularies.movie_ids, 1, name="movie_bias") if biases else None
+        self.dropout = keras.layers.Dropout(dropout) if dropout else None
         self.rating_head = keras.Sequential(
             [keras.layers.Dense(units, activation="relu") for units in hidden_units] + [keras.layers.Dense(1)],
             name="rating_head")
-        self.task = tfrs.tasks.Ranking(loss=keras.losses.MeanSquaredError(),
-                                       metrics=[keras.metrics.RootMeanSquaredError()])
 
-    def call(self, features: Dict[str, tf.Tensor]) -> tf.Tensor:
-        joined = tf.concat([self.user_embedding(features["user_id"]),
-                            self.movie_embedding(features["movie_id"])], axis=1)
-        return self.rating_head(joined)
+    def set_history(self, history: RaggedTable):
+        """Pools ``history`` from now on (e.g. the whole training part after training on the fit part)."""
+        if self.rated_movies is not None:
+            self.rated_movies.set_history(history)
 
-    def compute_loss(self, features: Dict[str, tf.Tensor], training: bool = False) -> tf.Tensor:
-        return self.task(labels=features["rating"], predictions=self(features))
+    def embeddings(self, features: Dict[str, tf.Tensor], training: bool) -> tf.Tensor:
+        """The concatenated input embeddings, [batch, width]."""
+        parts = [self.user_embedding(features["user_id"]), self.movie_embedding(features["movie_id"])]
+        parts += [self.feature_layers[name](features[name]) for name in self.feature_names]
+        if self.rated_movies is not None:
+            rows = self.user_embedding.lookup(features["user_id"])
+            parts.append(self.rated_movies(rows, features["movie_id"] if training else None))
+        return tf.concat(parts, axis=1)
+
+    def _raw(self, features: Dict[str, tf.Tensor], training: bool):
+        joined = self.embeddings(features, training)
+        raw = self.rating_head(self.dropout(joined, training=training) if self.dropout else joined)
+        if self.user_bias is not None:
+            raw += self.user_bias(features["user_id"]) + self.movie_bias(features["movie_id"])
+        return raw, joined

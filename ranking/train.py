@@ -3,42 +3,72 @@
 from __future__ import annotations
 
 import dataclasses
-from typing import Optional
+from typing import Optional, Sequence
 
 import numpy as np
 import tensorflow as tf
 
-from twostage.data.schema import Movies, Ratings
+from twostage.data.features import FeatureVocabularies, rating_feature_columns
+from twostage.data.history import training_history
+from twostage.data.schema import Movies, Ratings, Users
 from twostage.data.training import EpochSchedule, FitResult, fit_choosing_epochs, make_dataset
 from twostage.ranking.config import RankingConfig
-from twostage.ranking.model import RatingModel
+from twostage.ranking.architectures import build_rating_model
+from twostage.ranking.model import RatingTaskModel
 
 
 @dataclasses.dataclass
 class TrainedRanking:
-    """A trained rating model with what produced it."""
+    """A trained rating model with what produced it.
 
-    model: RatingModel
+    Attributes:
+      model: the final model.
+      fit: the fit history (and the best-epoch model of the fit part).
+      inputs: joins the model's features onto (user, movie) rows.
+      validation_predictions: the fit-part model's ratings for the pairs asked for (before
+        its history input saw the validation part), or None.
+    """
+
+    model: RatingTaskModel
     fit: FitResult
+    inputs: "RatingInputs"
+    validation_predictions: Optional[np.ndarray] = None
 
 
-def _columns(ratings: Ratings) -> dict:
-    return {"user_id": ratings.user_id, "movie_id": ratings.movie_id, "rating": ratings.rating}
+class RatingInputs:
+    """Joins the features a rating model reads onto (user, movie) rows.
+
+    Args:
+      movies: the catalog.
+      users: user demographics, or None.
+      vocabularies: the vocabularies the model was built with.
+    """
+
+    def __init__(self, movies: Movies, users: Optional[Users], vocabularies: FeatureVocabularies):
+        self.movies, self.users, self.vocabularies = movies, users, vocabularies
+
+    def __call__(self, ratings: Ratings, with_labels: bool = False) -> dict:
+        columns = rating_feature_columns(ratings, self.movies, self.users, self.vocabularies)
+        if with_labels:
+            columns["rating"] = ratings.rating
+        return columns
 
 
-def predict_ratings(model: RatingModel, ratings: Ratings, batch_size: int = 8192) -> np.ndarray:
+def predict_ratings(model: RatingTaskModel, inputs: RatingInputs, ratings: Ratings, batch_size: int = 8192) -> np.ndarray:
     """Predicted ratings for the (user, movie) pairs of ``ratings``, in order."""
-    dataset = make_dataset({"user_id": ratings.user_id, "movie_id": ratings.movie_id}, batch_size)
+    dataset = make_dataset(inputs(ratings), batch_size)
     return np.concatenate([model(batch).numpy()[:, 0] for batch in dataset])
 
 
-def rating_errors(model: RatingModel, ratings: Ratings) -> dict:
+def rating_errors(model: RatingTaskModel, inputs: RatingInputs, ratings: Ratings) -> dict:
     """RMSE and MAE of the model on ``ratings``."""
-    error = predict_ratings(model, ratings) - ratings.rating
+    error = predict_ratings(model, inputs, ratings) - ratings.rating
     return {"rmse": float(np.sqrt(np.mean(error ** 2))), "mae": float(np.mean(np.abs(error)))}
 
 
-def train_ranking(train: Ratings, fit: Ratings, validation: Ratings, movies: Movies, config: RankingConfig,
+def train_ranking(train: Ratings, fit: Ratings, validation: Ratings, movies: Movies, users: Optional[Users],
+                  vocabularies: FeatureVocabularies, rating_scale: Sequence[float], config: RankingConfig,
+                  validation_pairs: Optional[Ratings] = None,
                   strategy: Optional[tf.distribute.Strategy] = None) -> TrainedRanking:
     """Trains the rating model, choosing the epoch count on validation RMSE.
 
@@ -47,29 +77,44 @@ def train_ranking(train: Ratings, fit: Ratings, validation: Ratings, movies: Mov
       fit: the training part minus the validation part.
       validation: the validation part carved from the training part.
       movies: the catalog (movie vocabulary).
+      users: user demographics, or None.
+      vocabularies: feature vocabularies built from the training part.
+      rating_scale: (lowest, highest) rating.
       config: model and training settings.
+      validation_pairs: (user, movie) pairs of validation users to predict with the model
+        chosen on the fit part (e.g. retrieval's validation candidates).
       strategy: tf.distribute strategy (default: the current one).
 
     Returns:
       The trained model and its fit history.
     """
-    user_ids = np.unique(train.user_id)
+    inputs = RatingInputs(movies, users, vocabularies)
 
-    def build(refit: bool) -> RatingModel:
+    def build(refit: bool) -> RatingTaskModel:
         tf.keras.utils.set_random_seed(config.seed)
-        model = RatingModel(user_ids, movies.movie_id, config.embedding_dim, config.hidden_units,
-                            name="rating_model")
+        part = train if refit else fit  # what the model may know: never the validation part
+        history = training_history(part, vocabularies.user_ids, movies) \
+            if config.use_history and config.architecture in ("default", "dcn") else None
+        model = build_rating_model(config.architecture, vocabularies, rating_scale, float(part.rating.mean()),
+                                   history, config)
         model.compile(optimizer=tf.keras.optimizers.Adam(config.learning_rate))
         return model
 
     result = fit_choosing_epochs(
         "ranking", build,
-        make_dataset(_columns(fit), config.batch_size, shuffle_seed=config.seed,
+        make_dataset(inputs(fit, with_labels=True), config.batch_size, shuffle_seed=config.seed,
                             drop_remainder=True),
-        lambda model: rating_errors(model, validation),
+        lambda model: rating_errors(model, inputs, validation),
         EpochSchedule(config.epochs, "rmse", config.patience, higher_is_better=False, refit=config.refit),
-        full_data=make_dataset(_columns(train), config.batch_size, shuffle_seed=config.seed,
+        full_data=make_dataset(inputs(train, with_labels=True), config.batch_size, shuffle_seed=config.seed,
                             drop_remainder=True),
         strategy=strategy,
     )
-    return TrainedRanking(model=result.model, fit=result)
+    predictions = None
+    if validation_pairs is not None:
+        predictions = predict_ratings(result.validation_model, inputs, validation_pairs)
+    if not config.refit and hasattr(result.model, "set_history"):
+        # Chosen on the fit part; at serving time the history input may pool every training
+        # rating, validation ones included: they are the user's real history.
+        result.model.set_history(training_history(train, vocabularies.user_ids, movies))
+    return TrainedRanking(model=result.model, fit=result, inputs=inputs, validation_predictions=predictions)

@@ -15,7 +15,7 @@ class RetrievalConfig:
     """How the two-tower model is built and trained.
 
     Defaults were chosen on a validation part carved from the ml-100k training part
-    (see benchmarks/tune_retrieval.py), never on the test part.
+    (see benchmarks/tune.py), never on the test part.
 
     Attributes:
       embedding_dim: width of the query and candidate embeddings.

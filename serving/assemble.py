@@ -6,7 +6,7 @@ from typing import Optional
 
 import numpy as np
 
-from twostage.data.features import FeatureVocabularies, user_feature_lookup
+from twostage.data.features import FeatureVocabularies, movie_feature_columns, user_feature_lookup
 from twostage.data.schema import Movies, Ratings, Users
 from twostage.ranking.model import RatingModel
 from twostage.retrieval.config import IndexConfig
@@ -53,7 +53,8 @@ def assemble(query_tower: QueryTower, candidate_tower: CandidateTower, rating_mo
                              minlength=len(movies)).astype(np.float64)
     module = TwoStageModule(
         query_tower, index, embeddings, rating_model, movies, user_ids,
-        {name: user_inputs[name] for name in query_tower.feature_names}, user_vectors, history,
+        {name: user_inputs[name] for name in vocabularies.user_features}, movie_feature_columns(movies),
+        user_vectors, history,
         fans(train, user_ids, movies, serving_config.liked_rating), popularity, num_candidates,
         serving_config.max_k, blend_weight)
     description = {"kind": index_config.kind, "retrieval_depth": module.retrieval_depth,

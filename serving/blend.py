@@ -12,7 +12,6 @@ using the models chosen on the fit part, never the test part.
 from __future__ import annotations
 
 import numpy as np
-import tensorflow as tf
 
 from twostage.data.metrics import HeldOutEvaluator
 from twostage.data.schema import Movies, Ratings
@@ -27,13 +26,21 @@ def blend(retrieval_scores, predicted_ratings, weight: float):
     return retrieval_scores + weight * predicted_ratings
 
 
-def choose_blend_weight(candidates: ValidationCandidates, rating_model, movies: Movies, fit: Ratings,
+def candidate_pairs(candidates: ValidationCandidates, movies: Movies) -> Ratings:
+    """Retrieval's validation candidates as (user, movie) rows, for the rating model."""
+    columns = candidates.columns
+    return Ratings.from_rows(np.repeat(candidates.user_ids, columns.shape[1]),
+                             movies.movie_id[np.maximum(columns, 0)].ravel(), np.zeros(columns.size),
+                             np.zeros(columns.size))
+
+
+def choose_blend_weight(candidates: ValidationCandidates, predicted: np.ndarray, movies: Movies, fit: Ratings,
                         validation: Ratings, k: int = 10, weights=BLEND_WEIGHTS) -> tuple[float, dict]:
     """The weight whose final top-k lists score best on the validation part.
 
     Args:
       candidates: retrieval's validation candidates (fit-part model).
-      rating_model: the rating model chosen on the fit part.
+      predicted: the fit-part rating model's ratings of ``candidate_pairs(candidates)``.
       movies: the catalog.
       fit: the training part minus validation (its movies are excluded from the lists).
       validation: the validation part.
@@ -48,11 +55,7 @@ def choose_blend_weight(candidates: ValidationCandidates, rating_model, movies: 
         raise ValueError("the candidates are not those of this validation part's users")
     columns = candidates.columns
     valid = columns >= 0
-    users = np.repeat(candidates.user_ids, columns.shape[1])
-    movie_ids = movies.movie_id[np.maximum(columns, 0)].ravel()
-    predicted = np.concatenate([
-        rating_model({"user_id": tf.constant(users[i:i + 65536]), "movie_id": tf.constant(movie_ids[i:i + 65536])}
-                     ).numpy()[:, 0] for i in range(0, len(users), 65536)]).reshape(columns.shape)
+    predicted = np.asarray(predicted).reshape(columns.shape)
     figures = {}
     for weight in weights:
         score = np.where(valid, blend(np.where(valid, candidates.scores, 0.0), predicted, weight), -np.inf)

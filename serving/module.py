@@ -40,7 +40,8 @@ class TwoStageModule(tf.Module):
       rating_model: (user_id, movie_id) -> predicted rating.
       movies: the catalog.
       user_ids: the training users (rows 1..n of every per-user table).
-      user_features: feature name -> [n] values of the training users, for the query tower.
+      user_features: feature name -> [n] values of the training users (both stages' models).
+      movie_features: feature name -> [catalog] values (data.features.movie_feature_columns).
       user_embeddings: [n, dim] query embeddings of the training users.
       history: each user's training movies (rows 1..n).
       fans: each movie's users who liked it (user rows).
@@ -51,7 +52,8 @@ class TwoStageModule(tf.Module):
     """
 
     def __init__(self, query_tower, index, candidate_embeddings: np.ndarray, rating_model, movies: Movies,
-                 user_ids: Sequence[str], user_features: Dict[str, np.ndarray], user_embeddings: np.ndarray,
+                 user_ids: Sequence[str], user_features: Dict[str, np.ndarray],
+                 movie_features: Dict[str, np.ndarray], user_embeddings: np.ndarray,
                  history: RaggedTable, fans: RaggedTable, popularity: np.ndarray, num_candidates: int, max_k: int,
                  blend_weight: float):
         super().__init__(name="twostage")
@@ -77,8 +79,10 @@ class TwoStageModule(tf.Module):
             default_value=-1)
         # Row 0 of every per-user table is the unknown user.
         self.feature_names = tuple(query_tower.feature_names)
-        self.user_features = {name: _variable(np.concatenate([[""], user_features[name]]), f"user_{name}")
-                              for name in self.feature_names}
+        self.user_features = {name: _variable(np.concatenate([[""], values]), name)
+                              for name, values in user_features.items()}
+        self.movie_features = {name: _variable(values, name) for name, values in movie_features.items()
+                               if name != "movie_id"}
         self.user_embeddings = _variable(
             np.concatenate([np.zeros((1, user_embeddings.shape[1]), np.float32), user_embeddings]), "user_embeddings")
         self.history_values = _variable(history.values, "history_values")
@@ -135,17 +139,29 @@ class TwoStageModule(tf.Module):
         scores, order = tf.math.top_k(scores, k=self.num_candidates)
         return scores, tf.gather(positions, order, batch_dims=1), known
 
-    def _predict(self, user_id: tf.Tensor, movie_id: tf.Tensor) -> tf.Tensor:
-        """Predicted ratings for [batch, n] pairs given [batch] users and [batch, n] movies."""
-        users = tf.broadcast_to(tf.expand_dims(user_id, 1), tf.shape(movie_id))
-        flat = self.rating_model({"user_id": tf.reshape(users, [-1]), "movie_id": tf.reshape(movie_id, [-1])})
-        return tf.reshape(flat, tf.shape(movie_id))
+    def _rate(self, user_id: tf.Tensor, positions: tf.Tensor) -> tf.Tensor:
+        """Predicted ratings of [n] users for [n] catalog positions (-1: a movie not in it)."""
+        rows = self.user_rows.lookup(user_id)
+        inputs = {"user_id": user_id,
+                  "movie_id": tf.where(positions >= 0, tf.gather(self.movie_ids, tf.maximum(positions, 0)), "")}
+        for name in self.rating_model.feature_names:
+            if name in self.movie_features:
+                values = tf.gather(self.movie_features[name], tf.maximum(positions, 0))
+                inputs[name] = tf.where(positions >= 0, values, "")
+            else:
+                inputs[name] = tf.gather(self.user_features[name], rows)
+        return self.rating_model(inputs)[:, 0]
+
+    def _predict(self, user_id: tf.Tensor, positions: tf.Tensor) -> tf.Tensor:
+        """Predicted ratings for [batch, n] pairs given [batch] users and [batch, n] positions."""
+        users = tf.broadcast_to(tf.expand_dims(user_id, 1), tf.shape(positions))
+        flat = self._rate(tf.reshape(users, [-1]), tf.reshape(positions, [-1]))
+        return tf.reshape(flat, tf.shape(positions))
 
     def _recommend(self, user_id, k, requested):
         k = tf.clip_by_value(k, 1, self.max_k)
         retrieval_scores, positions, known = self._retrieve(user_id, requested)
-        movie_ids = tf.gather(self.movie_ids, positions)
-        predicted = self._predict(user_id, movie_ids)
+        predicted = self._predict(user_id, positions)
         # The rating model has not seen users new to it: they keep retrieval's order.
         score = tf.where(tf.expand_dims(known, 1), blend(retrieval_scores, predicted, self.blend_weight),
                          retrieval_scores)
@@ -253,7 +269,7 @@ class TwoStageModule(tf.Module):
         Returns:
           rating: [batch].
         """
-        return {"rating": self.rating_model({"user_id": user_id, "movie_id": movie_id})[:, 0]}
+        return {"rating": self._rate(user_id, tf.cast(self.movie_rows.lookup(movie_id), tf.int32))}
 
     @tf.function(input_signature=[])
     def catalog(self):

@@ -1,27 +1,83 @@
 import numpy as np
+import pytest
 import tensorflow as tf
 
 from twostage.data import SplitConfig, split
+from twostage.data.features import build_vocabularies
+from twostage.data.history import training_history
 from twostage.ranking.config import RankingConfig
 from twostage.ranking.model import RatingModel
-from twostage.ranking.train import rating_errors, train_ranking
+from twostage.ranking.train import RatingInputs, predict_ratings, rating_errors, train_ranking
 
 
-def test_the_designs_architecture():
-    model = RatingModel(["1"], ["a"], embedding_dim=32)
-    out = model({"user_id": tf.constant(["1", "x"]), "movie_id": tf.constant(["a", "a"])})
-    assert out.shape == (2, 1)
+@pytest.fixture(scope="module")
+def parts(small_data):
+    train, test = split(small_data.ratings, SplitConfig())
+    fit, validation = split(train, SplitConfig().for_validation(0.1))
+    return train, test, fit, validation, build_vocabularies(train, small_data.movies, small_data.users)
+
+
+def test_the_designs_dense_stack_and_task(parts):
+    vocabularies = parts[4]
+    model = RatingModel(vocabularies, (1.0, 5.0), 3.5, embedding_dim=32)
     assert [layer.units for layer in model.rating_head.layers] == [256, 64, 1]
     assert [layer.activation.__name__ for layer in model.rating_head.layers] == ["relu", "relu", "linear"]
     assert isinstance(model.task._loss, tf.keras.losses.MeanSquaredError)
     assert [m.name for m in model.task._ranking_metrics] == ["root_mean_squared_error"]
+    assert model.feature_names == ("movie_genres", "movie_title", "movie_year", "user_age", "user_gender",
+                                   "user_occupation", "user_zip")
 
 
-def test_trained_model_beats_the_global_mean(small_data):
-    train, test = split(small_data.ratings, SplitConfig())
-    fit, validation = split(train, SplitConfig().for_validation(0.1))
-    result = train_ranking(train, fit, validation, small_data.movies, RankingConfig(epochs=10, batch_size=256))
+@pytest.mark.parametrize("output", ["sigmoid", "clip"])
+def test_predictions_stay_inside_the_rating_scale(parts, small_data, output):
+    train, _, _, _, vocabularies = parts
+    model = RatingModel(vocabularies, (1.0, 5.0), 3.5, history=training_history(train, vocabularies.user_ids,
+                                                                              small_data.movies), output=output)
+    inputs = RatingInputs(small_data.movies, small_data.users, vocabularies)(train.take(np.arange(64)))
+    # Push the dense stack far out of range: the output must still be a rating.
+    head = model.rating_head
+    model({k: tf.constant(v) for k, v in inputs.items()})
+    head.layers[-1].bias.assign([100.0])
+    high = model({k: tf.constant(v) for k, v in inputs.items()}).numpy()
+    head.layers[-1].bias.assign([-100.0])
+    low = model({k: tf.constant(v) for k, v in inputs.items()}).numpy()
+    assert high.max() <= 5.0 and low.min() >= 1.0 and high.min() > 4.9 and low.max() < 1.1
+
+
+def test_zero_output_predicts_the_global_mean(parts):
+    model = RatingModel(parts[4], (1.0, 5.0), 3.7, use_features=False, biases=False)
+    model({"user_id": tf.constant(["1"]), "movie_id": tf.constant(["1"])})
+    for layer in model.rating_head.layers:
+        layer.kernel.assign(tf.zeros_like(layer.kernel))
+        layer.bias.assign(tf.zeros_like(layer.bias))
+    assert model({"user_id": tf.constant(["1"]), "movie_id": tf.constant(["1"])}).numpy()[0, 0] == pytest.approx(3.7)
+
+
+def test_trained_model_beats_the_global_mean(parts, small_data):
+    train, test, fit, validation, vocabularies = parts
+    result = train_ranking(train, fit, validation, small_data.movies, small_data.users, vocabularies, (1.0, 5.0),
+                           RankingConfig(epochs=10, batch_size=256, refit=True))
     baseline = float(np.sqrt(np.mean((test.rating - train.rating.mean()) ** 2)))
-    errors = rating_errors(result.model, test)
+    errors = rating_errors(result.model, result.inputs, test)
     assert errors["rmse"] < baseline - 0.05, (errors, baseline)
     assert [h["epoch"] for h in result.fit.history] == list(range(1, len(result.fit.history) + 1))
+    # The validation model is the fit part's best epoch, distinct from the refitted one.
+    assert result.fit.validation_model is not result.model
+    best = min(h["validation"]["rmse"] for h in result.fit.history)
+    assert rating_errors(result.fit.validation_model, result.inputs, validation)["rmse"] == pytest.approx(best, 1e-4)
+    predicted = predict_ratings(result.model, result.inputs, test)
+    assert predicted.min() >= 1.0 and predicted.max() <= 5.0
+
+
+def test_without_refit_the_best_model_is_kept_and_validation_is_predicted_before_the_history_grows(
+        parts, small_data):
+    train, _, fit, validation, vocabularies = parts
+    result = train_ranking(train, fit, validation, small_data.movies, small_data.users, vocabularies, (1.0, 5.0),
+                           RankingConfig(epochs=6, batch_size=256), validation_pairs=validation)
+    assert result.fit.validation_model is result.model
+    best = min(h["validation"]["rmse"] for h in result.fit.history)
+    # Predicted with the fit part's history: exactly the RMSE the epoch was chosen by.
+    rmse = float(np.sqrt(np.mean((result.validation_predictions - validation.rating) ** 2)))
+    assert rmse == pytest.approx(best, rel=1e-4)
+    # Afterwards the history input pools the whole training part, validation included.
+    assert result.model.rated_movies.values.numpy().size == len(np.unique(train.user_id + "/" + train.movie_id))

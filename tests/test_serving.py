@@ -27,7 +27,7 @@ def test_results_are_real_recommendations(recommender, small_data):
     assert scores == sorted(scores, reverse=True)
     title = dict(zip(small_data.movies.movie_id, small_data.movies.title))
     assert all(r.title == title[r.movie_id] for r in recs)
-    assert all(1.0 <= r.predicted_rating <= 5.5 for r in recs)
+    assert all(1.0 <= r.predicted_rating <= 5.0 for r in recs)
 
 
 def test_training_movies_never_come_back(recommender, train_part):
@@ -42,10 +42,20 @@ def test_history_matches_the_training_part(recommender, train_part):
     assert sorted(recommender.training_history([user])[0]) == sorted(train_part.movie_id[train_part.user_id == user])
 
 
-def test_ranking_orders_by_predicted_rating_for_known_users(recommender):
-    recs = recommender.recommend("3", k=10)
-    predicted = [r.predicted_rating for r in recs]
-    assert predicted == sorted(predicted, reverse=True)
+def test_final_score_blends_retrieval_and_predicted_rating(recommender):
+    weight = recommender.metadata["blend"]["weight"]
+    assert str(weight) in recommender.metadata["blend"]["validation"]
+    for r in recommender.recommend("3", k=10):
+        assert r.score == pytest.approx(r.retrieval_score + weight * r.predicted_rating, rel=1e-5, abs=1e-5)
+
+
+def test_exported_ratings_match_the_in_memory_model(recommender, exported_model, small_data):
+    from twostage.ranking.train import predict_ratings
+
+    test = split(small_data.ratings, SplitConfig())[1].take(np.arange(300))
+    in_memory = predict_ratings(exported_model.rating_model, exported_model.rating_inputs, test)
+    np.testing.assert_allclose(recommender.predict_rating(test.user_id, test.movie_id), in_memory, rtol=1e-5,
+                               atol=1e-5)
 
 
 def test_predict_rating_matches_the_recommendation(recommender):
@@ -174,3 +184,25 @@ def test_bad_feature_requests(recommender):
         recommender.recommend("x", features={"height": 180})
     with pytest.raises(RequestError, match="age must be a whole number"):
         recommender.recommend("x", features={"age": "old"})
+
+
+def test_blend_weight_is_chosen_on_validation_only(monkeypatch, tmp_path, small_data):
+    """The weight must never see the test part: every evaluator the blend builds is checked."""
+    from conftest import small_pipeline_config
+    from twostage import pipeline
+    from twostage.data import HeldOutEvaluator
+    from twostage.serving import blend
+
+    test_pairs = split(small_data.ratings, SplitConfig())[1].pairs()
+    seen = []
+
+    class Spy(HeldOutEvaluator):
+        def __init__(self, catalog_ids, train, test):
+            assert not (test.pairs() & test_pairs), "the blend was scored on test ratings"
+            assert not (train.pairs() & test_pairs)
+            seen.append(len(test))
+            super().__init__(catalog_ids, train, test)
+
+    monkeypatch.setattr(blend, "HeldOutEvaluator", Spy)
+    result = pipeline.train(small_pipeline_config(index="brute-force", epochs=2), str(tmp_path))
+    assert seen and result.metadata["blend"]["weight"] in blend.BLEND_WEIGHTS

@@ -56,6 +56,13 @@ def build_parser() -> argparse.ArgumentParser:
         related.add_argument("-k", type=int, default=10, help="number of movies")
         related.add_argument("--json", action="store_true", help="print JSON instead of a table")
 
+    benchmark = commands.add_parser("benchmark", help="compare the ranking architectures on one split")
+    benchmark.add_argument("stage", choices=("ranking",))
+    benchmark.add_argument("--data", required=True, help="as for train")
+    _add_split_flags(benchmark, defaults=True)
+    benchmark.add_argument("--architectures", help="comma-separated subset (default: all)")
+    benchmark.add_argument("--json", action="store_true", help="print JSON instead of a table")
+
     evaluate = commands.add_parser("evaluate", help="score an exported model on its held-out ratings")
     evaluate.add_argument("--model", required=True, help="the export")
     evaluate.add_argument("--data", help="data source (default: the one the model was trained on)")
@@ -116,6 +123,25 @@ def _related(args) -> int:
     return 0
 
 
+def _benchmark(args) -> int:
+    from twostage.benchmark import benchmark_ranking, format_table
+    from twostage.data import DataConfig, SplitConfig
+    from twostage.pipeline import PipelineConfig
+    from twostage.ranking.architectures import ARCHITECTURES
+
+    chosen = args.architectures.split(",") if args.architectures else list(ARCHITECTURES)
+    unknown = sorted(set(chosen) - set(ARCHITECTURES))
+    if unknown:
+        print(f"twostage benchmark: error: unknown architecture(s) {', '.join(unknown)}; "
+              f"use {', '.join(ARCHITECTURES)}", file=sys.stderr)
+        return 2
+    config = PipelineConfig(data=DataConfig(source=args.data, split=SplitConfig(args.split, args.seed,
+                                                                                  args.test_fraction)))
+    rows = benchmark_ranking(config, chosen)
+    print(json.dumps(rows, indent=2) if args.json else format_table(rows))
+    return 0
+
+
 def _evaluate(args) -> int:
     from twostage.evaluation import evaluate
 
@@ -143,7 +169,7 @@ def main(argv=None) -> int:
 
     try:
         commands = {"train": _train, "recommend": _recommend, "evaluate": _evaluate, "similar": _related,
-                    "also-liked": _related}
+                    "also-liked": _related, "benchmark": _benchmark}
         return commands[args.command](args)
     except TwostageError as err:
         print(f"twostage {args.command}: error: {err}", file=sys.stderr)

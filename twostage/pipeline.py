@@ -16,7 +16,7 @@ from twostage.ranking.train import train_ranking
 from twostage.retrieval.config import IndexConfig, RetrievalConfig
 from twostage.retrieval.train import train_retrieval
 from twostage.serving.assemble import assemble
-from twostage.serving.blend import choose_blend_weight
+from twostage.serving.blend import candidate_pairs, choose_blend_weight
 from twostage.serving.config import ServingConfig
 from twostage.serving.export import export_saved_model
 
@@ -42,6 +42,8 @@ class TrainResult:
 
     export_path: str
     metadata: dict
+    rating_model: object = None
+    rating_inputs: object = None
 
 
 def data_source_record(config: DataConfig) -> dict:
@@ -84,8 +86,10 @@ def train(config: PipelineConfig, out_dir: str, data: MovieLensData | None = Non
     vocabularies = build_vocabularies(train_part, data.movies, data.users)
     retrieval = train_retrieval(train_part, fit_part, validation_part, data.movies, data.users, vocabularies,
                                 config.retrieval, candidates=config.serving.num_candidates)
-    ranking = train_ranking(train_part, fit_part, validation_part, data.movies, config.ranking)
-    weight, blend_figures = choose_blend_weight(retrieval.validation_candidates, ranking.fit.validation_model,
+    ranking = train_ranking(train_part, fit_part, validation_part, data.movies, data.users, vocabularies,
+                            data.rating_scale, config.ranking,
+                            validation_pairs=candidate_pairs(retrieval.validation_candidates, data.movies))
+    weight, blend_figures = choose_blend_weight(retrieval.validation_candidates, ranking.validation_predictions,
                                                 data.movies, fit_part, validation_part)
     log.info("final list: retrieval score + %g x predicted rating (validation NDCG@10 %.4f; retrieval alone "
              "%.4f, rating alone %.4f)", weight, blend_figures[weight]["ndcg@10"], blend_figures[0.0]["ndcg@10"],
@@ -110,4 +114,4 @@ def train(config: PipelineConfig, out_dir: str, data: MovieLensData | None = Non
     }
     path = export_saved_model(module, out_dir, config.serving.model_name, metadata,
                               uses_scann=config.index.kind == "scann")
-    return TrainResult(export_path=path, metadata=metadata)
+    return TrainResult(export_path=path, metadata=metadata, rating_model=ranking.model, rating_inputs=ranking.inputs)

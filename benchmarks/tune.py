@@ -1,0 +1,82 @@
+"""Chooses a stage's settings on a validation part carved from the training part.
+
+Never touches the test part: the training part of the default split is split again
+(SplitConfig.for_validation) and every candidate setting is trained on the fit part and
+scored on that validation part at its best epoch. Prints one JSON line per setting, then a
+table.
+
+    python benchmarks/tune.py retrieval --data ../shared/data/ml-100k --grid history
+    python benchmarks/tune.py ranking --data ../shared/data/ml-100k --settings '[{}, {"output": "clip"}]'
+"""
+
+import argparse
+import dataclasses
+import json
+import logging
+import time
+
+import twostage  # noqa: F401
+from twostage.data import SplitConfig, load_dataset, split
+from twostage.data.features import build_vocabularies
+from twostage.ranking.config import RankingConfig
+from twostage.ranking.train import train_ranking
+from twostage.retrieval.config import RetrievalConfig
+from twostage.retrieval.train import train_retrieval
+
+GRIDS = {
+    "retrieval": {
+        "default": [{}, {"loss": "in-batch"}, {"embedding_dim": 64, "l2": 0.01}, {"learning_rate": 0.02},
+                    {"temperature": 0.5}],
+        "features": [{"use_user_features": False, "use_movie_features": False},
+                     {"use_user_features": True, "use_movie_features": False},
+                     {"use_user_features": False, "use_movie_features": True}, {}, {"id_dropout": 0.1}],
+        "history": [{"use_history": False}, {}, {"embedding_dim": 64, "l2": 0.01}],
+    },
+    "ranking": {
+        "default": [{"use_features": False, "use_history": False, "biases": False, "output": "linear"},
+                    {"use_features": False, "use_history": False, "output": "linear"},
+                    {"use_features": False, "use_history": False},
+                    {"use_features": False}, {"use_history": False}, {}, {"output": "clip"}],
+    },
+}
+MONITOR = {"retrieval": ("recall@10", "ndcg@10", "recall@100", "top_100_categorical_accuracy"),
+           "ranking": ("rmse", "mae")}
+
+
+def main():
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("stage", choices=sorted(GRIDS))
+    parser.add_argument("--data", required=True)
+    parser.add_argument("--grid", default="default")
+    parser.add_argument("--settings", help="JSON list of settings instead of a named grid")
+    args = parser.parse_args()
+    logging.basicConfig(level=logging.WARNING)
+    data = load_dataset(args.data)
+    split_config = SplitConfig()
+    train, _ = split(data.ratings, split_config)  # the test part is dropped here, unseen
+    fit, validation = split(train, split_config.for_validation(0.1))
+    vocabularies = build_vocabularies(fit, data.movies, data.users)
+    rows = []
+    for settings in json.loads(args.settings) if args.settings else GRIDS[args.stage][args.grid]:
+        start = time.perf_counter()
+        if args.stage == "retrieval":
+            config = dataclasses.replace(RetrievalConfig(refit=False), **settings)
+            result = train_retrieval(fit, fit, validation, data.movies, data.users, vocabularies, config).fit
+        else:
+            config = dataclasses.replace(RankingConfig(refit=False), **settings)
+            result = train_ranking(fit, fit, validation, data.movies, data.users, vocabularies, data.rating_scale,
+                                   config).fit
+        best = result.history[result.best_epoch - 1]["validation"]
+        row = {"settings": settings, "best_epoch": result.best_epoch,
+               "seconds": round(time.perf_counter() - start, 1), **{k: round(v, 4) for k, v in best.items()}}
+        print(json.dumps(row), flush=True)
+        rows.append(row)
+    names = MONITOR[args.stage]
+    print(f"\n{'settings':72} {'epochs':>6} {'sec':>6} " + " ".join(f"{n[:12]:>12}" for n in names))
+    for row in rows:
+        print(f"{json.dumps(row['settings'])[:72]:72} {row['best_epoch']:>6} {row['seconds']:>6} "
+              + " ".join(f"{row[n]:>12}" for n in names))
+
+
+if __name__ == "__main__":
+    main()
