@@ -217,9 +217,32 @@ def _unique(ids: list, what: str, where: str, numbers: list):
         seen[movie_id] = number
 
 
+class _CatalogRows:
+    """Collects catalog rows as a movies file is read; one id per movie, checked."""
+
+    def __init__(self, where: str):
+        self.where = where
+        self.rows, self.first_line = [], {}
+
+    def add(self, number: int, movie_id: str, title: str, genres: tuple, year: int):
+        movie_id = movie_id.strip()
+        if movie_id in self.first_line:
+            raise DataError(f"movie id {movie_id} appears twice (first on line {self.first_line[movie_id]})",
+                            self.where, number)
+        self.first_line[movie_id] = number
+        self.rows.append((movie_id, title.strip(), genres, year))
+
+    def movies(self) -> Movies:
+        if not self.rows:
+            raise DataError("no movies in the file", self.where)
+        ids, titles, genres, years = zip(*self.rows)
+        return Movies(np.asarray(ids, dtype=str), np.asarray(titles, dtype=str), tuple(genres),
+                      np.asarray(years, dtype=np.int32))
+
+
 def _read_100k_movies(files: _Files, genre_names: tuple) -> Movies:
     where = files.display("u.item")
-    ids, titles, genres, years, numbers = [], [], [], [], []
+    catalog = _CatalogRows(where)
     for number, line in files.lines("u.item", "latin-1"):
         parts = line.split("|")
         if len(parts) != 5 + len(genre_names):
@@ -228,14 +251,9 @@ def _read_100k_movies(files: _Files, genre_names: tuple) -> Movies:
         flags = parts[5:]
         if any(flag not in ("0", "1") for flag in flags):
             raise DataError(f"genre flags must be 0 or 1, found {'|'.join(flags)}", where, number)
-        ids.append(parts[0].strip())
-        titles.append(parts[1].strip())
-        genres.append(tuple(g for g, flag in zip(genre_names, flags) if flag == "1" and g != "unknown"))
-        years.append(release_year(parts[1], parts[2].strip()))
-        numbers.append(number)
-    _unique(ids, "movie", where, numbers)
-    return Movies(np.asarray(ids, dtype=str), np.asarray(titles, dtype=str), tuple(genres),
-                  np.asarray(years, dtype=np.int32))
+        genres = tuple(g for g, flag in zip(genre_names, flags) if flag == "1" and g != "unknown")
+        catalog.add(number, parts[0], parts[1], genres, release_year(parts[1], parts[2].strip()))
+    return catalog.movies()
 
 
 def _read_100k_users(files: _Files) -> Users:
@@ -263,20 +281,14 @@ def _users(rows: list) -> Users:
 
 def _read_1m_movies(files: _Files) -> Movies:
     where = files.display("movies.dat")
-    ids, titles, genres, years, numbers = [], [], [], [], []
+    catalog = _CatalogRows(where)
     for number, line in files.lines("movies.dat", "latin-1"):
         parts = line.split("::")
         if len(parts) != 3:
             raise DataError(f"expected 3 '::'-separated fields (MovieID::Title::Genres), found {len(parts)}",
                             where, number)
-        ids.append(parts[0].strip())
-        titles.append(parts[1].strip())
-        genres.append(_genre_list(parts[2]))
-        years.append(release_year(parts[1]))
-        numbers.append(number)
-    _unique(ids, "movie", where, numbers)
-    return Movies(np.asarray(ids, dtype=str), np.asarray(titles, dtype=str), tuple(genres),
-                  np.asarray(years, dtype=np.int32))
+        catalog.add(number, parts[0], parts[1], _genre_list(parts[2]), release_year(parts[1]))
+    return catalog.movies()
 
 
 def _genre_list(text: str) -> tuple:
@@ -312,7 +324,7 @@ def _read_csv_movies(files: _Files) -> Movies:
     number, header = next(lines)
     if [h.strip() for h in header.split(",")] != ["movieId", "title", "genres"]:
         raise DataError(f"expected the header movieId,title,genres, found {header!r}", where, number)
-    ids, titles, genres, years, numbers = [], [], [], [], []
+    catalog = _CatalogRows(where)
     for number, line in lines:
         try:
             parts = next(csv.reader([line], strict=True))
@@ -320,14 +332,8 @@ def _read_csv_movies(files: _Files) -> Movies:
             raise DataError(f"malformed CSV ({err})", where, number) from None
         if len(parts) != 3:
             raise DataError(f"expected 3 fields (movieId,title,genres), found {len(parts)}", where, number)
-        ids.append(parts[0].strip())
-        titles.append(parts[1].strip())
-        genres.append(_genre_list(parts[2]))
-        years.append(release_year(parts[1]))
-        numbers.append(number)
-    _unique(ids, "movie", where, numbers)
-    return Movies(np.asarray(ids, dtype=str), np.asarray(titles, dtype=str), tuple(genres),
-                  np.asarray(years, dtype=np.int32))
+        catalog.add(number, parts[0], parts[1], _genre_list(parts[2]), release_year(parts[1]))
+    return catalog.movies()
 
 
 def _check_references(files: _Files, fmt: str, ratings: Ratings, movies: Movies, users: Optional[Users]):

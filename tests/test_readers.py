@@ -168,3 +168,13 @@ def test_tfds_offline_fails_with_one_clear_sentence(monkeypatch):
 def test_unknown_tfds_config():
     with pytest.raises(DataError, match="unknown TFDS source 'movielens/5k'"):
         load_dataset("movielens/5k")
+
+
+def test_duplicate_movie_id_names_both_lines(tmp_path, tiny):
+    folder = write_csv(tiny, str(tmp_path / "csv"))
+    path = os.path.join(folder, "movies.csv")
+    lines = open(path).read().splitlines()
+    first_id = lines[1].split(",")[0]
+    _replace_line(path, 4, f"{first_id},Another Title (1990),Drama")
+    with pytest.raises(DataError, match=rf"movies\.csv, line 4: movie id {first_id} appears twice \(first on line 2\)"):
+        read_movielens(folder)
