@@ -75,3 +75,31 @@ def test_command_line_errors_are_one_sentence(tmp_path):
     assert proc.returncode == 2
     assert "Traceback" not in proc.stderr
     assert f"error: {tmp_path / 'nope'}: no such file or folder" in proc.stderr
+
+
+@pytest.mark.parametrize("layout", ["ml-1m", "csv"])
+def test_the_same_commands_work_on_the_other_grouplens_layouts(tmp_path, small_data, layout):
+    """ml-1m (demographics, '::') and the CSV family (no demographics): no code changes."""
+    from movielens_files import write_csv, write_ml1m, zip_folder
+
+    folder = (write_ml1m if layout == "ml-1m" else write_csv)(small_data, str(tmp_path / layout))
+    source = zip_folder(folder, str(tmp_path / f"{layout}.zip")) if layout == "csv" else folder
+    env = {k: v for k, v in os.environ.items() if k != "TF_USE_LEGACY_KERAS"}
+    out = str(tmp_path / "models")
+
+    def twostage(*args):
+        proc = subprocess.run([sys.executable, "-m", "twostage", *args], capture_output=True, text=True, env=env,
+                              timeout=600)
+        assert proc.returncode == 0, proc.stderr[-3000:]
+        return proc.stdout
+
+    twostage("train", "--data", source, "--out", out, "--epochs", "2", "--index", "brute-force")
+    results = json.loads(twostage("evaluate", "--model", out, "--json"))
+    assert 0 < results["retrieval"]["recall@100"] <= 1 and results["rmse"] < 1.5
+    recs = json.loads(twostage("recommend", "--model", out, "--user", "1", "-k", "5", "--json"))["1"]
+    assert len(recs) == 5
+    similar = json.loads(twostage("similar", "--model", out, "--movie", recs[0]["movie_id"], "-k", "3", "--json"))
+    assert len(similar) == 3
+    with open(os.path.join(out, "twostage", "1", "assets.extra", "twostage.json")) as f:
+        user_features = json.load(f)["data"]["user_features"]
+    assert (user_features == []) == (layout == "csv")

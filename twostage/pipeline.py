@@ -65,16 +65,30 @@ def data_config_from_record(record: dict) -> DataConfig:
                       synthetic=SyntheticConfig(**record.get("synthetic", {})))
 
 
-def train(config: PipelineConfig, out_dir: str, data: MovieLensData | None = None) -> TrainResult:
-    """Trains both stages on the training part and exports the SavedModel.
+@dataclasses.dataclass
+class TrainedStages:
+    """Both trained stages and what the export needs of the data, before any export."""
+
+    config: PipelineConfig
+    data: MovieLensData
+    train_part: object
+    vocabularies: object
+    retrieval: object
+    ranking: object
+    blend_weight: float
+    blend_figures: dict
+    train_seconds: float
+
+
+def train_stages(config: PipelineConfig, data: MovieLensData | None = None) -> TrainedStages:
+    """Trains both stages on the training part and chooses the blend on validation.
 
     Args:
       config: the run's settings.
-      out_dir: export root; the model lands in out_dir/<model_name>/<next version>/.
       data: already-loaded data (else loaded from config.data.source).
 
     Returns:
-      The export path and the metadata saved with it.
+      The trained stages, ready to export (once or several times, with different indexes).
     """
     start = time.perf_counter()
     data = data or load_dataset(config.data.source, config.data.synthetic)
@@ -94,24 +108,47 @@ def train(config: PipelineConfig, out_dir: str, data: MovieLensData | None = Non
     log.info("final list: retrieval score + %g x predicted rating (validation NDCG@10 %.4f; retrieval alone "
              "%.4f, rating alone %.4f)", weight, blend_figures[weight]["ndcg@10"], blend_figures[0.0]["ndcg@10"],
              blend_figures[max(blend_figures)]["ndcg@10"])
-    train_seconds = time.perf_counter() - start
-    module, index = assemble(retrieval.query_tower, retrieval.candidate_tower, ranking.model, train_part,
-                             data.movies, data.users, vocabularies, config.index, config.serving, weight)
+    return TrainedStages(config, data, train_part, vocabularies, retrieval, ranking, weight, blend_figures,
+                         time.perf_counter() - start)
+
+
+def export(trained: TrainedStages, out_dir: str, index: IndexConfig | None = None) -> TrainResult:
+    """Builds the index and exports the SavedModel as the next version under out_dir.
+
+    Args:
+      trained: what train_stages returned.
+      out_dir: export root; the model lands in out_dir/<model_name>/<next version>/.
+      index: the index flavour (default: the config's).
+
+    Returns:
+      The export path and the metadata saved with it.
+    """
+    config, data, retrieval, ranking = trained.config, trained.data, trained.retrieval, trained.ranking
+    index_config = index or config.index
+    module, index_description = assemble(retrieval.query_tower, retrieval.candidate_tower, ranking.model,
+                                         trained.train_part, data.movies, data.users, trained.vocabularies,
+                                         index_config, config.serving, trained.blend_weight)
     metadata = {
         "format": METADATA_FORMAT,
         "data": {**data_source_record(config.data), "name": data.name, "rating_scale": list(data.rating_scale),
-                 "num_ratings": len(data.ratings), "num_train": len(train_part), "num_movies": len(data.movies),
-                 "user_features": sorted(vocabularies.user_features)},
+                 "num_ratings": len(data.ratings), "num_train": len(trained.train_part),
+                 "num_movies": len(data.movies), "user_features": sorted(trained.vocabularies.user_features)},
         "retrieval": {"config": dataclasses.asdict(config.retrieval), "best_epoch": retrieval.fit.best_epoch,
                       "seconds": retrieval.fit.seconds, "history": retrieval.fit.history},
         "ranking": {"config": dataclasses.asdict(config.ranking), "best_epoch": ranking.fit.best_epoch,
                     "seconds": ranking.fit.seconds, "history": ranking.fit.history},
-        "index": index,
-        "blend": {"weight": weight, "validation": {str(w): f for w, f in blend_figures.items()}},
+        "index": index_description,
+        "blend": {"weight": trained.blend_weight,
+                  "validation": {str(w): f for w, f in trained.blend_figures.items()}},
         "serving": dataclasses.asdict(config.serving),
-        "train_seconds": train_seconds,
+        "train_seconds": trained.train_seconds,
         "created": time.strftime("%Y-%m-%dT%H:%M:%S%z"),
     }
     path = export_saved_model(module, out_dir, config.serving.model_name, metadata,
-                              uses_scann=config.index.kind == "scann")
+                              uses_scann=index_config.kind == "scann")
     return TrainResult(export_path=path, metadata=metadata, rating_model=ranking.model, rating_inputs=ranking.inputs)
+
+
+def train(config: PipelineConfig, out_dir: str, data: MovieLensData | None = None) -> TrainResult:
+    """Trains both stages on the training part and exports the SavedModel (see train_stages, export)."""
+    return export(train_stages(config, data), out_dir)

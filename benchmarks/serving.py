@@ -1,0 +1,103 @@
+"""Serving benchmark: export, load and request latency of both index flavours, and ScaNN at scale.
+
+Prints one JSON object. Trains once (on --data, default ml-100k's folder if given, else the
+synthetic data), exports the same trained model with a ScaNN and a brute-force index, then:
+
+* export seconds and SavedModel load seconds;
+* in-process Recommender, one user per call, k=10: p50 / p99 milliseconds;
+* batches of 1,000 users: users per second;
+* a generated catalog of --catalog clustered 64-d embeddings: ScaNN (parameters chosen from
+  the catalog size) recall@10 against brute force, and p50 per single query for both.
+
+    python benchmarks/serving.py --data ../shared/data/ml-100k
+"""
+
+import argparse
+import json
+import logging
+import tempfile
+import time
+
+import numpy as np
+
+import twostage  # noqa: F401
+from twostage.data import DataConfig
+from twostage.pipeline import PipelineConfig, export, train_stages
+from twostage.retrieval.config import IndexConfig
+from twostage.retrieval.index import build_brute_force_index, build_scann_index, scann_parameters
+from twostage.serving.recommender import Recommender
+
+
+def _latency(call, repeats: int) -> dict:
+    times = []
+    for _ in range(repeats):
+        start = time.perf_counter()
+        call()
+        times.append((time.perf_counter() - start) * 1000)
+    return {"p50_ms": float(np.percentile(times, 50)), "p99_ms": float(np.percentile(times, 99))}
+
+
+def serve_flavours(data: str, repeats: int) -> dict:
+    trained = train_stages(PipelineConfig(data=DataConfig(source=data)))
+    users = np.unique(trained.train_part.user_id)
+    results = {}
+    with tempfile.TemporaryDirectory() as out:
+        for kind in ("scann", "brute-force"):
+            start = time.perf_counter()
+            path = export(trained, out, IndexConfig(kind=kind)).export_path
+            export_seconds = time.perf_counter() - start
+            start = time.perf_counter()
+            recommender = Recommender.load(path)
+            load_seconds = time.perf_counter() - start
+            rng = np.random.default_rng(0)
+            for _ in range(20):  # warm up the concrete functions
+                recommender.recommend(str(rng.choice(users)), k=10)
+            single = _latency(lambda: recommender.recommend(str(rng.choice(users)), k=10), repeats)
+            batch = rng.choice(users, size=1000)
+            recommender.recommend_arrays(batch, k=10)
+            start = time.perf_counter()
+            for _ in range(5):
+                recommender.recommend_arrays(batch, k=10)
+            results[kind] = {"export_seconds": export_seconds, "load_seconds": load_seconds,
+                             "single_user_k10": single,
+                             "batch_1000_users_per_second": 5000 / (time.perf_counter() - start)}
+    return results
+
+
+def scann_at_scale(catalog: int, queries: int, dim: int = 64, clusters: int = 1000) -> dict:
+    rng = np.random.default_rng(0)
+    centres = rng.normal(size=(clusters, dim)).astype(np.float32)
+    embeddings = centres[rng.integers(0, clusters, catalog)] + 0.3 * rng.normal(size=(catalog, dim)).astype(
+        np.float32)
+    query_vectors = (centres[rng.integers(0, clusters, queries)]
+                     + 0.3 * rng.normal(size=(queries, dim))).astype(np.float32)
+    start = time.perf_counter()
+    scann = build_scann_index(embeddings, 10)
+    build_seconds = time.perf_counter() - start
+    brute = build_brute_force_index(embeddings, 10)
+    _, exact = brute(query_vectors, k=10)
+    _, approx = scann(query_vectors, k=10)
+    recall = float(np.mean([len(set(a) & set(b)) / 10 for a, b in zip(exact.numpy(), approx.numpy())]))
+    single = {}
+    for name, index in (("scann", scann), ("brute_force", brute)):
+        index(query_vectors[:1], k=10)
+        single[name] = _latency(lambda q=iter(query_vectors): index(next(q)[None], k=10), min(queries, 200))
+    return {"catalog": catalog, "scann_parameters": scann_parameters(catalog, 10), "build_seconds": build_seconds,
+            "recall_at_10_vs_brute_force": recall, "single_query": single,
+            "speedup_p50": single["brute_force"]["p50_ms"] / single["scann"]["p50_ms"]}
+
+
+def main():
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--data", default="synthetic")
+    parser.add_argument("--repeats", type=int, default=1000)
+    parser.add_argument("--catalog", type=int, default=1_000_000)
+    parser.add_argument("--queries", type=int, default=500)
+    args = parser.parse_args()
+    logging.basicConfig(level=logging.WARNING)
+    print(json.dumps({"flavours": serve_flavours(args.data, args.repeats),
+                      "scann_at_scale": scann_at_scale(args.catalog, args.queries)}, indent=2))
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,56 @@
+"""The brute-force export needs nothing but stock TensorFlow: no scann, no twostage, no TFRS."""
+
+import json
+import os
+import shutil
+import subprocess
+import sys
+
+import pytest
+
+from conftest import run_python, small_pipeline_config
+
+
+@pytest.fixture(scope="module")
+def brute_force_export(tmp_path_factory):
+    from twostage.pipeline import train
+
+    return train(small_pipeline_config(index="brute-force", epochs=3), str(tmp_path_factory.mktemp("bf"))).export_path
+
+
+def test_loads_where_scann_is_never_imported(brute_force_export):
+    code = f"""
+import json, sys
+import tensorflow as tf
+model = tf.saved_model.load({brute_force_export!r})
+out = model.signatures["serving_default"](user_id=tf.constant(["1", "2"]), k=tf.constant(5))
+similar = model.signatures["similar_movies"](movie_id=tf.constant(["1"]), k=tf.constant(3))
+assert "scann" not in sys.modules and "twostage" not in sys.modules and "tensorflow_recommenders" not in sys.modules
+print(json.dumps({{"shape": out["movie_id"].shape.as_list(), "similar": similar["movie_id"].shape.as_list()}}))
+"""
+    result = json.loads(run_python(code).stdout.strip().splitlines()[-1])
+    assert result == {"shape": [2, 5], "similar": [1, 3]}
+
+
+def _saved_model_cli():
+    cli = shutil.which("saved_model_cli") or os.path.join(os.path.dirname(sys.executable), "saved_model_cli")
+    if not os.path.exists(cli):
+        pytest.skip("saved_model_cli is not installed with this TensorFlow")
+    return cli
+
+
+def test_saved_model_cli_show_lists_every_signature(brute_force_export):
+    proc = subprocess.run([_saved_model_cli(), "show", "--dir", brute_force_export, "--all"], capture_output=True,
+                          text=True, timeout=300)
+    assert proc.returncode == 0, proc.stderr[-2000:]
+    for signature in ("serving_default", "recommend_with_features", "similar_movies", "also_liked",
+                      "predict_rating", "retrieval_scores", "catalog", "training_history"):
+        assert f"signature_def['{signature}']" in proc.stdout
+
+
+def test_saved_model_cli_run_recommends(brute_force_export):
+    proc = subprocess.run([_saved_model_cli(), "run", "--dir", brute_force_export, "--tag_set", "serve",
+                           "--signature_def", "serving_default", "--input_exprs", "user_id=['1'];k=3"],
+                          capture_output=True, text=True, timeout=300)
+    assert proc.returncode == 0, proc.stderr[-2000:]
+    assert "movie_id" in proc.stdout and "predicted_rating" in proc.stdout
