@@ -89,14 +89,12 @@ def load_tfds(name: str, data_dir: Optional[str] = None) -> MovieLensData:
             title = title.decode("utf-8", "replace")
             names = tuple(genre_names[g] for g in genres if genre_names[g] not in ("Unknown", "(no genres listed)"))
             catalog[movie] = (title, names)
-    from twostage.data.readers import _year  # one title-year rule for every source
-
     ids = list(catalog)
     movies = Movies(
         movie_id=np.asarray(ids, dtype=str),
         title=np.asarray([catalog[m][0] for m in ids], dtype=str),
         genres=tuple(catalog[m][1] for m in ids),
-        year=np.asarray([_year(catalog[m][0]) for m in ids], dtype=np.int32),
+        year=np.asarray([release_year(catalog[m][0]) for m in ids], dtype=np.int32),
     )
     users = None
     if has_users:

@@ -16,7 +16,7 @@ evaluation and export code serves each; ``twostage benchmark ranking`` compares 
 
 from __future__ import annotations
 
-from typing import Dict, Optional, Sequence
+from typing import Optional, Sequence
 
 import tensorflow as tf
 import tensorflow_recommenders as tfrs

@@ -178,3 +178,42 @@ def test_duplicate_movie_id_names_both_lines(tmp_path, tiny):
     _replace_line(path, 4, f"{first_id},Another Title (1990),Drama")
     with pytest.raises(DataError, match=rf"movies\.csv, line 4: movie id {first_id} appears twice \(first on line 2\)"):
         read_movielens(folder)
+
+
+def test_tfds_ratings_are_converted_to_the_common_schema(monkeypatch):
+    """The Colab path, with a prepared builder stood in for the download."""
+    import tensorflow as tf
+    import tensorflow_datasets as tfds
+
+    genre_names = ["Action", "Adventure", "Animation", "Children", "Comedy", "Unknown"]
+    rows = {
+        "user_id": [b"1", b"2", b"1"], "movie_id": [b"10", b"20", b"20"],
+        "movie_title": [b"Heat (1995)", "Amélie (2001)".encode(), "Amélie (2001)".encode()],
+        "movie_genres": tf.ragged.constant([[0, 1], [4], [4]]),
+        "user_rating": [4.0, 5.0, 3.0], "timestamp": [3, 1, 2],
+        "raw_user_age": [33.0, 19.0, 33.0], "bucketized_user_age": [25.0, 18.0, 25.0],
+        "user_gender": [True, False, True], "user_occupation_text": [b"writer", b"student", b"writer"],
+        "user_zip_code": [b"94110", b"10001", b"94110"],
+    }
+
+    class Builder:
+        builder_config = type("C", (), {"download_url": "https://files.grouplens.org/x.zip"})()
+        info = type("I", (), {"features": {"movie_genres": type("S", (), {"feature": type(
+            "L", (), {"names": genre_names})()})(), "user_gender": None}})()
+
+        def is_prepared(self):
+            return True
+
+        def as_dataset(self, split):
+            return tf.data.Dataset.from_tensor_slices(rows)
+
+    monkeypatch.setattr(tfds, "builder", lambda name, data_dir=None: Builder())
+    data = load_dataset("movielens/100k-ratings")
+    assert data.ratings.user_id.tolist() == ["1", "2", "1"]
+    assert data.ratings.rating.tolist() == [4.0, 5.0, 3.0]
+    assert data.movies.movie_id.tolist() == ["10", "20"]
+    assert data.movies.title.tolist() == ["Heat (1995)", "Amélie (2001)"]
+    assert data.movies.genres == (("Action", "Adventure"), ("Comedy",))
+    assert data.movies.year.tolist() == [1995, 2001]
+    assert data.users.user_id.tolist() == ["1", "2"] and data.users.gender.tolist() == ["M", "F"]
+    assert data.users.age.tolist() == [25, 18] and data.rating_scale == (1.0, 5.0)
