@@ -45,8 +45,8 @@ class RankingConfig:
     l2: float = 0.0
     dropout: float = 0.3
     epochs: int = 30
-    batch_size: int = 1024
-    learning_rate: float = 0.001
+    batch_size: int = 2048
+    learning_rate: float = 0.003
     patience: int = 2
     refit: bool = False
     seed: int = 42
