@@ -20,7 +20,8 @@ class RankingConfig:
       use_features: feed the user and movie features the data has.
       use_history: pool the embeddings of the movies the user rated (SVD++'s idea).
       biases: add per-user and per-movie biases to the global mean.
-      output: "sigmoid" (scaled over the rating scale), "clip" or "linear".
+      output: "sigmoid" (scaled over the rating scale), "clip" or "linear". Clip won on
+        validation (RMSE 0.908 vs 0.911 without dropout; 0.905 vs 0.915 with it).
       feature_dim: width of each feature's embedding.
       l2: penalty on the mean squared norm of each batch's input embeddings.
       dropout: dropout rate on the concatenated embeddings.
@@ -40,7 +41,7 @@ class RankingConfig:
     use_features: bool = True
     use_history: bool = True
     biases: bool = True
-    output: str = "sigmoid"
+    output: str = "clip"
     feature_dim: int = 16
     l2: float = 0.0
     dropout: float = 0.3
