@@ -150,6 +150,13 @@ class HeldOutEvaluator:
         return results
 
 
+def rating_counts(catalog_ids: np.ndarray, train: Ratings) -> np.ndarray:
+    """[catalog] number of training ratings of each catalog movie (movies outside it ignored)."""
+    column = {movie: i for i, movie in enumerate(np.asarray(catalog_ids, dtype=str).tolist())}
+    cols = [column[m] for m in train.movie_id.tolist() if m in column]
+    return np.bincount(np.asarray(cols, dtype=np.int64), minlength=len(column))
+
+
 def popularity_scorer(catalog_ids: np.ndarray, train: Ratings) -> Callable[[np.ndarray], np.ndarray]:
     """The popularity baseline: every user gets the catalog scored by training rating counts.
 
@@ -160,7 +167,5 @@ def popularity_scorer(catalog_ids: np.ndarray, train: Ratings) -> Callable[[np.n
     Returns:
       user ids -> [users, catalog] scores, for :meth:`HeldOutEvaluator.score_metrics`.
     """
-    column = {movie: i for i, movie in enumerate(np.asarray(catalog_ids, dtype=str).tolist())}
-    cols = [column[m] for m in train.movie_id.tolist() if m in column]
-    counts = np.bincount(np.asarray(cols, dtype=np.int64), minlength=len(column)).astype(np.float32)
+    counts = rating_counts(catalog_ids, train).astype(np.float32)
     return lambda user_ids: np.broadcast_to(counts, (len(user_ids), len(counts)))

@@ -93,21 +93,21 @@ def train_ranking(train: Ratings, fit: Ratings, validation: Ratings, movies: Mov
     def build(refit: bool) -> RatingTaskModel:
         tf.keras.utils.set_random_seed(config.seed)
         part = train if refit else fit  # what the model may know: never the validation part
-        history = training_history(part, vocabularies.user_ids, movies) \
-            if config.use_history and config.architecture in ("default", "dcn") else None
+        # build_rating_model knows which architectures read the history.
+        history = training_history(part, vocabularies.user_ids, movies) if config.use_history else None
         model = build_rating_model(config.architecture, vocabularies, rating_scale, float(part.rating.mean()),
                                    history, config)
         model.compile(optimizer=tf.keras.optimizers.Adam(config.learning_rate))
         return model
 
+    def examples(ratings: Ratings) -> tf.data.Dataset:
+        return make_dataset(inputs(ratings, with_labels=True), config.batch_size, shuffle_seed=config.seed,
+                            drop_remainder=True)
+
     result = fit_choosing_epochs(
-        "ranking", build,
-        make_dataset(inputs(fit, with_labels=True), config.batch_size, shuffle_seed=config.seed,
-                            drop_remainder=True),
-        lambda model: rating_errors(model, inputs, validation),
+        "ranking", build, examples(fit), lambda model: rating_errors(model, inputs, validation),
         EpochSchedule(config.epochs, "rmse", config.patience, higher_is_better=False, refit=config.refit),
-        full_data=make_dataset(inputs(train, with_labels=True), config.batch_size, shuffle_seed=config.seed,
-                            drop_remainder=True),
+        full_data=examples(train) if config.refit else None,
         strategy=strategy,
     )
     predictions = None

@@ -16,6 +16,7 @@ from twostage.retrieval.train import candidate_embeddings, query_embeddings
 from twostage.serving.config import ServingConfig
 from twostage.serving.module import TwoStageModule
 from twostage.data.history import fans, training_history
+from twostage.data.metrics import rating_counts
 
 
 def assemble(query_tower: QueryTower, candidate_tower: CandidateTower, rating_model: RatingModel,
@@ -48,9 +49,7 @@ def assemble(query_tower: QueryTower, candidate_tower: CandidateTower, rating_mo
     num_candidates = min(serving_config.num_candidates, len(movies))
     depth = min(len(movies), num_candidates + history.max_length)
     index = build_index(embeddings, depth, index_config)
-    column = {movie: i for i, movie in enumerate(movies.movie_id.tolist())}
-    popularity = np.bincount([column[m] for m in train.movie_id.tolist() if m in column],
-                             minlength=len(movies)).astype(np.float64)
+    popularity = rating_counts(movies.movie_id, train).astype(np.float64)
     module = TwoStageModule(
         query_tower, index, embeddings, rating_model, movies, user_ids,
         {name: user_inputs[name] for name in vocabularies.user_features}, movie_feature_columns(movies),
