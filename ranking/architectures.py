@@ -157,6 +157,8 @@ class TextCNNModel(RatingTaskModel):
 class DeepCrossModel(RatingModel):
     """``dcn``: the default model with a TFRS Cross layer before its dense stack."""
 
+    splits_first_layer = False  # the Cross layer mixes user and movie before the dense stack
+
     def __init__(self, *args, **kwargs):
         super().__init__(*args, **kwargs)
         self.cross = tfrs.layers.dcn.Cross(name="cross")

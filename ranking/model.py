@@ -18,6 +18,25 @@ keras = require_legacy_keras()
 OUTPUTS = ("sigmoid", "clip", "linear")
 
 
+def bounded_rating(raw: tf.Tensor, low: float, high: float, global_mean: float, output: str) -> tf.Tensor:
+    """A rating from a raw output (zero predicts the global mean), kept in [low, high].
+
+    Args:
+      raw: [batch, 1] raw outputs.
+      low, high: the rating scale.
+      global_mean: mean training rating.
+      output: "sigmoid" (scaled over the scale), "clip" or "linear" (unbounded).
+    """
+    if output == "sigmoid":
+        # Centred so that a zero output predicts the global mean.
+        share = min(max((global_mean - low) / (high - low), 1e-3), 1 - 1e-3)
+        return low + (high - low) * tf.sigmoid(raw + math.log(share / (1 - share)))
+    rating = raw + global_mean
+    if output == "clip":
+        return tf.clip_by_value(rating, low, high)
+    return rating
+
+
 class RatingTaskModel(tfrs.models.Model):
     """What every rating architecture shares: the TFRS Ranking task (MSE loss, RMSE metric),
     an output kept inside the rating scale, and an optional L2 penalty.
@@ -48,14 +67,7 @@ class RatingTaskModel(tfrs.models.Model):
         raise NotImplementedError
 
     def _rating(self, raw: tf.Tensor) -> tf.Tensor:
-        if self.output_kind == "sigmoid":
-            # Centred so that a zero output predicts the global mean.
-            share = min(max((self.global_mean - self.low) / (self.high - self.low), 1e-3), 1 - 1e-3)
-            return self.low + (self.high - self.low) * tf.sigmoid(raw + math.log(share / (1 - share)))
-        rating = raw + self.global_mean
-        if self.output_kind == "clip":
-            return tf.clip_by_value(rating, self.low, self.high)
-        return rating
+        return bounded_rating(raw, self.low, self.high, self.global_mean, self.output_kind)
 
     def call(self, features: Dict[str, tf.Tensor], training: bool = False) -> tf.Tensor:
         return self._rating(self._raw(features, training)[0])
@@ -122,6 +134,8 @@ class RatingModel(RatingTaskModel):
             if vocabularies.years:
                 self.feature_layers["movie_year"] = IdEmbedding(vocabularies.years, feature_dim, name="movie_year")
         self.feature_names = tuple(sorted(self.feature_layers))
+        self.user_feature_names = tuple(n for n in self.feature_names if n in vocabularies.user_features)
+        self.movie_feature_names = tuple(n for n in self.feature_names if n not in vocabularies.user_features)
         self.rated_movies = RatedMoviesPooling(history, vocabularies.movie_ids, embedding_dim, name="rated_movies") \
             if history is not None else None
         self.user_bias = IdEmbedding(vocabularies.user_ids, 1, name="user_bias") if biases else None
@@ -136,14 +150,33 @@ class RatingModel(RatingTaskModel):
         if self.rated_movies is not None:
             self.rated_movies.set_history(history)
 
-    def embeddings(self, features: Dict[str, tf.Tensor], training: bool) -> tf.Tensor:
-        """The concatenated input embeddings, [batch, width]."""
-        parts = [self.user_embedding(features["user_id"]), self.movie_embedding(features["movie_id"])]
-        parts += [self.feature_layers[name](features[name]) for name in self.feature_names]
+    # The dense stack's input is [user side, movie side]; serving precomputes each side's share
+    # of the first layer per user and per movie (ranking.scorers), which a subclass that
+    # mixes the sides before the first layer (dcn) must switch off.
+    splits_first_layer = True
+
+    def user_side(self, features: Dict[str, tf.Tensor], target_movie_ids: Optional[tf.Tensor] = None) -> tf.Tensor:
+        """The user's embeddings (id, features, pooled history), [batch, width].
+
+        ``target_movie_ids`` (training only) are left out of the pooled history.
+        """
+        parts = [self.user_embedding(features["user_id"])]
+        parts += [self.feature_layers[name](features[name]) for name in self.user_feature_names]
         if self.rated_movies is not None:
             rows = self.user_embedding.lookup(features["user_id"])
-            parts.append(self.rated_movies(rows, features["movie_id"] if training else None))
+            parts.append(self.rated_movies(rows, target_movie_ids))
         return tf.concat(parts, axis=1)
+
+    def movie_side(self, features: Dict[str, tf.Tensor]) -> tf.Tensor:
+        """The movie's embeddings (id, genres, title, year), [batch, width]."""
+        parts = [self.movie_embedding(features["movie_id"])]
+        parts += [self.feature_layers[name](features[name]) for name in self.movie_feature_names]
+        return tf.concat(parts, axis=1)
+
+    def embeddings(self, features: Dict[str, tf.Tensor], training: bool) -> tf.Tensor:
+        """The concatenated input embeddings, [batch, width]: user side, then movie side."""
+        user = self.user_side(features, features["movie_id"] if training else None)
+        return tf.concat([user, self.movie_side(features)], axis=1)
 
     def _raw(self, features: Dict[str, tf.Tensor], training: bool):
         joined = self.embeddings(features, training)

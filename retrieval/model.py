@@ -7,7 +7,7 @@ from typing import Dict, Optional, Sequence
 import tensorflow as tf
 import tensorflow_recommenders as tfrs
 
-from twostage.data.features import FeatureVocabularies
+from twostage.data.features import USER_FEATURES, FeatureVocabularies
 from twostage.data.history import RaggedTable
 from twostage.data.layers import IdEmbedding, PooledTokens, RatedMoviesPooling
 from twostage.data.tf_setup import require_legacy_keras
@@ -198,3 +198,25 @@ class TwoTowerModel(tfrs.Model):
         if self.l2:
             loss += self.l2 * (tf.reduce_sum(tf.square(query)) + tf.reduce_sum(tf.square(positive)))
         return loss
+
+
+class QueryEncoder(tf.Module):
+    """The query tower behind a fixed input signature (``encode``), for serving.
+
+    A SavedModel that holds it can be loaded and exported again, with another index, from
+    the SavedModel alone: the restored ``encode`` is a plain function of named tensors.
+
+    Args:
+      tower: the trained query tower (its history input pooling the whole training part).
+    """
+
+    def __init__(self, tower: QueryTower):
+        super().__init__(name="query_encoder")
+        self.tower = tower
+        self.feature_names = tuple(tower.feature_names)
+
+    @tf.function(input_signature=[{name: tf.TensorSpec([None], tf.string, name=name)
+                                   for name in ("user_id",) + USER_FEATURES}])
+    def encode(self, inputs):
+        """Query embeddings [batch, dim] of users (every user feature given, "" when unknown)."""
+        return self.tower({name: inputs[name] for name in ("user_id",) + self.feature_names})

@@ -13,12 +13,15 @@ class ServingConfig:
       num_candidates: candidates retrieval hands to the ranking model per user.
       max_k: largest k a request may ask for (at most num_candidates).
       model_name: folder name under the export directory (TF Serving's model name).
+      max_exclusions: movie ids a request may exclude on top of the user's training history
+        while still getting k results (the index is asked for that many more neighbours).
       liked_rating: a training rating at least this high makes a user a fan of the movie
         ("people who liked this also liked").
     """
 
     num_candidates: int = 100
     max_k: int = 100
+    max_exclusions: int = 100
     model_name: str = "twostage"
     liked_rating: float = 4.0
 

@@ -2,96 +2,138 @@
 
 from __future__ import annotations
 
-from typing import Dict, Sequence
+import dataclasses
 
 import numpy as np
 import tensorflow as tf
 
-from twostage.data.schema import Movies
 from twostage.data.features import USER_FEATURES
 from twostage.data.history import RaggedTable
 from twostage.serving.blend import blend
 
-_USER = tf.TensorSpec([None], tf.string, name="user_id")
-_MOVIE = tf.TensorSpec([None], tf.string, name="movie_id")
+DEFAULT_K = 10
+
+
+def _strings(name: str, rank: int = 1) -> tf.TensorSpec:
+    return tf.TensorSpec([None] * rank, tf.string, name=name)
+
+
 _K = tf.TensorSpec([], tf.int32, name="k")
-_FEATURES = [tf.TensorSpec([None], tf.string, name=name) for name in USER_FEATURES]
+# Optional inputs carry defaults in the SignatureDef: TF Serving fills in what a request
+# leaves out. An empty feature means "not given"; one value is shared by every user.
+_REQUEST = [_strings("user_id"), _K] + [_strings(name) for name in USER_FEATURES] + [
+    _strings("exclude_movie_ids", rank=2), tf.TensorSpec([], tf.bool, name="include_seen")]
+_NO_VALUES = tf.constant([], tf.string)
+_NO_EXCLUSIONS = tf.zeros([0, 0], tf.string)
+_FALSE = tf.constant(False)
 
 
 def _variable(value, name: str) -> tf.Variable:
     return tf.Variable(value, trainable=False, name=name)
 
 
+@dataclasses.dataclass
+class ServingTables:
+    """What the exported model looks up at request time, all from the training part.
+
+    Attributes:
+      movie_ids, titles: the catalog, position order.
+      candidate_embeddings: [catalog, dim] candidate-tower embeddings.
+      user_ids: the training users (rows 1..n of every per-user table; row 0 is a user never seen).
+      user_embeddings: [n, dim] query embeddings of those users (their training features
+        and history), so a known user costs a gather, not a pass through the query tower.
+      history: each user's training movies (rows 1..n), excluded by default.
+      fans: each movie's users who liked it (user rows), for "also liked".
+      popularity: [catalog] training rating counts (cold start without features).
+    """
+
+    movie_ids: np.ndarray
+    titles: np.ndarray
+    candidate_embeddings: np.ndarray
+    user_ids: np.ndarray
+    user_embeddings: np.ndarray
+    history: RaggedTable
+    fans: RaggedTable
+    popularity: np.ndarray
+
+
 class TwoStageModule(tf.Module):
     """The exported model.
 
-    Retrieval embeds users with the query tower (known users with the features they had in
-    training; users never seen with the features their request carries) and asks the index
-    for enough candidates that, once the user's training movies are dropped,
-    ``num_candidates`` remain; the rating model predicts each (user, candidate) rating; the
-    top k by retrieval score + blend_weight * predicted rating come back (the weight was
-    chosen on validation data). Users never seen and without features get the most popular
-    movies.
+    Retrieval embeds users (known users: their precomputed query embedding; users never
+    seen: the query tower over the features the request carries) and asks the index for
+    enough candidates that, once the user's training movies and the request's exclusions are
+    dropped, ``num_candidates`` remain. The rating model predicts each (user, candidate)
+    rating; the top k by retrieval score + blend_weight * predicted rating come back (the
+    weight was chosen on validation data). Users never seen and without features get the
+    most popular movies.
 
     Args:
-      query_tower: user features -> query embeddings.
-      index: (query embeddings, k) -> (scores, catalog positions); ScaNN or brute force.
-      candidate_embeddings: [catalog, dim].
-      rating_model: (user_id, movie_id) -> predicted rating.
-      movies: the catalog.
-      user_ids: the training users (rows 1..n of every per-user table).
-      user_features: feature name -> [n] values of the training users (both stages' models).
-      movie_features: feature name -> [catalog] values (data.features.movie_feature_columns).
-      user_embeddings: [n, dim] query embeddings of the training users.
-      history: each user's training movies (rows 1..n).
-      fans: each movie's users who liked it (user rows).
-      popularity: [catalog] training rating counts.
+      tables: the lookup tables (ServingTables).
+      query_encoder: ``encode({"user_id", user features...}) -> [batch, dim]`` (retrieval.model.QueryEncoder,
+        or the one restored from an earlier export).
+      index: (query embeddings, k) -> (scores, catalog positions); ScaNN or brute force,
+        built for ``max_depth`` neighbours.
+      rating_scorer: ``rate(user_id, user_rows, positions) -> [n]`` (ranking.scorers).
       num_candidates: candidates handed to the rating model.
       max_k: the largest k a request may ask for.
+      max_exclusions: extra exclusions per request that still leave k results.
       blend_weight: final score = retrieval score + blend_weight * predicted rating.
     """
 
-    def __init__(self, query_tower, index, candidate_embeddings: np.ndarray, rating_model, movies: Movies,
-                 user_ids: Sequence[str], user_features: Dict[str, np.ndarray],
-                 movie_features: Dict[str, np.ndarray], user_embeddings: np.ndarray,
-                 history: RaggedTable, fans: RaggedTable, popularity: np.ndarray, num_candidates: int, max_k: int,
-                 blend_weight: float):
+    def __init__(self, tables: ServingTables, query_encoder, index, rating_scorer, num_candidates: int, max_k: int,
+                 max_exclusions: int, blend_weight: float):
         super().__init__(name="twostage")
-        self.blend_weight = _variable(np.float32(blend_weight), "blend_weight")
-        num_movies = len(movies)
-        self.query_tower = query_tower
+        num_movies = len(tables.movie_ids)
+        self.query_encoder = query_encoder
         self.index = index
-        self.rating_model = rating_model
+        self.rating_scorer = rating_scorer
         self.num_candidates = min(num_candidates, num_movies)
         self.max_k = min(max_k, self.num_candidates)
-        # Retrieve enough that dropping the heaviest user's history still leaves num_candidates.
-        self.retrieval_depth = min(num_movies, self.num_candidates + history.max_length)
-        self.movie_ids = _variable(movies.movie_id, "movie_ids")
-        self.titles = _variable(movies.title, "titles")
-        self.candidate_embeddings = _variable(candidate_embeddings, "candidate_embeddings")
-        norms = np.linalg.norm(candidate_embeddings, axis=1, keepdims=True)
-        self.unit_embeddings = _variable(candidate_embeddings / np.maximum(norms, 1e-12), "unit_embeddings")
+        self.max_depth = max_depth(num_movies, num_candidates, tables.history, max_exclusions)
+        self.blend_weight = _variable(np.float32(blend_weight), "blend_weight")
+        self.movie_ids = _variable(tables.movie_ids.astype(object), "movie_ids")
+        self.titles = _variable(tables.titles.astype(object), "titles")
+        self.candidate_embeddings = _variable(tables.candidate_embeddings.astype(np.float32), "candidate_embeddings")
+        norms = np.linalg.norm(tables.candidate_embeddings, axis=1, keepdims=True)
+        self.unit_embeddings = _variable(tables.candidate_embeddings / np.maximum(norms, 1e-12), "unit_embeddings")
+        self.user_ids = _variable(np.asarray(tables.user_ids).astype(object), "user_ids")
         self.user_rows = tf.lookup.StaticHashTable(
-            tf.lookup.KeyValueTensorInitializer(tf.constant(list(user_ids), tf.string),
-                                                tf.range(1, len(user_ids) + 1, dtype=tf.int64)), default_value=0)
+            tf.lookup.KeyValueTensorInitializer(tf.constant(np.asarray(tables.user_ids).astype(object), tf.string),
+                                                tf.range(1, len(tables.user_ids) + 1, dtype=tf.int64)),
+            default_value=0)
         self.movie_rows = tf.lookup.StaticHashTable(
-            tf.lookup.KeyValueTensorInitializer(tf.constant(movies.movie_id), tf.range(num_movies, dtype=tf.int64)),
-            default_value=-1)
-        # Row 0 of every per-user table is the unknown user.
-        self.feature_names = tuple(query_tower.feature_names)
-        self.user_features = {name: _variable(np.concatenate([[""], values]), name)
-                              for name, values in user_features.items()}
-        self.movie_features = {name: _variable(values, name) for name, values in movie_features.items()
-                               if name != "movie_id"}
+            tf.lookup.KeyValueTensorInitializer(tf.constant(tables.movie_ids.astype(object)),
+                                                tf.range(num_movies, dtype=tf.int32)), default_value=-1)
+        dim = tables.user_embeddings.shape[1]
         self.user_embeddings = _variable(
-            np.concatenate([np.zeros((1, user_embeddings.shape[1]), np.float32), user_embeddings]), "user_embeddings")
-        self.history_values = _variable(history.values, "history_values")
-        self.history_row_splits = _variable(history.row_splits, "history_row_splits")
-        self.fan_values = _variable(fans.values, "fan_values")
-        self.fan_row_splits = _variable(fans.row_splits, "fan_row_splits")
-        order = np.argsort(-popularity, kind="stable")[: self.retrieval_depth]
+            np.concatenate([np.zeros((1, dim), np.float32), tables.user_embeddings]).astype(np.float32),
+            "user_embeddings")
+        self.history_values = _variable(tables.history.values, "history_values")
+        self.history_row_splits = _variable(tables.history.row_splits, "history_row_splits")
+        self.fan_values = _variable(tables.fans.values, "fan_values")
+        self.fan_row_splits = _variable(tables.fans.row_splits, "fan_row_splits")
+        self.popularity = _variable(tables.popularity.astype(np.float32), "popularity")
+        order = np.argsort(-tables.popularity, kind="stable")[: self.max_depth]
         self.popular_positions = _variable(order.astype(np.int32), "popular_positions")
-        self.popular_scores = _variable(np.log1p(popularity[order]).astype(np.float32), "popular_scores")
+        self.popular_scores = _variable(np.log1p(tables.popularity[order]).astype(np.float32), "popular_scores")
+
+    # --- request inputs --------------------------------------------------------------------
+
+    @staticmethod
+    def _per_user(values: tf.Tensor, batch: tf.Tensor, what: str) -> tf.Tensor:
+        """Request values for each user: none given -> empty, one -> shared, else one per user."""
+        count = tf.shape(values)[0]
+        check = tf.debugging.Assert((count <= 1) | tf.equal(count, batch),
+                                    [f"{what} must have no rows, one row, or one per user_id"])
+        with tf.control_dependencies([check]):
+            padded = tf.concat([values, tf.zeros(tf.concat([[1], tf.shape(values)[1:]], 0), values.dtype)], 0)
+            return tf.cond(tf.equal(count, batch), lambda: tf.identity(values),
+                           lambda: tf.repeat(padded[:1], batch, axis=0))
+
+    def _request_features(self, user_id, features):
+        batch = tf.shape(user_id)[0]
+        return {name: self._per_user(value, batch, name) for name, value in features.items()}
 
     # --- retrieval -------------------------------------------------------------------------
 
@@ -99,110 +141,127 @@ class TwoStageModule(tf.Module):
         history = tf.RaggedTensor.from_row_splits(self.history_values, self.history_row_splits, validate=False)
         return tf.gather(history, rows)
 
-    def _drop_history(self, rows: tf.Tensor, scores: tf.Tensor, positions: tf.Tensor) -> tf.Tensor:
-        """Sets the scores of candidates in the user's training history to -inf."""
-        num_movies = tf.shape(self.movie_ids, out_type=tf.int32)[0]
-        # Sorted per row and padded past the catalog, so a binary search finds members.
-        seen = self._history(rows).to_tensor(default_value=num_movies)
-        seen = tf.concat([seen, tf.fill([tf.shape(seen)[0], 1], num_movies)], axis=1)
-        at = tf.searchsorted(seen, positions, side="left")
-        found = tf.equal(tf.gather(seen, at, batch_dims=1), positions)
-        return tf.where(found, tf.constant(-np.inf, scores.dtype), scores)
+    def _queries(self, user_id, rows, features) -> tf.Tensor:
+        """Known users: the precomputed embedding; users never seen: the query tower over ``features``."""
+        known = rows > 0
+        precomputed = tf.gather(self.user_embeddings, rows)
 
-    def _query_inputs(self, user_id: tf.Tensor, rows: tf.Tensor, requested: Dict[str, tf.Tensor]):
-        """Query-tower inputs: a known user's training features, else the request's."""
-        inputs = {"user_id": user_id}
-        for name in self.feature_names:
-            baked = tf.gather(self.user_features[name], rows)
-            inputs[name] = tf.where(rows > 0, baked, requested[name])
-        return inputs
+        def with_tower():
+            inputs = {"user_id": user_id, **{name: tf.where(known, "", features[name]) for name in USER_FEATURES}}
+            return tf.where(known[:, tf.newaxis], precomputed, self.query_encoder.encode(inputs))
 
-    def _retrieve(self, user_id: tf.Tensor, requested: Dict[str, tf.Tensor]):
-        """Top num_candidates (scores, positions) per user, training movies dropped.
+        return tf.cond(tf.reduce_all(known), lambda: precomputed, with_tower)
+
+    def _exclusions(self, rows, exclude_movie_ids, include_seen) -> tf.RaggedTensor:
+        """Catalog positions each user must not get: training history (unless include_seen) + exclusions."""
+        seen = self._history(rows)
+        seen = tf.cond(include_seen, lambda: seen[:, :0], lambda: seen)
+        extra = self.movie_rows.lookup(exclude_movie_ids)
+        extra = tf.RaggedTensor.from_tensor(extra, padding=None)
+        extra = tf.ragged.boolean_mask(extra, extra >= 0)
+        return tf.concat([seen, tf.cast(extra, seen.dtype)], axis=1)
+
+    def _candidates(self, user_id, features, exclude_movie_ids, include_seen):
+        """The top num_candidates (scores, positions) per user, exclusions dropped.
 
         Returns:
-          scores, positions ([batch, num_candidates]) and whether each user is known.
+          scores, positions ([batch, num_candidates]; -inf where the catalog ran out),
+          the user rows (0: never seen).
         """
-        rows = self.user_rows.lookup(user_id)
-        known = rows > 0
-        has_features = tf.zeros_like(known)
-        for name in self.feature_names:
-            has_features = has_features | tf.not_equal(requested[name], "")
-        personal = tf.expand_dims(known | has_features, 1)
-        queries = self.query_tower(self._query_inputs(user_id, rows, requested))
-        scores, positions = self.index(queries, k=self.retrieval_depth)
-        positions = tf.cast(positions, tf.int32)
         batch = tf.shape(user_id)[0]
-        scores = tf.where(personal, scores, tf.tile(self.popular_scores[tf.newaxis], [batch, 1]))
-        positions = tf.where(personal, positions, tf.tile(self.popular_positions[tf.newaxis], [batch, 1]))
-        scores = self._drop_history(rows, scores, positions)
-        scores, order = tf.math.top_k(scores, k=self.num_candidates)
-        return scores, tf.gather(positions, order, batch_dims=1), known
-
-    def _rate(self, user_id: tf.Tensor, positions: tf.Tensor) -> tf.Tensor:
-        """Predicted ratings of [n] users for [n] catalog positions (-1: a movie not in it)."""
+        features = self._request_features(user_id, features)
+        exclude_movie_ids = self._per_user(exclude_movie_ids, batch, "exclude_movie_ids")
         rows = self.user_rows.lookup(user_id)
-        inputs = {"user_id": user_id,
-                  "movie_id": tf.where(positions >= 0, tf.gather(self.movie_ids, tf.maximum(positions, 0)), "")}
-        for name in self.rating_model.feature_names:
-            if name in self.movie_features:
-                values = tf.gather(self.movie_features[name], tf.maximum(positions, 0))
-                inputs[name] = tf.where(positions >= 0, values, "")
-            else:
-                inputs[name] = tf.gather(self.user_features[name], rows)
-        return self.rating_model(inputs)[:, 0]
+        has_features = tf.zeros_like(rows > 0)
+        for name in USER_FEATURES:
+            has_features |= tf.not_equal(features[name], "")
+        personal = tf.expand_dims((rows > 0) | has_features, 1)
+        excluded = self._exclusions(rows, exclude_movie_ids, include_seen)
+        num_movies = tf.shape(self.movie_ids, out_type=tf.int32)[0]
+        # Deep enough that dropping this batch's exclusions still leaves num_candidates.
+        depth = tf.minimum(self.num_candidates + tf.cast(tf.reduce_max(tf.concat([excluded.row_lengths(), [0]], 0)), tf.int32),
+                           self.max_depth)
+        scores, positions = self.index(self._queries(user_id, rows, features), k=depth)
+        positions = tf.cast(positions, tf.int32)
+        scores = tf.where(personal, scores, tf.tile(self.popular_scores[tf.newaxis, :depth], [batch, 1]))
+        positions = tf.where(personal, positions, tf.tile(self.popular_positions[tf.newaxis, :depth], [batch, 1]))
+        # Sorted per row and padded past the catalog, so a binary search finds members.
+        dropped = tf.sort(excluded.to_tensor(default_value=num_movies), axis=1)
+        dropped = tf.concat([dropped, tf.fill([batch, 1], num_movies)], axis=1)
+        found = tf.equal(tf.gather(dropped, tf.searchsorted(dropped, positions), batch_dims=1), positions)
+        scores = tf.where(found, tf.constant(-np.inf, scores.dtype), scores)
+        scores, order = tf.math.top_k(scores, k=self.num_candidates)
+        return scores, tf.gather(positions, order, batch_dims=1), rows
 
-    def _predict(self, user_id: tf.Tensor, positions: tf.Tensor) -> tf.Tensor:
-        """Predicted ratings for [batch, n] pairs given [batch] users and [batch, n] positions."""
-        users = tf.broadcast_to(tf.expand_dims(user_id, 1), tf.shape(positions))
-        flat = self._rate(tf.reshape(users, [-1]), tf.reshape(positions, [-1]))
-        return tf.reshape(flat, tf.shape(positions))
+    def _movies(self, positions, scores):
+        """movie_id and title of positions; "" where the score is -inf (nothing left to return)."""
+        missing = tf.math.is_inf(scores)
+        return {"movie_id": tf.where(missing, "", tf.gather(self.movie_ids, positions)),
+                "title": tf.where(missing, "", tf.gather(self.titles, positions))}
 
-    def _recommend(self, user_id, k, requested):
+    # --- ranking ---------------------------------------------------------------------------
+
+    def _predict(self, user_id, rows, positions):
+        """Predicted ratings for [batch, n] positions of [batch] users."""
+        shape = tf.shape(positions)
+        users = tf.reshape(tf.broadcast_to(user_id[:, tf.newaxis], shape), [-1])
+        user_rows = tf.reshape(tf.broadcast_to(rows[:, tf.newaxis], shape), [-1])
+        flat = self.rating_scorer.rate(users, user_rows, tf.reshape(positions, [-1]))
+        return tf.reshape(flat, shape)
+
+    # --- signatures ------------------------------------------------------------------------
+
+    @tf.function(input_signature=_REQUEST)
+    def recommend(self, user_id, k=tf.constant(DEFAULT_K), user_age=_NO_VALUES, user_gender=_NO_VALUES,
+                  user_occupation=_NO_VALUES, user_zip=_NO_VALUES, exclude_movie_ids=_NO_EXCLUSIONS,
+                  include_seen=_FALSE):
+        """Top-k recommendations per user.
+
+        Args:
+          user_id: [batch] user ids.
+          k: results per user, clipped to [1, max_k] (default 10).
+          user_age, user_gender, user_occupation, user_zip: features of users never seen
+            (cold start); [] (default) none, [1] shared, or [batch]. Known users keep the
+            features they had in training.
+          exclude_movie_ids: [rows, n] movie ids never to return ("" pads): no rows
+            (default), one row shared by every user, or one row per user.
+          include_seen: also return the user's training movies (default False).
+
+        Returns:
+          movie_id, title, score, predicted_rating, retrieval_score: [batch, k], best first
+          ("" and -inf past the movies left); known_user: [batch].
+        """
+        features = dict(zip(USER_FEATURES, (user_age, user_gender, user_occupation, user_zip)))
         k = tf.clip_by_value(k, 1, self.max_k)
-        retrieval_scores, positions, known = self._retrieve(user_id, requested)
-        predicted = self._predict(user_id, positions)
+        retrieval_scores, positions, rows = self._candidates(user_id, features, exclude_movie_ids, include_seen)
+        known = rows > 0
+        predicted = self._predict(user_id, rows, positions)
         # The rating model has not seen users new to it: they keep retrieval's order.
-        score = tf.where(tf.expand_dims(known, 1), blend(retrieval_scores, predicted, self.blend_weight),
+        score = tf.where(known[:, tf.newaxis], blend(retrieval_scores, predicted, self.blend_weight),
                          retrieval_scores)
         score = tf.where(tf.math.is_inf(retrieval_scores), retrieval_scores, score)
         score, order = tf.math.top_k(score, k=k)
         positions = tf.gather(positions, order, batch_dims=1)
-        return {
-            "movie_id": tf.gather(self.movie_ids, positions),
-            "title": tf.gather(self.titles, positions),
-            "score": score,
-            "predicted_rating": tf.gather(predicted, order, batch_dims=1),
-            "retrieval_score": tf.gather(retrieval_scores, order, batch_dims=1),
-            "known_user": known,
-        }
+        return {**self._movies(positions, score), "score": score,
+                "predicted_rating": tf.gather(predicted, order, batch_dims=1),
+                "retrieval_score": tf.gather(retrieval_scores, order, batch_dims=1), "known_user": known}
 
-    def _no_features(self, user_id):
-        empty = tf.fill(tf.shape(user_id), "")
-        return {name: empty for name in USER_FEATURES}
+    @tf.function(input_signature=_REQUEST)
+    def retrieve(self, user_id, k=tf.constant(DEFAULT_K), user_age=_NO_VALUES, user_gender=_NO_VALUES,
+                 user_occupation=_NO_VALUES, user_zip=_NO_VALUES, exclude_movie_ids=_NO_EXCLUSIONS,
+                 include_seen=_FALSE):
+        """Retrieval's candidates only (no ranking), with the same inputs as ``recommend``.
 
-    @tf.function(input_signature=[_USER, _K])
-    def recommend(self, user_id, k):
-        """Top-k recommendations per user (users never seen get popular movies).
-
-        Args:
-          user_id: [batch] user ids.
-          k: results per user, clipped to [1, max_k].
+        k is clipped to [1, num_candidates].
 
         Returns:
-          movie_id, title, score, predicted_rating, retrieval_score: [batch, k], best first;
-          known_user: [batch].
+          movie_id, title, retrieval_score: [batch, k] in retrieval order; known_user: [batch].
         """
-        return self._recommend(user_id, k, self._no_features(user_id))
-
-    @tf.function(input_signature=[_USER, _K] + _FEATURES)
-    def recommend_with_features(self, user_id, k, user_age, user_gender, user_occupation, user_zip):
-        """Like ``recommend``; users never seen are served from these features ("" = unknown).
-
-        Known users keep the features they had in training.
-        """
-        requested = dict(zip(USER_FEATURES, (user_age, user_gender, user_occupation, user_zip)))
-        return self._recommend(user_id, k, requested)
+        features = dict(zip(USER_FEATURES, (user_age, user_gender, user_occupation, user_zip)))
+        k = tf.clip_by_value(k, 1, self.num_candidates)
+        scores, positions, rows = self._candidates(user_id, features, exclude_movie_ids, include_seen)
+        scores, positions = scores[:, :k], positions[:, :k]
+        return {**self._movies(positions, scores), "retrieval_score": scores, "known_user": rows > 0}
 
     # --- movie to movie --------------------------------------------------------------------
 
@@ -215,12 +274,10 @@ class TwoStageModule(tf.Module):
         scores = tf.where(itself | ~tf.expand_dims(known, 1), tf.constant(-np.inf), scores)
         k = tf.clip_by_value(k, 1, self.max_k)
         scores, positions = tf.math.top_k(scores, k=k)
-        return {"movie_id": tf.where(tf.math.is_inf(scores), "", tf.gather(self.movie_ids, positions)),
-                "title": tf.where(tf.math.is_inf(scores), "", tf.gather(self.titles, positions)),
-                "score": scores, "known_movie": known}
+        return {**self._movies(positions, scores), "score": scores, "known_movie": known}
 
-    @tf.function(input_signature=[_MOVIE, _K])
-    def similar_movies(self, movie_id, k):
+    @tf.function(input_signature=[_strings("movie_id"), _K])
+    def similar_movies(self, movie_id, k=tf.constant(DEFAULT_K)):
         """"More like this": cosine similarity of candidate embeddings, the movie excluded.
 
         Returns:
@@ -229,8 +286,8 @@ class TwoStageModule(tf.Module):
         rows = tf.maximum(self.movie_rows.lookup(movie_id), 0)
         return self._movie_neighbours(movie_id, k, tf.gather(self.unit_embeddings, rows), unit_scores=True)
 
-    @tf.function(input_signature=[_MOVIE, _K])
-    def also_liked(self, movie_id, k):
+    @tf.function(input_signature=[_strings("movie_id"), _K])
+    def also_liked(self, movie_id, k=tf.constant(DEFAULT_K)):
         """People who liked this also liked: the mean query embedding of the users who rated
         the movie highly, scored against the catalog (the movie excluded). A movie nobody
         liked in training falls back to similar movies.
@@ -251,7 +308,7 @@ class TwoStageModule(tf.Module):
 
     # --- for evaluation and inspection -----------------------------------------------------
 
-    @tf.function(input_signature=[_USER])
+    @tf.function(input_signature=[_strings("user_id")])
     def retrieval_scores(self, user_id):
         """Exact two-tower scores of every catalog movie (nothing dropped), for evaluation.
 
@@ -259,26 +316,28 @@ class TwoStageModule(tf.Module):
           scores: [batch, catalog size], catalog order (see ``catalog``).
         """
         rows = self.user_rows.lookup(user_id)
-        queries = self.query_tower(self._query_inputs(user_id, rows, self._no_features(user_id)))
+        no_features = {name: tf.fill(tf.shape(user_id), "") for name in USER_FEATURES}
+        queries = self._queries(user_id, rows, no_features)
         return {"scores": tf.matmul(queries, self.candidate_embeddings, transpose_b=True)}
 
-    @tf.function(input_signature=[_USER, _MOVIE])
+    @tf.function(input_signature=[_strings("user_id"), _strings("movie_id")])
     def predict_rating(self, user_id, movie_id):
         """The rating model's prediction for each (user_id[i], movie_id[i]) pair.
 
         Returns:
           rating: [batch].
         """
-        return {"rating": self._rate(user_id, tf.cast(self.movie_rows.lookup(movie_id), tf.int32))}
+        rows = self.user_rows.lookup(user_id)
+        return {"rating": self.rating_scorer.rate(user_id, rows, self.movie_rows.lookup(movie_id))}
 
     @tf.function(input_signature=[])
     def catalog(self):
         """Every movie the model knows: movie_id and title, catalog order."""
         return {"movie_id": tf.identity(self.movie_ids), "title": tf.identity(self.titles)}
 
-    @tf.function(input_signature=[_USER])
+    @tf.function(input_signature=[_strings("user_id")])
     def training_history(self, user_id):
-        """Each user's training movies (excluded from recommendations).
+        """Each user's training movies (excluded from recommendations by default).
 
         Returns:
           movie_id: [batch, longest] padded with ""; length: [batch].
@@ -288,14 +347,24 @@ class TwoStageModule(tf.Module):
                 "length": tf.cast(history.row_lengths(), tf.int32)}
 
     def signatures(self) -> dict:
-        """The SavedModel signatures, ``serving_default`` = recommend."""
+        """The SavedModel signatures, ``serving_default`` = recommend.
+
+        The tf.functions themselves (not concrete functions) are handed over, so that their
+        optional inputs' defaults are written into the SignatureDefs.
+        """
         return {
-            "serving_default": self.recommend.get_concrete_function(),
-            "recommend_with_features": self.recommend_with_features.get_concrete_function(),
-            "similar_movies": self.similar_movies.get_concrete_function(),
-            "also_liked": self.also_liked.get_concrete_function(),
-            "retrieval_scores": self.retrieval_scores.get_concrete_function(),
-            "predict_rating": self.predict_rating.get_concrete_function(),
-            "catalog": self.catalog.get_concrete_function(),
-            "training_history": self.training_history.get_concrete_function(),
+            "serving_default": self.recommend,
+            "retrieve": self.retrieve,
+            "similar_movies": self.similar_movies,
+            "also_liked": self.also_liked,
+            "retrieval_scores": self.retrieval_scores,
+            "predict_rating": self.predict_rating,
+            "catalog": self.catalog,
+            "training_history": self.training_history,
         }
+
+
+def max_depth(num_movies: int, num_candidates: int, history: RaggedTable, max_exclusions: int) -> int:
+    """The most neighbours a request may ask the index for: candidates + the longest history
+    + extra exclusions, capped at the catalog."""
+    return min(num_movies, min(num_candidates, num_movies) + history.max_length + max_exclusions)

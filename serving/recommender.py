@@ -2,110 +2,32 @@
 
 from __future__ import annotations
 
-import dataclasses
 import json
 import os
 import threading
-from typing import Optional, Sequence, Union
+from typing import Optional, Sequence
 
 import numpy as np
 import tensorflow as tf
 
 from twostage.data.errors import TwostageError
-from twostage.data.features import zip_prefix
-from twostage.data.schema import age_bucket
 from twostage.serving.export import METADATA_FILE, versions
+from twostage.serving.requests import (USER_FEATURE_ARGUMENTS, Candidate, Ids, Recommendation,
+                                       RelatedMovie, RequestError, RequestLimits, UnknownMovieError, candidates, id_array,
+                                       one_or_all, recommendations, related_movies)
+
+
+__all__ = ["Recommender", "ModelError", "RequestError", "UnknownMovieError", "Recommendation", "Candidate",
+           "RelatedMovie", "USER_FEATURE_ARGUMENTS", "resolve_model_path"]
 
 
 class ModelError(TwostageError):
     """The exported model is missing, incomplete or cannot be loaded here."""
 
 
-class RequestError(TwostageError):
-    """A request is malformed (empty ids, k out of range, ...)."""
-
-
-class UnknownMovieError(RequestError):
-    """A movie id the model's catalog does not hold."""
-
-
-# What a caller may say about a user the model has never seen (cold start).
-USER_FEATURE_ARGUMENTS = ("age", "gender", "occupation", "zip_code")
-
-
-@dataclasses.dataclass(frozen=True)
-class Recommendation:
-    """One recommended movie.
-
-    Attributes:
-      movie_id: the movie's id in the catalog.
-      title: its title.
-      score: the final ranking score (higher first).
-      predicted_rating: the rating model's prediction for this user.
-      retrieval_score: the two-tower score that made it a candidate.
-    """
-
-    movie_id: str
-    title: str
-    score: float
-    predicted_rating: float
-    retrieval_score: float
-
-    def as_dict(self) -> dict:
-        return dataclasses.asdict(self)
-
-
-@dataclasses.dataclass(frozen=True)
-class RelatedMovie:
-    """A movie related to another ("similar movies", "people who liked this also liked").
-
-    Attributes:
-      movie_id: the related movie.
-      title: its title.
-      score: cosine similarity (similar movies) or the fans' mean query score (also liked).
-    """
-
-    movie_id: str
-    title: str
-    score: float
-
-    def as_dict(self) -> dict:
-        return dataclasses.asdict(self)
-
-
-def user_feature_inputs(count: int, features: Optional[dict]) -> dict:
-    """The model's user-feature inputs from what a caller knows of a new user.
-
-    Args:
-      count: users in the request (the same features go with each).
-      features: any of age (years), gender ("M"/"F"), occupation, zip_code.
-
-    Returns:
-      user_age, user_gender, user_occupation, user_zip string tensors of length ``count``.
-    """
-    features = dict(features or {})
-    unknown = set(features) - set(USER_FEATURE_ARGUMENTS)
-    if unknown:
-        raise RequestError(f"unknown user feature(s) {', '.join(sorted(unknown))}; "
-                           f"use {', '.join(USER_FEATURE_ARGUMENTS)}")
-    age = features.get("age")
-    if age not in (None, ""):
-        try:
-            age = str(age_bucket(int(age)))
-        except (TypeError, ValueError):
-            raise RequestError(f"age must be a whole number of years, got {age!r}") from None
-    values = {
-        "user_age": age or "",
-        "user_gender": str(features.get("gender") or "").upper(),
-        "user_occupation": str(features.get("occupation") or ""),
-        "user_zip": zip_prefix(str(features.get("zip_code") or "")),
-    }
-    return {name: tf.constant([value] * count, tf.string) for name, value in values.items()}
-
-
-def _strings(values: np.ndarray) -> np.ndarray:
+def _string_array(values: np.ndarray) -> np.ndarray:
     """UTF-8 bytes from TensorFlow -> a numpy str array of the same shape."""
-    return np.vectorize(lambda b: b.decode("utf-8"), otypes=[str])(values) if values.size else values.astype(str)
+    return np.char.decode(values.astype(bytes), "utf-8") if values.size else values.astype(str)
 
 
 def resolve_model_path(path: str) -> str:
@@ -145,10 +67,14 @@ class Recommender:
         self._loaded = loaded
         self.path = path
         self.metadata = metadata
-        self._recommend = loaded.signatures["serving_default"]
-        self.max_k = int(metadata["serving"]["max_k"])
+        self.limits = RequestLimits.from_metadata(metadata)
+        self.max_k = self.limits.max_k
         self._catalog = None
         self._lock = threading.Lock()
+
+    def _call(self, signature: str, inputs: dict) -> dict:
+        out = self._loaded.signatures[signature](**{name: tf.constant(value) for name, value in inputs.items()})
+        return {name: value.numpy() for name, value in out.items()}
 
     @classmethod
     def load(cls, path: str) -> "Recommender":
@@ -174,85 +100,48 @@ class Recommender:
             raise ModelError(f"{version_dir}: cannot load the SavedModel: {str(err).splitlines()[0]}") from None
         return cls(loaded, version_dir, metadata)
 
-    @staticmethod
-    def _ids(ids: Union[str, Sequence[str]], what: str) -> tf.Tensor:
-        if isinstance(ids, (str, bytes, int, np.integer)):
-            ids = [ids]
-        ids = [str(i) for i in ids]
-        if not ids:
-            raise RequestError(f"no {what} ids given")
-        if any(not i for i in ids):
-            raise RequestError(f"empty {what} id")
-        return tf.constant(ids, dtype=tf.string)
-
-    def _check_k(self, k) -> tf.Tensor:
-        if isinstance(k, bool) or not isinstance(k, (int, np.integer)) or not 1 <= k <= self.max_k:
-            raise RequestError(f"k must be a whole number from 1 to {self.max_k} (fixed at export), got {k!r}")
-        return tf.constant(k, tf.int32)
-
-    def recommend(self, user_id: Union[str, Sequence[str]], k: int = 10, features: Optional[dict] = None):
+    def recommend(self, user_id: Ids, k: int = 10, features: Optional[dict] = None, exclude: Optional[Sequence] = None,
+                  include_seen: bool = False):
         """Top-k movies for one user (a list) or for several (a list of lists).
 
         Users the model was trained with are served from what it learned of them. A user it
         has never seen gets recommendations from ``features`` when given (cold start), else
-        the most popular movies.
+        the most popular movies. The movies a user rated in training never come back unless
+        ``include_seen``.
 
         Args:
           user_id: a user id, or a sequence of them.
           k: results per user, 1..max_k (fixed at export).
           features: for users never seen: any of age (years), gender, occupation, zip_code.
+          exclude: movie ids never to return: one list for every user, or one list per user.
+          include_seen: let the user's training movies come back too.
 
         Returns:
           [Recommendation, ...] best first; one such list per user when given a sequence.
         """
-        single = isinstance(user_id, (str, bytes, int, np.integer))
-        ids, k = self._ids(user_id, "user"), self._check_k(k)
-        if features:
-            out = self._loaded.signatures["recommend_with_features"](
-                user_id=ids, k=k, **user_feature_inputs(int(ids.shape[0]), features))
-        else:
-            out = self._recommend(user_id=ids, k=k)
-        columns = {name: value.numpy() for name, value in out.items()}
-        columns["movie_id"], columns["title"] = _strings(columns["movie_id"]), _strings(columns["title"])
-        results = []
-        for row in range(columns["movie_id"].shape[0]):
-            results.append([
-                Recommendation(movie_id=str(columns["movie_id"][row, j]), title=str(columns["title"][row, j]),
-                               score=float(columns["score"][row, j]),
-                               predicted_rating=float(columns["predicted_rating"][row, j]),
-                               retrieval_score=float(columns["retrieval_score"][row, j]))
-                for j in range(columns["movie_id"].shape[1])
-                if np.isfinite(columns["score"][row, j])
-            ])
-        return results[0] if single else results
+        results = recommendations(self._call("serving_default", self.limits.recommend(
+            user_id, k, features, exclude, include_seen)))
+        return one_or_all(user_id, results)
 
-    def recommend_arrays(self, user_ids: Sequence[str], k: int = 10) -> dict:
+    def retrieve(self, user_id: Ids, k: int = 10, features: Optional[dict] = None, exclude: Optional[Sequence] = None,
+                 include_seen: bool = False):
+        """Retrieval's candidates alone, in retrieval order (k up to the candidates per user).
+
+        Same arguments as :meth:`recommend`; returns Candidate lists.
+        """
+        results = candidates(self._call("retrieve", self.limits.recommend(user_id, k, features, exclude,
+                                                                          include_seen, retrieve=True)))
+        return one_or_all(user_id, results)
+
+    def recommend_arrays(self, user_ids: Sequence[str], k: int = 10, exclude: Optional[Sequence] = None,
+                         include_seen: bool = False) -> dict:
         """Batch recommendations as numpy arrays ([users, k] each), for bulk scoring."""
-        out = self._recommend(user_id=self._ids(user_ids, "user"), k=self._check_k(k))
-        arrays = {name: value.numpy() for name, value in out.items()}
-        arrays["movie_id"], arrays["title"] = _strings(arrays["movie_id"]), _strings(arrays["title"])
+        arrays = self._call("serving_default", self.limits.recommend(user_ids, k, None, exclude, include_seen))
+        for name in ("movie_id", "title"):
+            arrays[name] = _string_array(arrays[name])
         return arrays
 
-    def _related(self, signature: str, movie_id, k: int):
-        single = isinstance(movie_id, (str, bytes, int, np.integer))
-        ids = self._ids(movie_id, "movie")
-        out = self._loaded.signatures[signature](movie_id=ids, k=self._check_k(k))
-        movies, titles = _strings(out["movie_id"].numpy()), _strings(out["title"].numpy())
-        scores, known = out["score"].numpy(), out["known_movie"].numpy()
-        results = []
-        for row in range(len(known)):
-            if not known[row]:
-                results.append(None)
-                continue
-            results.append([RelatedMovie(str(movies[row, j]), str(titles[row, j]), float(scores[row, j]))
-                            for j in range(movies.shape[1]) if np.isfinite(scores[row, j])])
-        if single:
-            if results[0] is None:
-                raise UnknownMovieError(f"movie {movie_id} is not in this model's catalog")
-            return results[0]
-        return results
-
-    def similar_movies(self, movie_id: Union[str, Sequence[str]], k: int = 10):
+    def similar_movies(self, movie_id: Ids, k: int = 10):
         """"More like this": the k movies nearest by cosine of candidate embeddings.
 
         Args:
@@ -264,35 +153,32 @@ class Recommender:
           per movie, None for ids not in the catalog; a single unknown id raises
           UnknownMovieError.
         """
-        return self._related("similar_movies", movie_id, k)
+        return one_or_all(movie_id, related_movies(self._call("similar_movies", self.limits.related(movie_id, k))))
 
-    def also_liked(self, movie_id: Union[str, Sequence[str]], k: int = 10):
+    def also_liked(self, movie_id: Ids, k: int = 10):
         """People who liked this also liked: what the movie's fans (users who rated it highly
         in training) would be recommended together. Same shape as :meth:`similar_movies`.
         """
-        return self._related("also_liked", movie_id, k)
+        return one_or_all(movie_id, related_movies(self._call("also_liked", self.limits.related(movie_id, k))))
 
-    def predict_rating(self, user_ids: Sequence[str], movie_ids: Sequence[str]) -> np.ndarray:
+    def predict_rating(self, user_ids: Ids, movie_ids: Ids) -> np.ndarray:
         """Predicted rating of each (user_ids[i], movie_ids[i]) pair."""
-        users, movies = self._ids(user_ids, "user"), self._ids(movie_ids, "movie")
-        if users.shape[0] != movies.shape[0]:
-            raise RequestError(f"{users.shape[0]} user ids but {movies.shape[0]} movie ids; give one of each per pair")
-        return self._loaded.signatures["predict_rating"](user_id=users, movie_id=movies)["rating"].numpy()
+        return self._call("predict_rating", self.limits.ratings(user_ids, movie_ids))["rating"]
 
-    def retrieval_scores(self, user_ids: Sequence[str]) -> np.ndarray:
+    def retrieval_scores(self, user_ids: Ids) -> np.ndarray:
         """Exact two-tower scores, [users, catalog size], in :meth:`catalog` order."""
-        return self._loaded.signatures["retrieval_scores"](user_id=self._ids(user_ids, "user"))["scores"].numpy()
+        return self._call("retrieval_scores", {"user_id": id_array(user_ids, "user")})["scores"]
 
     def catalog(self) -> tuple[np.ndarray, np.ndarray]:
         """(movie ids, titles) of every movie the model can recommend."""
         with self._lock:
             if self._catalog is None:
                 out = self._loaded.signatures["catalog"]()
-                self._catalog = (_strings(out["movie_id"].numpy()), _strings(out["title"].numpy()))
+                self._catalog = (_string_array(out["movie_id"].numpy()), _string_array(out["title"].numpy()))
         return self._catalog
 
     def training_history(self, user_ids: Sequence[str]) -> list[list[str]]:
         """Each user's training movies (what recommendations exclude)."""
-        out = self._loaded.signatures["training_history"](user_id=self._ids(user_ids, "user"))
-        ids, lengths = _strings(out["movie_id"].numpy()), out["length"].numpy()
-        return [row[:n].tolist() for row, n in zip(ids, lengths)]
+        out = self._call("training_history", {"user_id": id_array(user_ids, "user")})
+        ids = _string_array(out["movie_id"])
+        return [row[:n].tolist() for row, n in zip(ids, out["length"])]

@@ -125,8 +125,63 @@ def test_a_failed_export_leaves_nothing_behind(tmp_path, monkeypatch):
 
 def test_every_signature_is_in_the_reloaded_savedmodel(recommender):
     assert set(recommender._loaded.signatures) == {
-        "serving_default", "recommend_with_features", "similar_movies", "also_liked", "retrieval_scores",
-        "predict_rating", "catalog", "training_history"}
+        "serving_default", "retrieve", "similar_movies", "also_liked", "retrieval_scores", "predict_rating",
+        "catalog", "training_history"}
+
+
+def test_extra_exclusions_shared_and_per_user(recommender):
+    first = [r.movie_id for r in recommender.recommend("7", k=10)]
+    shared = recommender.recommend(["7", "8"], k=10, exclude=first[:3])
+    assert len(shared[0]) == 10 and not set(first[:3]) & {r.movie_id for r in shared[0]}
+    assert [r.movie_id for r in shared[0]][:7] == first[3:]
+    per_user = recommender.recommend(["7", "8"], k=10, exclude=[first[:2], []])
+    assert [r.movie_id for r in per_user[0]][:8] == first[2:]
+    assert [r.movie_id for r in per_user[1]] == [r.movie_id for r in recommender.recommend("8", k=10)]
+    with pytest.raises(RequestError, match="exclude has 3 lists for 2 users"):
+        recommender.recommend(["7", "8"], exclude=[["1"], ["2"], ["3"]])
+    with pytest.raises(RequestError, match="at most 100 excluded movies"):
+        recommender.recommend("7", exclude=[str(i) for i in range(101)])
+
+
+def test_include_seen_lets_training_movies_back(recommender, train_part):
+    user = "7"
+    seen = set(train_part.movie_id[train_part.user_id == user])
+    default = {r.movie_id for r in recommender.retrieve(user, k=50)}
+    with_seen = {r.movie_id for r in recommender.retrieve(user, k=50, include_seen=True)}
+    assert not default & seen and with_seen & seen
+
+
+def test_retrieve_returns_the_candidates_recommend_ranks(recommender):
+    candidates = recommender.retrieve("5", k=50)
+    assert len(candidates) == 50
+    scores = [c.retrieval_score for c in candidates]
+    assert scores == sorted(scores, reverse=True)
+    recs = recommender.recommend("5", k=20)
+    assert {r.movie_id for r in recs} <= {c.movie_id for c in candidates}
+    by_id = {c.movie_id: c.retrieval_score for c in candidates}
+    assert all(r.retrieval_score == pytest.approx(by_id[r.movie_id], abs=1e-5) for r in recs)
+
+
+def test_k_beyond_the_export_maximum(recommender):
+    # The client refuses it; the graph itself caps it (documented in the README).
+    with pytest.raises(RequestError, match="from 1 to 20"):
+        recommender.recommend("1", k=500)
+    import tensorflow as tf
+
+    out = recommender._loaded.recommend(tf.constant(["1"]), k=tf.constant(10_000))
+    assert out["movie_id"].shape == (1, 20)
+
+
+def test_optional_inputs_have_defaults_in_the_signature(recommender):
+    from tensorflow.core.protobuf import saved_model_pb2
+
+    model = saved_model_pb2.SavedModel()
+    with open(os.path.join(recommender.path, "saved_model.pb"), "rb") as f:
+        model.ParseFromString(f.read())
+    signatures = model.meta_graphs[0].signature_def
+    for name in ("serving_default", "retrieve"):
+        assert set(signatures[name].inputs) - set(signatures[name].defaults) == {"user_id"}
+        assert signatures[name].defaults["k"].int_val == [10]
 
 
 def _taste_share(results, movie_taste, movie):

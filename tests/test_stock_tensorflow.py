@@ -23,7 +23,12 @@ def test_loads_where_scann_is_never_imported(brute_force_export):
 import json, sys
 import tensorflow as tf
 model = tf.saved_model.load({brute_force_export!r})
-out = model.signatures["serving_default"](user_id=tf.constant(["1", "2"]), k=tf.constant(5))
+out = model.recommend(tf.constant(["1", "2"]), k=tf.constant(5))  # the other inputs take their defaults
+empty = tf.constant([], tf.string)
+signature = model.signatures["serving_default"](  # a signature wants every input
+    user_id=tf.constant(["1", "2"]), k=tf.constant(5), user_age=empty, user_gender=empty, user_occupation=empty,
+    user_zip=empty, exclude_movie_ids=tf.constant([["1"]]), include_seen=tf.constant(False))
+assert signature["movie_id"].shape == (2, 5)
 similar = model.signatures["similar_movies"](movie_id=tf.constant(["1"]), k=tf.constant(3))
 assert "scann" not in sys.modules and "twostage" not in sys.modules and "tensorflow_recommenders" not in sys.modules
 print(json.dumps({{"shape": out["movie_id"].shape.as_list(), "similar": similar["movie_id"].shape.as_list()}}))
@@ -43,14 +48,14 @@ def test_saved_model_cli_show_lists_every_signature(brute_force_export):
     proc = subprocess.run([_saved_model_cli(), "show", "--dir", brute_force_export, "--all"], capture_output=True,
                           text=True, timeout=300)
     assert proc.returncode == 0, proc.stderr[-2000:]
-    for signature in ("serving_default", "recommend_with_features", "similar_movies", "also_liked",
+    for signature in ("serving_default", "retrieve", "similar_movies", "also_liked",
                       "predict_rating", "retrieval_scores", "catalog", "training_history"):
         assert f"signature_def['{signature}']" in proc.stdout
 
 
 def test_saved_model_cli_run_recommends(brute_force_export):
     proc = subprocess.run([_saved_model_cli(), "run", "--dir", brute_force_export, "--tag_set", "serve",
-                           "--signature_def", "serving_default", "--input_exprs", "user_id=['1'];k=3"],
+                           "--signature_def", "serving_default", "--input_exprs", "user_id=['1']"],
                           capture_output=True, text=True, timeout=300)
     assert proc.returncode == 0, proc.stderr[-2000:]
     assert "movie_id" in proc.stdout and "predicted_rating" in proc.stdout

@@ -1,0 +1,136 @@
+"""A trained rating model in the shape serving needs: (user rows, catalog positions) -> ratings.
+
+Serving asks for the ratings of a user's candidates, each a catalog position, for users
+it knows by row (1..n in the user vocabulary's order, 0 for a user it has never seen).
+Both scorers answer ``rate(user_id, user_rows, positions)``, a ``tf.function`` with a fixed
+input signature, so that an exported model can be exported again (with another index)
+from the SavedModel alone.
+
+* ``PrecomputedRatingScorer``: for the default model, whose first dense layer sees
+  [user side, movie side]. That layer's output splits into a user share and a movie share,
+  so both are computed once per user and per movie at export; a request then adds two
+  gathered rows, and runs only the 64 -> 1 rest of the stack. Exact, and an order of
+  magnitude cheaper than embedding titles and genres per candidate per request.
+* ``ModelRatingScorer``: any other architecture, run on the features of each pair.
+"""
+
+from __future__ import annotations
+
+from typing import Dict, Sequence
+
+import numpy as np
+import tensorflow as tf
+
+from twostage.data.features import movie_feature_columns
+from twostage.data.schema import Movies
+from twostage.ranking.model import RatingModel, RatingTaskModel, bounded_rating
+
+RATE_SIGNATURE = [tf.TensorSpec([None], tf.string, name="user_id"),
+                  tf.TensorSpec([None], tf.int64, name="user_rows"),
+                  tf.TensorSpec([None], tf.int32, name="positions")]
+
+
+def _in_batches(fn, columns: Dict[str, np.ndarray], batch_size: int = 4096) -> np.ndarray:
+    size = len(next(iter(columns.values())))
+    return np.concatenate([fn({k: tf.constant(v[i:i + batch_size]) for k, v in columns.items()}).numpy()
+                           for i in range(0, size, batch_size)], axis=0)
+
+
+def _with_unknown_first(values: np.ndarray) -> np.ndarray:
+    return np.concatenate([np.asarray([""], dtype=object), np.asarray(values, dtype=object)])
+
+
+class PrecomputedRatingScorer(tf.Module):
+    """The default rating model with its per-user and per-movie work done at export.
+
+    Args:
+      model: the trained RatingModel (its history input already pooling the whole
+        training part).
+      user_ids: the known users, in row order (row i + 1).
+      user_columns: each user feature the model reads -> values of those users.
+      movies: the catalog (position order).
+    """
+
+    def __init__(self, model: RatingModel, user_ids: Sequence[str], user_columns: Dict[str, np.ndarray],
+                 movies: Movies):
+        super().__init__(name="precomputed_ratings")
+        layers = model.rating_head.layers
+        if any(getattr(layer.activation, "__name__", "") != "relu" for layer in layers[:-1]):
+            raise ValueError("the rating head's hidden layers must be relu to split its first layer")
+        users = {"user_id": _with_unknown_first(user_ids)}
+        users.update({name: _with_unknown_first(user_columns[name]) for name in model.user_feature_names})
+        catalog = movie_feature_columns(movies)
+        # One row past the catalog stands for a movie it does not hold.
+        movie_inputs = {name: np.concatenate([catalog[name], [""]]).astype(object)
+                        for name in ("movie_id",) + model.movie_feature_names}
+        user_side = _in_batches(model.user_side, users)
+        movie_side = _in_batches(model.movie_side, movie_inputs)
+        kernel, bias = (w.numpy() for w in layers[0].weights)
+        width = user_side.shape[1]
+        self.user_hidden = tf.Variable(user_side @ kernel[:width] + bias, trainable=False, name="user_hidden")
+        self.movie_hidden = tf.Variable(movie_side @ kernel[width:], trainable=False, name="movie_hidden")
+        self.kernels = [tf.Variable(layer.kernel.numpy(), trainable=False) for layer in layers[1:]]
+        self.biases = [tf.Variable(layer.bias.numpy(), trainable=False) for layer in layers[1:]]
+        zeros = lambda n: np.zeros(n, np.float32)  # noqa: E731
+        self.user_bias = tf.Variable(_in_batches(lambda c: model.user_bias(c["user_id"]), users)[:, 0]
+                                     if model.user_bias is not None else zeros(len(users["user_id"])),
+                                     trainable=False, name="user_bias")
+        self.movie_bias = tf.Variable(_in_batches(lambda c: model.movie_bias(c["movie_id"]), movie_inputs)[:, 0]
+                                      if model.movie_bias is not None else zeros(len(movie_inputs["movie_id"])),
+                                      trainable=False, name="movie_bias")
+        self.scale = (model.low, model.high, model.global_mean, model.output_kind)
+
+    @tf.function(input_signature=RATE_SIGNATURE)
+    def rate(self, user_id, user_rows, positions):
+        """Predicted ratings of [n] (user, catalog position) pairs; position -1: not in the catalog.
+
+        Returns:
+          [n] ratings inside the rating scale.
+        """
+        del user_id  # the rows say everything the precomputed tables need
+        unknown = tf.shape(self.movie_hidden, out_type=tf.int32)[0] - 1
+        movie_rows = tf.where(positions >= 0, positions, unknown)
+        hidden = tf.nn.relu(tf.gather(self.user_hidden, user_rows) + tf.gather(self.movie_hidden, movie_rows))
+        for i, (kernel, bias) in enumerate(zip(self.kernels, self.biases)):
+            hidden = tf.matmul(hidden, kernel) + bias
+            if i < len(self.kernels) - 1:
+                hidden = tf.nn.relu(hidden)
+        raw = hidden[:, 0] + tf.gather(self.user_bias, user_rows) + tf.gather(self.movie_bias, movie_rows)
+        return bounded_rating(raw, *self.scale)
+
+
+class ModelRatingScorer(tf.Module):
+    """Any rating architecture, fed each pair's features from tables baked in at export.
+
+    Args:
+      model: the trained rating model.
+      user_columns: each user feature the model reads -> values of the known users (row order).
+      movies: the catalog (position order).
+    """
+
+    def __init__(self, model: RatingTaskModel, user_columns: Dict[str, np.ndarray], movies: Movies):
+        super().__init__(name="model_ratings")
+        self.model = model
+        catalog = movie_feature_columns(movies)
+        self.movie_columns = {name: tf.Variable(catalog[name].astype(object), trainable=False, name=name)
+                              for name in ("movie_id",) + tuple(model.feature_names) if name in catalog}
+        self.user_columns = {name: tf.Variable(_with_unknown_first(user_columns[name]), trainable=False, name=name)
+                             for name in model.feature_names if name not in catalog}
+
+    @tf.function(input_signature=RATE_SIGNATURE)
+    def rate(self, user_id, user_rows, positions):
+        """Predicted ratings of [n] (user, catalog position) pairs; position -1: not in the catalog."""
+        inputs = {"user_id": user_id}
+        for name, column in self.movie_columns.items():
+            inputs[name] = tf.where(positions >= 0, tf.gather(column, tf.maximum(positions, 0)), "")
+        for name, column in self.user_columns.items():
+            inputs[name] = tf.gather(column, user_rows)
+        return self.model(inputs)[:, 0]
+
+
+def build_rating_scorer(model: RatingTaskModel, user_ids: Sequence[str], user_columns: Dict[str, np.ndarray],
+                        movies: Movies) -> tf.Module:
+    """The fastest exact scorer for ``model`` (see the module docstring)."""
+    if isinstance(model, RatingModel) and model.splits_first_layer:
+        return PrecomputedRatingScorer(model, user_ids, user_columns, movies)
+    return ModelRatingScorer(model, user_columns, movies)
