@@ -57,3 +57,9 @@ def fans(train: Ratings, user_ids: Sequence[str], movies: Movies, liked_rating: 
     users = _positions(train.user_id[liked], user_ids, 1)
     keep = (rows >= 0) & (users > 0)
     return RaggedTable(rows[keep], users[keep], len(movies))
+
+
+def ragged_table(values: np.ndarray, row_splits: np.ndarray) -> RaggedTable:
+    """A RaggedTable from its (values, row_splits), e.g. read back from an export."""
+    rows = np.repeat(np.arange(len(row_splits) - 1), np.diff(row_splits))
+    return RaggedTable(rows, np.asarray(values), len(row_splits) - 1)

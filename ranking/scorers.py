@@ -28,6 +28,10 @@ from twostage.ranking.model import RatingModel, RatingTaskModel, bounded_rating
 RATE_SIGNATURE = [tf.TensorSpec([None], tf.string, name="user_id"),
                   tf.TensorSpec([None], tf.int64, name="user_rows"),
                   tf.TensorSpec([None], tf.int32, name="positions")]
+# The serving graph's shape: each user's candidates, [users] and [users, candidates].
+RATE_LISTS_SIGNATURE = [tf.TensorSpec([None], tf.string, name="user_id"),
+                        tf.TensorSpec([None], tf.int64, name="user_rows"),
+                        tf.TensorSpec([None, None], tf.int32, name="positions")]
 
 
 def _in_batches(fn, columns: Dict[str, np.ndarray], batch_size: int = 4096) -> np.ndarray:
@@ -88,14 +92,30 @@ class PrecomputedRatingScorer(tf.Module):
           [n] ratings inside the rating scale.
         """
         del user_id  # the rows say everything the precomputed tables need
+        return self._ratings(tf.gather(self.user_hidden, user_rows), tf.gather(self.user_bias, user_rows), positions)
+
+    @tf.function(input_signature=RATE_LISTS_SIGNATURE)
+    def rate_lists(self, user_id, user_rows, positions):
+        """Predicted ratings of [users, n] catalog positions for [users] users.
+
+        Each user's share of the first layer is gathered once, not once per candidate.
+        """
+        del user_id
+        user_hidden = tf.gather(self.user_hidden, user_rows)[:, tf.newaxis, :]
+        return self._ratings(user_hidden, tf.gather(self.user_bias, user_rows)[:, tf.newaxis], positions)
+
+    def _ratings(self, user_hidden, user_bias, positions):
+        """Ratings from the users' first-layer shares and biases, broadcast against positions."""
         unknown = tf.shape(self.movie_hidden, out_type=tf.int32)[0] - 1
         movie_rows = tf.where(positions >= 0, positions, unknown)
-        hidden = tf.nn.relu(tf.gather(self.user_hidden, user_rows) + tf.gather(self.movie_hidden, movie_rows))
+        hidden = tf.nn.relu(user_hidden + tf.gather(self.movie_hidden, movie_rows))
+        shape = tf.shape(hidden)
+        hidden = tf.reshape(hidden, [-1, shape[-1]])
         for i, (kernel, bias) in enumerate(zip(self.kernels, self.biases)):
             hidden = tf.matmul(hidden, kernel) + bias
             if i < len(self.kernels) - 1:
                 hidden = tf.nn.relu(hidden)
-        raw = hidden[:, 0] + tf.gather(self.user_bias, user_rows) + tf.gather(self.movie_bias, movie_rows)
+        raw = tf.reshape(hidden, shape[:-1]) + user_bias + tf.gather(self.movie_bias, movie_rows)
         return bounded_rating(raw, *self.scale)
 
 
@@ -126,6 +146,14 @@ class ModelRatingScorer(tf.Module):
         for name, column in self.user_columns.items():
             inputs[name] = tf.gather(column, user_rows)
         return self.model(inputs)[:, 0]
+
+    @tf.function(input_signature=RATE_LISTS_SIGNATURE)
+    def rate_lists(self, user_id, user_rows, positions):
+        """Predicted ratings of [users, n] catalog positions for [users] users."""
+        shape = tf.shape(positions)
+        users = tf.reshape(tf.broadcast_to(user_id[:, tf.newaxis], shape), [-1])
+        rows = tf.reshape(tf.broadcast_to(user_rows[:, tf.newaxis], shape), [-1])
+        return tf.reshape(self.rate(users, rows, tf.reshape(positions, [-1])), shape)
 
 
 def build_rating_scorer(model: RatingTaskModel, user_ids: Sequence[str], user_columns: Dict[str, np.ndarray],

@@ -58,7 +58,7 @@ def assemble_module(tables: ServingTables, query_encoder, rating_scorer, index_c
 def assemble(query_tower: QueryTower, candidate_tower: CandidateTower, rating_model: RatingTaskModel,
              train: Ratings, movies: Movies, users: Optional[Users], vocabularies: FeatureVocabularies,
              index_config: IndexConfig, serving_config: ServingConfig, blend_weight: float
-             ) -> tuple[TwoStageModule, dict]:
+             ) -> tuple[TwoStageModule, dict, ServingTables]:
     """Builds the index and the stitched serving module from the trained stages.
 
     Args:
@@ -74,9 +74,11 @@ def assemble(query_tower: QueryTower, candidate_tower: CandidateTower, rating_mo
       blend_weight: weight of the predicted rating in the final score (serving.blend).
 
     Returns:
-      The module and a description of its index (for the export's metadata).
+      The module, a description of its index (for the export's metadata) and its tables.
     """
     tables, user_columns = serving_tables(query_tower, candidate_tower, train, movies, users, vocabularies,
                                           serving_config)
     scorer = build_rating_scorer(rating_model, tables.user_ids, user_columns, movies)
-    return assemble_module(tables, QueryEncoder(query_tower), scorer, index_config, serving_config, blend_weight)
+    module, description = assemble_module(tables, QueryEncoder(query_tower), scorer, index_config, serving_config,
+                                          blend_weight)
+    return module, description, tables

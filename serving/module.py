@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import dataclasses
+from typing import Dict
 
 import numpy as np
 import tensorflow as tf
@@ -127,13 +128,11 @@ class TwoStageModule(tf.Module):
         check = tf.debugging.Assert((count <= 1) | tf.equal(count, batch),
                                     [f"{what} must have no rows, one row, or one per user_id"])
         with tf.control_dependencies([check]):
+            # Row 0 of the padded values is the shared (or empty) row; no tf.cond, which costs
+            # a function call per request.
             padded = tf.concat([values, tf.zeros(tf.concat([[1], tf.shape(values)[1:]], 0), values.dtype)], 0)
-            return tf.cond(tf.equal(count, batch), lambda: tf.identity(values),
-                           lambda: tf.repeat(padded[:1], batch, axis=0))
-
-    def _request_features(self, user_id, features):
-        batch = tf.shape(user_id)[0]
-        return {name: self._per_user(value, batch, name) for name, value in features.items()}
+            one_per_user = tf.cast(tf.equal(count, batch), tf.int32)
+            return tf.gather(padded, tf.range(batch) * one_per_user)
 
     # --- retrieval -------------------------------------------------------------------------
 
@@ -141,25 +140,48 @@ class TwoStageModule(tf.Module):
         history = tf.RaggedTensor.from_row_splits(self.history_values, self.history_row_splits, validate=False)
         return tf.gather(history, rows)
 
-    def _queries(self, user_id, rows, features) -> tf.Tensor:
-        """Known users: the precomputed embedding; users never seen: the query tower over ``features``."""
+    def _queries(self, user_id, rows, features: Dict[str, tf.Tensor]):
+        """Query embeddings, and whether each user gets personal results (else popular movies).
+
+        Known users: their precomputed embedding. Users never seen: the query tower over the
+        features their request carries, or popular movies when it carries none. The request's
+        features are only looked at when a user is new, which keeps the common request lean.
+        """
         known = rows > 0
         precomputed = tf.gather(self.user_embeddings, rows)
 
-        def with_tower():
-            inputs = {"user_id": user_id, **{name: tf.where(known, "", features[name]) for name in USER_FEATURES}}
-            return tf.where(known[:, tf.newaxis], precomputed, self.query_encoder.encode(inputs))
+        def with_new_users():
+            batch = tf.shape(user_id)[0]
+            given = {name: tf.where(known, "", self._per_user(value, batch, name)) for name, value in features.items()}
+            has_features = tf.zeros_like(known)
+            for value in given.values():
+                has_features |= tf.not_equal(value, "")
+            queries = self.query_encoder.encode({"user_id": user_id, **given})
+            return tf.where(known[:, tf.newaxis], precomputed, queries), known | has_features
 
-        return tf.cond(tf.reduce_all(known), lambda: precomputed, with_tower)
+        return tf.cond(tf.reduce_all(known), lambda: (precomputed, known), with_new_users)
 
-    def _exclusions(self, rows, exclude_movie_ids, include_seen) -> tf.RaggedTensor:
-        """Catalog positions each user must not get: training history (unless include_seen) + exclusions."""
-        seen = self._history(rows)
-        seen = tf.cond(include_seen, lambda: seen[:, :0], lambda: seen)
+    def _exclusions(self, rows, exclude_movie_ids, include_seen):
+        """What each user must not get: the training history (unless include_seen) and the
+        request's exclusions.
+
+        Returns:
+          [batch, catalog + 1] bool mask (the last column absorbs padding) and [batch] counts.
+        """
+        num_movies = tf.shape(self.movie_ids, out_type=tf.int32)[0]
+        # Row 0 of the history is empty: the unknown user's, and what include_seen asks for.
+        seen = self._history(tf.where(include_seen, tf.zeros_like(rows), rows))
         extra = self.movie_rows.lookup(exclude_movie_ids)
-        extra = tf.RaggedTensor.from_tensor(extra, padding=None)
-        extra = tf.ragged.boolean_mask(extra, extra >= 0)
-        return tf.concat([seen, tf.cast(extra, seen.dtype)], axis=1)
+        valid = extra >= 0
+        extra_rows = tf.broadcast_to(tf.range(tf.shape(extra)[0])[:, tf.newaxis], tf.shape(extra))
+        indices = tf.concat([tf.stack([tf.cast(seen.value_rowids(), tf.int32), seen.values], axis=1),
+                             tf.stack([tf.reshape(extra_rows, [-1]), tf.reshape(tf.where(valid, extra, num_movies), [-1])],
+                                      axis=1)], axis=0)
+        # A scatter, not a sort and a binary search: it stays cheap for a batch of heavy users.
+        mask = tf.scatter_nd(indices, tf.ones(tf.shape(indices)[:1], tf.int32),
+                             tf.stack([tf.shape(rows)[0], num_movies + 1])) > 0
+        counts = tf.cast(seen.row_lengths(), tf.int32) + tf.reduce_sum(tf.cast(valid, tf.int32), axis=1)
+        return mask, counts
 
     def _candidates(self, user_id, features, exclude_movie_ids, include_seen):
         """The top num_candidates (scores, positions) per user, exclusions dropped.
@@ -169,26 +191,18 @@ class TwoStageModule(tf.Module):
           the user rows (0: never seen).
         """
         batch = tf.shape(user_id)[0]
-        features = self._request_features(user_id, features)
         exclude_movie_ids = self._per_user(exclude_movie_ids, batch, "exclude_movie_ids")
         rows = self.user_rows.lookup(user_id)
-        has_features = tf.zeros_like(rows > 0)
-        for name in USER_FEATURES:
-            has_features |= tf.not_equal(features[name], "")
-        personal = tf.expand_dims((rows > 0) | has_features, 1)
-        excluded = self._exclusions(rows, exclude_movie_ids, include_seen)
-        num_movies = tf.shape(self.movie_ids, out_type=tf.int32)[0]
+        queries, personal = self._queries(user_id, rows, features)
+        personal = personal[:, tf.newaxis]
+        excluded, counts = self._exclusions(rows, exclude_movie_ids, include_seen)
         # Deep enough that dropping this batch's exclusions still leaves num_candidates.
-        depth = tf.minimum(self.num_candidates + tf.cast(tf.reduce_max(tf.concat([excluded.row_lengths(), [0]], 0)), tf.int32),
-                           self.max_depth)
-        scores, positions = self.index(self._queries(user_id, rows, features), k=depth)
+        depth = tf.minimum(self.num_candidates + tf.reduce_max(tf.concat([counts, [0]], 0)), self.max_depth)
+        scores, positions = self.index(queries, k=depth)
         positions = tf.cast(positions, tf.int32)
         scores = tf.where(personal, scores, tf.tile(self.popular_scores[tf.newaxis, :depth], [batch, 1]))
         positions = tf.where(personal, positions, tf.tile(self.popular_positions[tf.newaxis, :depth], [batch, 1]))
-        # Sorted per row and padded past the catalog, so a binary search finds members.
-        dropped = tf.sort(excluded.to_tensor(default_value=num_movies), axis=1)
-        dropped = tf.concat([dropped, tf.fill([batch, 1], num_movies)], axis=1)
-        found = tf.equal(tf.gather(dropped, tf.searchsorted(dropped, positions), batch_dims=1), positions)
+        found = tf.gather(excluded, positions, batch_dims=1)
         scores = tf.where(found, tf.constant(-np.inf, scores.dtype), scores)
         scores, order = tf.math.top_k(scores, k=self.num_candidates)
         return scores, tf.gather(positions, order, batch_dims=1), rows
@@ -203,11 +217,7 @@ class TwoStageModule(tf.Module):
 
     def _predict(self, user_id, rows, positions):
         """Predicted ratings for [batch, n] positions of [batch] users."""
-        shape = tf.shape(positions)
-        users = tf.reshape(tf.broadcast_to(user_id[:, tf.newaxis], shape), [-1])
-        user_rows = tf.reshape(tf.broadcast_to(rows[:, tf.newaxis], shape), [-1])
-        flat = self.rating_scorer.rate(users, user_rows, tf.reshape(positions, [-1]))
-        return tf.reshape(flat, shape)
+        return self.rating_scorer.rate_lists(user_id, rows, positions)
 
     # --- signatures ------------------------------------------------------------------------
 
@@ -316,8 +326,7 @@ class TwoStageModule(tf.Module):
           scores: [batch, catalog size], catalog order (see ``catalog``).
         """
         rows = self.user_rows.lookup(user_id)
-        no_features = {name: tf.fill(tf.shape(user_id), "") for name in USER_FEATURES}
-        queries = self._queries(user_id, rows, no_features)
+        queries, _ = self._queries(user_id, rows, {name: _NO_VALUES for name in USER_FEATURES})
         return {"scores": tf.matmul(queries, self.candidate_embeddings, transpose_b=True)}
 
     @tf.function(input_signature=[_strings("user_id"), _strings("movie_id")])

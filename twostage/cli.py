@@ -37,11 +37,26 @@ def build_parser() -> argparse.ArgumentParser:
     train.add_argument("--index", choices=("scann", "brute-force"), default="scann",
                        help="scann: approximate, needs ScaNN's ops to load; brute-force: stock TensorFlow ops only")
 
+    export = commands.add_parser("export", help="export a trained model again, e.g. with another index")
+    export.add_argument("--model", required=True, help="an export (the --out of train, or a version folder)")
+    export.add_argument("--index", choices=("scann", "brute-force"), required=True,
+                        help="scann: approximate, needs ScaNN's ops to load; brute-force: stock TensorFlow ops only")
+    export.add_argument("--out", help="export root of the new version (default: the one --model is in)")
+
+    serving = commands.add_parser("serving-config", help="write TF Serving's models.config for an export root")
+    serving.add_argument("--model", required=True, help="the export root (the --out of train)")
+    serving.add_argument("--config", default="models.config", help="where to write the config (default: %(default)s)")
+    serving.add_argument("--force", action="store_true", help="overwrite an existing config file")
+    serving.add_argument("--rest-port", type=int, default=8501)
+    serving.add_argument("--grpc-port", type=int, default=8500)
+
     recommend = commands.add_parser("recommend", help="recommend movies for a user with an exported model")
     recommend.add_argument("--model", required=True, help="the export (the --out of train, or a version folder)")
     recommend.add_argument("--user", required=True, action="append", help="user id (repeat for several)")
     recommend.add_argument("-k", type=int, default=10, help="number of movies")
     recommend.add_argument("--json", action="store_true", help="print JSON instead of a table")
+    recommend.add_argument("--exclude", action="append", default=[], help="movie id never to return (repeatable)")
+    recommend.add_argument("--include-seen", action="store_true", help="let the user's training movies come back")
     cold = recommend.add_argument_group("a user the model has never seen (cold start)")
     cold.add_argument("--age", type=int, help="age in years")
     cold.add_argument("--gender", help="M or F")
@@ -95,7 +110,8 @@ def _recommend(args) -> int:
     recommender = Recommender.load(args.model)
     features = {name: getattr(args, name) for name in ("age", "gender", "occupation", "zip_code")
                 if getattr(args, name) is not None}
-    results = recommender.recommend(args.user, k=args.k, features=features or None)
+    results = recommender.recommend(args.user, k=args.k, features=features or None, exclude=args.exclude or None,
+                                    include_seen=args.include_seen)
     if args.json:
         print(json.dumps({user: [r.as_dict() for r in recs] for user, recs in zip(args.user, results)}, indent=2))
         return 0
@@ -120,6 +136,42 @@ def _related(args) -> int:
     print(f"{args.command} for movie {args.movie} ({catalog[args.movie]}):")
     for rank, r in enumerate(results, 1):
         print(f"  {rank:>2}  {r.movie_id:>7}  {r.score:7.3f}  {r.title}")
+    return 0
+
+
+def _export(args) -> int:
+    from twostage.retrieval.config import IndexConfig
+    from twostage.serving.reexport import export_again
+
+    start = time.perf_counter()
+    path = export_again(args.model, IndexConfig(kind=args.index), args.out)
+    print(f"exported {path} ({args.index} index, {time.perf_counter() - start:.1f}s)")
+    return 0
+
+
+def _serving_config(args) -> int:
+    import os
+
+    from twostage.serving.export import ModelError, read_metadata, versions
+    from twostage.serving.tf_serving import models_config, server_instructions
+
+    root = args.model
+    names = sorted(name for name in os.listdir(root) if versions(os.path.join(root, name))) \
+        if os.path.isdir(root) else []
+    if not names:
+        raise ModelError(f"{root}: no exported model here (expected <model>/<version>/ folders; "
+                         "give the --out of twostage train)")
+    if os.path.exists(args.config) and not args.force:
+        raise ModelError(f"{args.config} exists; pass --force to overwrite it, or --config to write elsewhere")
+    with open(args.config, "w") as f:
+        f.write(models_config(root, names))
+    print(f"wrote {args.config} ({', '.join(names)})\n")
+    for name in names:
+        newest = os.path.join(root, name, str(versions(os.path.join(root, name))[-1]))
+        if read_metadata(newest).get("index", {}).get("kind") == "scann":
+            print(f"note: {newest} holds a ScaNN index, which stock TF Serving cannot load (its ops are not "
+                  f"built in). Run: twostage export --model {root} --index brute-force\n")
+    print(server_instructions(args.config, names[0], args.rest_port, args.grpc_port))
     return 0
 
 
@@ -169,7 +221,8 @@ def main(argv=None) -> int:
 
     try:
         commands = {"train": _train, "recommend": _recommend, "evaluate": _evaluate, "similar": _related,
-                    "also-liked": _related, "benchmark": _benchmark}
+                    "also-liked": _related, "benchmark": _benchmark, "export": _export,
+                    "serving-config": _serving_config}
         return commands[args.command](args)
     except TwostageError as err:
         print(f"twostage {args.command}: error: {err}", file=sys.stderr)

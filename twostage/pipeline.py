@@ -18,7 +18,7 @@ from twostage.retrieval.train import train_retrieval
 from twostage.serving.assemble import assemble
 from twostage.serving.blend import candidate_pairs, choose_blend_weight
 from twostage.serving.config import ServingConfig
-from twostage.serving.export import export_saved_model
+from twostage.serving.export import export_module
 
 log = logging.getLogger("twostage")
 
@@ -125,9 +125,9 @@ def export(trained: TrainedStages, out_dir: str, index: IndexConfig | None = Non
     """
     config, data, retrieval, ranking = trained.config, trained.data, trained.retrieval, trained.ranking
     index_config = index or config.index
-    module, index_description = assemble(retrieval.query_tower, retrieval.candidate_tower, ranking.model,
-                                         trained.train_part, data.movies, data.users, trained.vocabularies,
-                                         index_config, config.serving, trained.blend_weight)
+    module, index_description, tables = assemble(retrieval.query_tower, retrieval.candidate_tower, ranking.model,
+                                                 trained.train_part, data.movies, data.users, trained.vocabularies,
+                                                 index_config, config.serving, trained.blend_weight)
     metadata = {
         "format": METADATA_FORMAT,
         "data": {**data_source_record(config.data), "name": data.name, "rating_scale": list(data.rating_scale),
@@ -144,8 +144,7 @@ def export(trained: TrainedStages, out_dir: str, index: IndexConfig | None = Non
         "train_seconds": trained.train_seconds,
         "created": time.strftime("%Y-%m-%dT%H:%M:%S%z"),
     }
-    path = export_saved_model(module, out_dir, config.serving.model_name, metadata,
-                              uses_scann=index_config.kind == "scann")
+    path = export_module(module, tables, out_dir, config.serving, metadata, index_config.kind)
     return TrainResult(export_path=path, metadata=metadata, rating_model=ranking.model, rating_inputs=ranking.inputs)
 
 

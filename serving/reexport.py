@@ -1,0 +1,60 @@
+"""Exporting an exported model again, with another index, from the SavedModel alone.
+
+The SavedModel holds everything the serving graph is made of: the lookup tables, the
+query encoder and the rating scorer (each behind a fixed input signature, so their
+restored functions can be saved again). Only the index is rebuilt, from the candidate
+embeddings, so ``twostage export --index brute-force`` turns a ScaNN export into one that
+stock TF Serving loads, with no training data and no retraining.
+"""
+
+from __future__ import annotations
+
+import os
+import time
+from typing import Optional
+
+import numpy as np
+
+from twostage.data.history import ragged_table
+from twostage.retrieval.config import IndexConfig
+from twostage.serving.assemble import assemble_module
+from twostage.serving.config import ServingConfig
+from twostage.serving.export import export_module, load_export
+from twostage.serving.module import ServingTables
+
+
+def _text(variable) -> np.ndarray:
+    return np.char.decode(variable.numpy().astype(bytes), "utf-8").astype(object)
+
+
+def tables_of(loaded) -> ServingTables:
+    """The lookup tables of a loaded export."""
+    return ServingTables(
+        movie_ids=_text(loaded.movie_ids), titles=_text(loaded.titles),
+        candidate_embeddings=loaded.candidate_embeddings.numpy(), user_ids=_text(loaded.user_ids),
+        user_embeddings=loaded.user_embeddings.numpy()[1:],  # row 0 is the unknown user
+        history=ragged_table(loaded.history_values.numpy(), loaded.history_row_splits.numpy()),
+        fans=ragged_table(loaded.fan_values.numpy(), loaded.fan_row_splits.numpy()),
+        popularity=loaded.popularity.numpy().astype(np.float64))
+
+
+def export_again(path: str, index: IndexConfig, out_dir: Optional[str] = None) -> str:
+    """Exports the newest version under ``path`` again with ``index`` as the next version.
+
+    Args:
+      path: an export (the --out of train, a model folder or a version folder).
+      index: the index to build.
+      out_dir: export root for the new version (default: the one ``path`` is in).
+
+    Returns:
+      The new version's folder.
+    """
+    loaded, version_dir, metadata = load_export(path)
+    serving_config = ServingConfig(**metadata["serving"])
+    tables = tables_of(loaded)
+    module, description = assemble_module(tables, loaded.query_encoder, loaded.rating_scorer, index,
+                                          serving_config, metadata["blend"]["weight"])
+    metadata = {**metadata, "index": description, "exported_from": os.path.abspath(version_dir),
+                "created": time.strftime("%Y-%m-%dT%H:%M:%S%z")}
+    out_dir = out_dir or os.path.dirname(os.path.dirname(os.path.abspath(version_dir)))
+    return export_module(module, tables, out_dir, serving_config, metadata, index.kind)
