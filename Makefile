@@ -1,13 +1,13 @@
 # Two commands for a fresh clone (only the package registries are needed):
 #   make demo   set everything up, train on the embedded synthetic data, export, recommend
-#   make test   set everything up and run the test suite
+#   make test   set everything up (Chromium too, where apt-get may run) and run the test suite
 PYTHON ?= python3
 VENV   := .venv
 BIN    := $(VENV)/bin
 STAMP  := $(VENV)/.installed-stamp
 DEMO   := models/demo
 
-.PHONY: setup demo test clean
+.PHONY: setup browser demo test clean
 
 $(STAMP): setup.cfg pyproject.toml
 	$(PYTHON) -m venv $(VENV)
@@ -17,11 +17,19 @@ $(STAMP): setup.cfg pyproject.toml
 
 setup: $(STAMP)
 
+# The browse page is tested in headless Chromium (Debian's chromium + chromium-driver).
+browser:
+	@if command -v chromedriver >/dev/null && { command -v chromium >/dev/null || command -v chromium-browser >/dev/null; }; then :; \
+	elif [ "$$(id -u)" = 0 ] && command -v apt-get >/dev/null; then \
+	  echo "installing chromium and chromium-driver for the browse-page test"; \
+	  apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq chromium chromium-driver >/dev/null; \
+	else echo "note: no Chromium/chromedriver (and no root apt-get): the browse-page test will be skipped"; fi
+
 demo: $(STAMP)
 	$(BIN)/twostage train --data synthetic --out $(DEMO)
 	$(BIN)/twostage recommend --model $(DEMO) --user 1 --user 2 --user 3 -k 10
 
-test: $(STAMP)
+test: $(STAMP) browser
 	$(BIN)/python -m pytest -q
 
 clean:

@@ -83,6 +83,10 @@ class Recommender(ModelClient):
                 self._catalog = (_string_array(out["movie_id"].numpy()), _string_array(out["title"].numpy()))
         return self._catalog
 
+    def known_users(self) -> np.ndarray:
+        """The ids of the users the model was trained with."""
+        return _string_array(self._loaded.user_ids.numpy())
+
     def training_history(self, user_ids: Sequence[str]) -> list[list[str]]:
         """Each user's training movies (what recommendations exclude)."""
         out = self._call("training_history", {"user_id": id_array(user_ids, "user")})

@@ -5,7 +5,7 @@ from __future__ import annotations
 import dataclasses
 import logging
 import time
-from typing import Sequence
+from typing import Optional, Sequence
 
 from twostage.data import load_dataset, split
 from twostage.data.features import build_vocabularies
@@ -16,7 +16,8 @@ from twostage.ranking.train import rating_errors, train_ranking
 log = logging.getLogger("twostage")
 
 
-def benchmark_ranking(config: PipelineConfig, architectures: Sequence[str] = ARCHITECTURES) -> list[dict]:
+def benchmark_ranking(config: PipelineConfig, architectures: Sequence[str] = ARCHITECTURES,
+                      trained: Optional[dict] = None) -> list[dict]:
     """Trains each architecture on the training part and scores it on the test part.
 
     Each one chooses its epochs on the validation part carved from the training part, as
@@ -25,6 +26,7 @@ def benchmark_ranking(config: PipelineConfig, architectures: Sequence[str] = ARC
     Args:
       config: data, split and ranking settings (the architecture is replaced in turn).
       architectures: which to run.
+      trained: if given, filled with architecture -> TrainedRanking (for the report's lists).
 
     Returns:
       One row per architecture: architecture, rmse, mae, fit_seconds, parameters, epochs.
@@ -44,6 +46,8 @@ def benchmark_ranking(config: PipelineConfig, architectures: Sequence[str] = ARC
         rows.append({"architecture": architecture, "rmse": errors["rmse"], "mae": errors["mae"],
                      "fit_seconds": seconds, "parameters": int(ranking.model.count_params()),
                      "epochs": ranking.fit.best_epoch})
+        if trained is not None:
+            trained[architecture] = ranking
     return rows
 
 

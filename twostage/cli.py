@@ -78,6 +78,24 @@ def build_parser() -> argparse.ArgumentParser:
     benchmark.add_argument("--architectures", help="comma-separated subset (default: all)")
     benchmark.add_argument("--json", action="store_true", help="print JSON instead of a table")
 
+    report = commands.add_parser("report", help="write an HTML report (figures, baselines, examples) of an export")
+    report.add_argument("--model", required=True, help="the export")
+    report.add_argument("--data", help="data source (default: the one the model was trained on)")
+    report.add_argument("--out", required=True, help="folder for report.html, report.json and the PNG figures")
+    report.add_argument("--architectures", help="comma-separated ranking architectures to train as baselines "
+                                                "(default: all; 'none' for none)")
+
+    explore = commands.add_parser("explore", help="movie map (t-SNE), clusters, biases and neighbours of an export")
+    explore.add_argument("--model", required=True, help="the export")
+    explore.add_argument("--out", required=True, help="folder for movie_map.png, explore.txt and explore.json")
+    explore.add_argument("--data", help="data source for genres (default: the one the model was trained on)")
+    explore.add_argument("--clusters", type=int, help="number of k-means clusters")
+
+    ui = commands.add_parser("serve-ui", help="a web page to browse an export's recommendations")
+    ui.add_argument("--model", required=True, help="the export")
+    ui.add_argument("--host", default="127.0.0.1", help="address to bind (default: %(default)s, this machine only)")
+    ui.add_argument("--port", type=int, default=8080)
+
     evaluate = commands.add_parser("evaluate", help="score an exported model on its held-out ratings")
     evaluate.add_argument("--model", required=True, help="the export")
     evaluate.add_argument("--data", help="data source (default: the one the model was trained on)")
@@ -194,6 +212,49 @@ def _benchmark(args) -> int:
     return 0
 
 
+def _architectures(value):
+    from twostage.ranking.architectures import ARCHITECTURES
+
+    if value is None:
+        return None
+    if value == "none":
+        return []
+    chosen = value.split(",")
+    unknown = sorted(set(chosen) - set(ARCHITECTURES))
+    if unknown:
+        from twostage.data.errors import TwostageError
+
+        raise TwostageError(f"unknown architecture(s) {', '.join(unknown)}; use {', '.join(ARCHITECTURES)}")
+    return chosen
+
+
+def _report(args) -> int:
+    import os
+
+    from twostage.report import build_report
+
+    report = build_report(args.model, args.out, source=args.data, architectures=_architectures(args.architectures))
+    print(f"wrote {os.path.join(args.out, 'report.html')}\n")
+    print(f"{'list':<32} {'recall@10':>9} {'NDCG@10':>8} {'coverage@10':>11}")
+    for name, h in report["headline"].items():
+        print(f"{name:<32} {h['recall@10']:>9.4f} {h['ndcg@10']:>8.4f} {h['coverage@10']:>11.3f}")
+    return 0
+
+
+def _explore(args) -> int:
+    from twostage.explore import explore, render_text
+
+    print(render_text(explore(args.model, args.out, source=args.data, clusters=args.clusters)))
+    return 0
+
+
+def _serve_ui(args) -> int:
+    from twostage.ui import serve
+
+    serve(args.model, args.host, args.port)
+    return 0
+
+
 def _evaluate(args) -> int:
     from twostage.evaluation import evaluate
 
@@ -222,7 +283,8 @@ def main(argv=None) -> int:
     try:
         commands = {"train": _train, "recommend": _recommend, "evaluate": _evaluate, "similar": _related,
                     "also-liked": _related, "benchmark": _benchmark, "export": _export,
-                    "serving-config": _serving_config}
+                    "serving-config": _serving_config, "report": _report, "explore": _explore,
+                    "serve-ui": _serve_ui}
         return commands[args.command](args)
     except TwostageError as err:
         print(f"twostage {args.command}: error: {err}", file=sys.stderr)

@@ -41,16 +41,9 @@ def evaluate(model_path: str, source: Optional[str] = None, method: Optional[str
       EvaluationError: the test part holds ratings the model was trained on.
     """
     recommender = Recommender.load(model_path)
-    trained = data_config_from_record(recommender.metadata["data"])
-    source = source or trained.source
-    split_config = SplitConfig(method or trained.split.method, trained.split.seed if seed is None else seed,
-                               trained.split.test_fraction if test_fraction is None else test_fraction)
-    data = load_dataset(source, trained.synthetic)
-    train_part, test_part = split(data.ratings, split_config)
-    catalog_ids, _ = recommender.catalog()
-    evaluator = HeldOutEvaluator(catalog_ids, train_part, test_part)
-    _refuse_training_ratings(recommender, evaluator.user_ids, test_part, split_config)
-
+    data, train_part, test_part, evaluator, split_config, source = held_out(recommender, source, method, seed,
+                                                                            test_fraction)
+    catalog_ids = evaluator.catalog_ids
     log.info("evaluating on %d held-out ratings of %d users", len(test_part), len(evaluator.user_ids))
     retrieval = evaluator.score_metrics(
         recommender.retrieval_scores, ks=RETRIEVAL_KS, accuracy_k=100, batch_size=batch_size,
@@ -76,6 +69,28 @@ def evaluate(model_path: str, source: Optional[str] = None, method: Optional[str
                  "test_fraction": split_config.test_fraction, "test_ratings": len(test_part),
                  "test_users": len(evaluator.user_ids)},
     }
+
+
+def held_out(recommender: Recommender, source: Optional[str] = None, method: Optional[str] = None,
+             seed: Optional[int] = None, test_fraction: Optional[float] = None):
+    """The data and split a model is scored on (by default the ones it was trained with).
+
+    Returns:
+      (data, training part, test part, HeldOutEvaluator, SplitConfig, source).
+
+    Raises:
+      EvaluationError: the test part holds ratings the model was trained on.
+    """
+    trained = data_config_from_record(recommender.metadata["data"])
+    source = source or trained.source
+    split_config = SplitConfig(method or trained.split.method, trained.split.seed if seed is None else seed,
+                               trained.split.test_fraction if test_fraction is None else test_fraction)
+    data = load_dataset(source, trained.synthetic)
+    train_part, test_part = split(data.ratings, split_config)
+    catalog_ids, _ = recommender.catalog()
+    evaluator = HeldOutEvaluator(catalog_ids, train_part, test_part)
+    _refuse_training_ratings(recommender, evaluator.user_ids, test_part, split_config)
+    return data, train_part, test_part, evaluator, split_config, source
 
 
 def _retrieval_figures(metrics: dict) -> dict:
