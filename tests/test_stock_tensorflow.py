@@ -59,3 +59,15 @@ def test_saved_model_cli_run_recommends(brute_force_export):
                           capture_output=True, text=True, timeout=300)
     assert proc.returncode == 0, proc.stderr[-2000:]
     assert "movie_id" in proc.stdout and "predicted_rating" in proc.stdout
+
+
+def test_no_op_is_pinned_to_a_device(brute_force_export):
+    """Soft placement may then put the dense work on a GPU and keep string ops on the CPU."""
+    from tensorflow.core.protobuf import saved_model_pb2
+
+    model = saved_model_pb2.SavedModel()
+    with open(os.path.join(brute_force_export, "saved_model.pb"), "rb") as f:
+        model.ParseFromString(f.read())
+    graph = model.meta_graphs[0].graph_def
+    nodes = list(graph.node) + [n for function in graph.library.function for n in function.node_def]
+    assert nodes and not [n.name for n in nodes if n.device]
