@@ -65,6 +65,10 @@ def serve_flavours(data: str, repeats: int) -> dict:
     return results
 
 
+def _searcher(index, spec):
+    return tf.function(lambda queries: index(queries, k=10), input_signature=[spec]).get_concrete_function()
+
+
 def scann_at_scale(catalog: int, queries: int, dim: int = 64, clusters: int = 1000) -> dict:
     rng = np.random.default_rng(0)
     centres = rng.normal(size=(clusters, dim)).astype(np.float32)
@@ -83,9 +87,9 @@ def scann_at_scale(catalog: int, queries: int, dim: int = 64, clusters: int = 10
     spec = tf.TensorSpec([1, dim], tf.float32)
     for name, index in (("scann", scann), ("brute_force", brute)):
         # Through a concrete function, as the index runs inside the SavedModel.
-        search = tf.function(lambda q, index=index: index(q, k=10), input_signature=[spec]).get_concrete_function()
-        search(query_vectors[:1])
-        single[name] = _latency(lambda q=iter(query_vectors): search(next(q)[None]), min(queries, 200))
+        search = _searcher(index, spec)
+        search(tf.constant(query_vectors[:1]))
+        single[name] = _latency(lambda q=iter(query_vectors): search(tf.constant(next(q)[None])), min(queries, 200))
     return {"catalog": catalog, "scann_parameters": scann_parameters(catalog, 10), "build_seconds": build_seconds,
             "recall_at_10_vs_brute_force": recall, "single_query": single,
             "speedup_p50": single["brute_force"]["p50_ms"] / single["scann"]["p50_ms"]}

@@ -58,7 +58,7 @@ class FakeRestServer:
                 try:
                     outputs = runner.run(body.get("signature_name", "serving_default"), body["inputs"])
                 except Exception as err:  # TF Serving answers 400 with the message
-                    return self._answer(400, {"error": str(err).splitlines()[0]})
+                    return self._answer(400, {"error": str(err)})
                 outputs = {name: _json_ready(value) for name, value in outputs.items()}
                 self._answer(200, {"outputs": next(iter(outputs.values())) if len(outputs) == 1 else outputs})
 

@@ -261,3 +261,13 @@ def test_blend_weight_is_chosen_on_validation_only(monkeypatch, tmp_path, small_
     monkeypatch.setattr(blend, "HeldOutEvaluator", Spy)
     result = pipeline.train(small_pipeline_config(index="brute-force", epochs=2), str(tmp_path))
     assert seen and result.metadata["blend"]["weight"] in blend.BLEND_WEIGHTS
+
+
+def test_concurrent_calls_from_several_threads(recommender):
+    from concurrent.futures import ThreadPoolExecutor
+
+    users = [str(u) for u in range(1, 41)]
+    expected = {u: [r.movie_id for r in recommender.recommend(u, k=10)] for u in users}
+    with ThreadPoolExecutor(max_workers=8) as pool:
+        got = list(pool.map(lambda u: (u, [r.movie_id for r in recommender.recommend(u, k=10)]), users * 3))
+    assert all(movies == expected[u] for u, movies in got)

@@ -128,6 +128,27 @@ def test_rest_requests_may_leave_optional_inputs_out(scann_export):
         server.stop()
 
 
+def test_a_malformed_request_is_a_clear_error_not_a_crash(scann_export):
+    import json
+    import urllib.error
+    import urllib.request
+
+    server = FakeRestServer(scann_export, "twostage")
+    try:
+        body = json.dumps({"signature_name": "serving_default",
+                           "inputs": {"user_id": ["1", "2"], "exclude_movie_ids": [["1"], ["2"], ["3"]]}}).encode()
+        request = urllib.request.Request(server.url + "/v1/models/twostage:predict", data=body)
+        with pytest.raises(urllib.error.HTTPError) as error:
+            urllib.request.urlopen(request, timeout=30)
+        assert error.value.code == 400
+        assert "exclude_movie_ids must have no rows, one row, or one per user_id" in error.value.read().decode()
+        # The server still answers afterwards.
+        client = RestClient(server.url, limits=RequestLimits(20, 50, 100))
+        assert len(client.recommend("1", k=3)) == 3
+    finally:
+        server.stop()
+
+
 def test_clients_say_when_no_server_answers():
     with pytest.raises(ServingError, match="cannot reach TF Serving"):
         RestClient("http://127.0.0.1:9", limits=RequestLimits(10, 50, 10), timeout=2).recommend("1")
