@@ -49,6 +49,10 @@ def main():
     parser.add_argument("--data", required=True)
     parser.add_argument("--grid", default="default")
     parser.add_argument("--settings", help="JSON list of settings instead of a named grid")
+    parser.add_argument("--nested", action="store_true",
+                        help="ranking: score the final model (after any refit) on the validation part, with "
+                             "epochs chosen on an inner validation part carved from the fit part (to compare "
+                             "refit=True with refit=False)")
     args = parser.parse_args()
     logging.basicConfig(level=logging.WARNING)
     data = load_dataset(args.data)
@@ -62,11 +66,21 @@ def main():
         if args.stage == "retrieval":
             config = dataclasses.replace(RetrievalConfig(refit=False), **settings)
             result = train_retrieval(fit, fit, validation, data.movies, data.users, vocabularies, config).fit
+        elif args.nested:
+            from twostage.ranking.train import rating_errors
+
+            config = dataclasses.replace(RankingConfig(), **settings)
+            inner_fit, inner_validation = split(fit, split_config.for_validation(0.1))
+            trained = train_ranking(fit, inner_fit, inner_validation, data.movies, data.users, vocabularies,
+                                    data.rating_scale, config)
+            result = trained.fit
+            best = rating_errors(trained.model, trained.inputs, validation)
         else:
             config = dataclasses.replace(RankingConfig(refit=False), **settings)
             result = train_ranking(fit, fit, validation, data.movies, data.users, vocabularies, data.rating_scale,
                                    config).fit
-        best = result.history[result.best_epoch - 1]["validation"]
+        if not args.nested:
+            best = result.history[result.best_epoch - 1]["validation"]
         row = {"settings": settings, "best_epoch": result.best_epoch,
                "seconds": round(time.perf_counter() - start, 1), **{k: round(v, 4) for k, v in best.items()}}
         print(json.dumps(row), flush=True)

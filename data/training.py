@@ -1,7 +1,8 @@
 """The tf.data input pipeline and the fit loop both stages share.
 
 Both stages choose how long to train on a validation part carved from the training part,
-then (by default) retrain from scratch on the whole training part for that many epochs.
+then keep the best-epoch model or, where their config says so, retrain from scratch on the
+whole training part for that many epochs.
 Models are built inside the ``tf.distribute`` strategy scope of the pipeline (the default
 strategy on one machine), so multi-GPU or multi-worker training needs no redesign.
 """

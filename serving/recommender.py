@@ -41,11 +41,12 @@ class Recommender(ModelClient):
         self.metadata = metadata
         self._catalog = None
         self._lock = threading.Lock()
+        self._constants = {}  # dict.setdefault is atomic: safe from several threads
 
     def _call(self, signature: str, inputs: dict) -> dict:
         function = self._loaded.signatures[signature]
         specs = function.structured_input_signature[1]
-        tensors = {name: tf.constant(value, dtype=specs[name].dtype) for name, value in inputs.items()}
+        tensors = {name: self._tensor(value, specs[name].dtype) for name, value in inputs.items()}
         if hasattr(function, "_call_flat"):
             # Binding keyword arguments costs more than the whole graph of a one-user request
             # (~0.5 ms); the flat call skips it. TensorFlow is pinned, so the private call is too.
@@ -53,6 +54,20 @@ class Recommender(ModelClient):
         else:
             out = function(**tensors)
         return {name: value.numpy() for name, value in out.items()}
+
+    def _tensor(self, value, dtype) -> tf.Tensor:
+        """A request input as a tensor; the usual empty and scalar ones are made once and reused."""
+        value = np.asarray(value)
+        if value.size <= 1 and value.dtype != object:
+            key = (value.shape, value.dtype.str, value.item() if value.size else None, dtype.name)
+        elif value.size == 0:
+            key = (value.shape, dtype.name)
+        else:
+            return tf.constant(value, dtype=dtype)
+        cached = self._constants.get(key)
+        if cached is None:
+            cached = self._constants.setdefault(key, tf.constant(value, dtype=dtype))
+        return cached
 
     @classmethod
     def load(cls, path: str) -> "Recommender":
