@@ -75,7 +75,8 @@ class TwoStageModule(tf.Module):
         or the one restored from an earlier export).
       index: (query embeddings, k) -> (scores, catalog positions); ScaNN or brute force,
         built for ``max_depth`` neighbours.
-      rating_scorer: ``rate(user_id, user_rows, positions) -> [n]`` (ranking.scorers).
+      rating_scorer: ``rate(user_id, user_rows, positions) -> [n]`` and ``rate_lists`` for [users, n]
+        positions (ranking.scorers).
       num_candidates: candidates handed to the rating model.
       max_k: the largest k a request may ask for.
       max_exclusions: extra exclusions per request that still leave k results.

@@ -237,7 +237,7 @@ def related_movies(outputs: dict) -> list[Optional[list[RelatedMovie]]]:
              if np.isfinite(score[i, j])] if known[i] else None for i in range(score.shape[0])]
 
 
-def one_or_all(ids, results: list, what: str = ""):
+def one_or_all(ids, results: list):
     """The single result for a single id (UnknownMovieError for an unknown movie), else all."""
     if not is_single(ids):
         return results

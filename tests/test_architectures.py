@@ -41,11 +41,32 @@ def test_architecture_trains_saves_and_reloads(architecture, setup, tmp_path):
     predicted = model(sample).numpy()
     assert predicted.shape == (200, 1) and predicted.min() >= 1.0 and predicted.max() <= 5.0
     assert set(model.feature_names) <= set(sample) - {"user_id", "movie_id"}
+    _serving_scorer_agrees(model, setup, train.take(np.arange(200)), predicted[:, 0])
     model.save_weights(str(tmp_path / "weights"))
     reloaded = build()
     reloaded(sample)
     reloaded.load_weights(str(tmp_path / "weights"))
     np.testing.assert_allclose(reloaded(sample).numpy(), predicted, rtol=1e-5)
+
+
+def _serving_scorer_agrees(model, setup, pairs, predicted):
+    """The export's scorer (precomputed tables, or the model on baked features) rates as the model does."""
+    from twostage.data.features import user_feature_lookup
+    from twostage.ranking.scorers import build_rating_scorer
+
+    _, vocabularies, inputs, _ = setup
+    user_ids = np.asarray(vocabularies.user_ids)
+    scorer = build_rating_scorer(model, user_ids, user_feature_lookup(inputs.users, vocabularies)(user_ids),
+                                 inputs.movies)
+    rows = {u: i + 1 for i, u in enumerate(user_ids.tolist())}
+    positions = {m: i for i, m in enumerate(inputs.movies.movie_id.tolist())}
+    user_rows = tf.constant([rows[u] for u in pairs.user_id.tolist()], tf.int64)
+    movie_positions = tf.constant([positions[m] for m in pairs.movie_id.tolist()], tf.int32)
+    rated = scorer.rate(tf.constant(pairs.user_id), user_rows, movie_positions).numpy()
+    np.testing.assert_allclose(rated, predicted, rtol=1e-4, atol=1e-4)
+    lists = scorer.rate_lists(tf.constant(pairs.user_id[:10]), user_rows[:10],
+                              tf.tile(movie_positions[tf.newaxis, :5], [10, 1])).numpy()
+    assert lists.shape == (10, 5) and lists.min() >= 1.0 and lists.max() <= 5.0
 
 
 def test_unknown_architecture(setup):
