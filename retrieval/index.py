@@ -74,19 +74,52 @@ def build_scann_index(candidate_embeddings: np.ndarray, depth: int, config: Inde
     return layer
 
 
-def build_brute_force_index(candidate_embeddings: np.ndarray, depth: int):
-    """An exact matmul + top-k index (stock TensorFlow ops only).
+class ExactIndex(tf.Module):
+    """Exact top-k by dot product (matmul + top-k): stock TensorFlow ops only.
+
+    Besides ``index(queries, k)``, it can leave out excluded candidates before the top-k
+    (``top_k_excluding``), so a serving graph need not retrieve extra candidates to make
+    room for the ones it drops.
+
+    Args:
+      candidate_embeddings: [num candidates, dim], catalog order.
+      depth: default neighbours per query.
+    """
+
+    def __init__(self, candidate_embeddings: np.ndarray, depth: int):
+        super().__init__(name="exact_index")
+        self.candidates = tf.Variable(np.asarray(candidate_embeddings, np.float32), trainable=False,
+                                      name="candidates")
+        self.depth = depth
+
+    def scores(self, queries: tf.Tensor) -> tf.Tensor:
+        """[batch, num candidates] dot products."""
+        return tf.matmul(queries, self.candidates, transpose_b=True)
+
+    def __call__(self, queries: tf.Tensor, k=None):
+        """(scores, catalog positions) of the top k candidates, [batch, k] each."""
+        scores, positions = tf.math.top_k(self.scores(queries), k=self.depth if k is None else k)
+        return scores, positions
+
+    @staticmethod
+    def top_k_excluding(scores: tf.Tensor, excluded: tf.Tensor, k) -> tuple:
+        """Top k of [batch, num candidates] scores where ``excluded`` ([batch, >= num candidates]
+        bool) is False; excluded ones score -inf."""
+        scores = tf.where(excluded[:, : tf.shape(scores)[1]], tf.constant(-np.inf, scores.dtype), scores)
+        return tf.math.top_k(scores, k=k)
+
+
+def build_brute_force_index(candidate_embeddings: np.ndarray, depth: int) -> ExactIndex:
+    """An exact matmul + top-k index (stock TensorFlow ops only; see ExactIndex).
 
     Args:
       candidate_embeddings: [num candidates, dim], catalog order.
       depth: default neighbours per query.
 
     Returns:
-      The indexed TFRS BruteForce layer; it returns catalog positions (int32).
+      The index; it returns catalog positions (int32).
     """
-    layer = tfrs.layers.factorized_top_k.BruteForce(k=depth)
-    layer.index(tf.constant(candidate_embeddings, dtype=tf.float32))
-    return layer
+    return ExactIndex(candidate_embeddings, depth)
 
 
 def build_index(candidate_embeddings: np.ndarray, depth: int, config: IndexConfig = IndexConfig()):

@@ -191,18 +191,23 @@ class TwoStageModule(tf.Module):
           scores, positions ([batch, num_candidates]; -inf where the catalog ran out),
           the user rows (0: never seen).
         """
-        batch = tf.shape(user_id)[0]
-        exclude_movie_ids = self._per_user(exclude_movie_ids, batch, "exclude_movie_ids")
+        exclude_movie_ids = self._per_user(exclude_movie_ids, tf.shape(user_id)[0], "exclude_movie_ids")
         rows = self.user_rows.lookup(user_id)
         queries, personal = self._queries(user_id, rows, features)
         personal = personal[:, tf.newaxis]
         excluded, counts = self._exclusions(rows, exclude_movie_ids, include_seen)
+        if hasattr(self.index, "top_k_excluding"):
+            # An exact index scores the whole catalog anyway: drop the exclusions before the
+            # top-k rather than retrieving extra candidates to make room for them.
+            scores = tf.where(personal, self.index.scores(queries), tf.math.log1p(self.popularity)[tf.newaxis])
+            scores, positions = self.index.top_k_excluding(scores, excluded, self.num_candidates)
+            return scores, positions, rows
         # Deep enough that dropping this batch's exclusions still leaves num_candidates.
         depth = tf.minimum(self.num_candidates + tf.reduce_max(tf.concat([counts, [0]], 0)), self.max_depth)
         scores, positions = self.index(queries, k=depth)
         positions = tf.cast(positions, tf.int32)
-        scores = tf.where(personal, scores, tf.tile(self.popular_scores[tf.newaxis, :depth], [batch, 1]))
-        positions = tf.where(personal, positions, tf.tile(self.popular_positions[tf.newaxis, :depth], [batch, 1]))
+        scores = tf.where(personal, scores, self.popular_scores[tf.newaxis, :depth])
+        positions = tf.where(personal, positions, self.popular_positions[tf.newaxis, :depth])
         found = tf.gather(excluded, positions, batch_dims=1)
         scores = tf.where(found, tf.constant(-np.inf, scores.dtype), scores)
         scores, order = tf.math.top_k(scores, k=self.num_candidates)
