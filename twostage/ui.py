@@ -115,7 +115,10 @@ def make_server(model_path: str, host: str = "127.0.0.1", port: int = 8080) -> T
         def log_message(self, fmt, *args):
             log.debug("serve-ui: " + fmt, *args)
 
-    return ThreadingHTTPServer((host, port), Handler)
+    try:
+        return ThreadingHTTPServer((host, port), Handler)
+    except OSError as err:
+        raise TwostageError(f"cannot listen on {host}:{port}: {err.strerror or err}") from None
 
 
 def serve(model_path: str, host: str = "127.0.0.1", port: int = 8080):
