@@ -10,16 +10,12 @@ import tensorflow as tf
 
 from twostage.serving.export import ModelError, load_export, resolve_model_path
 from twostage.serving.requests import (USER_FEATURE_ARGUMENTS, Candidate, Ids, ModelClient, Recommendation,
-                                       RelatedMovie, RequestError, RequestLimits, UnknownMovieError, id_array)
+                                       RelatedMovie, RequestError, RequestLimits, UnknownMovieError, id_array,
+                                       string_array)
 
 
 __all__ = ["Recommender", "ModelError", "RequestError", "UnknownMovieError", "Recommendation", "Candidate",
            "RelatedMovie", "USER_FEATURE_ARGUMENTS", "resolve_model_path"]
-
-
-def _string_array(values: np.ndarray) -> np.ndarray:
-    """UTF-8 bytes from TensorFlow -> a numpy str array of the same shape."""
-    return np.char.decode(values.astype(bytes), "utf-8") if values.size else values.astype(str)
 
 
 class Recommender(ModelClient):
@@ -83,7 +79,7 @@ class Recommender(ModelClient):
         """Batch recommendations as numpy arrays ([users, k] each), for bulk scoring."""
         arrays = self._call("serving_default", self.limits.recommend(user_ids, k, None, exclude, include_seen))
         for name in ("movie_id", "title"):
-            arrays[name] = _string_array(arrays[name])
+            arrays[name] = string_array(arrays[name])
         return arrays
 
     def retrieval_scores(self, user_ids: Ids) -> np.ndarray:
@@ -95,15 +91,15 @@ class Recommender(ModelClient):
         with self._lock:
             if self._catalog is None:
                 out = self._loaded.signatures["catalog"]()
-                self._catalog = (_string_array(out["movie_id"].numpy()), _string_array(out["title"].numpy()))
+                self._catalog = (string_array(out["movie_id"].numpy()), string_array(out["title"].numpy()))
         return self._catalog
 
     def known_users(self) -> np.ndarray:
         """The ids of the users the model was trained with."""
-        return _string_array(self._loaded.user_ids.numpy())
+        return string_array(self._loaded.user_ids.numpy())
 
     def training_history(self, user_ids: Sequence[str]) -> list[list[str]]:
         """Each user's training movies (what recommendations exclude)."""
         out = self._call("training_history", {"user_id": id_array(user_ids, "user")})
-        ids = _string_array(out["movie_id"])
+        ids = string_array(out["movie_id"])
         return [row[:n].tolist() for row, n in zip(ids, out["length"])]

@@ -21,17 +21,14 @@ from twostage.serving.assemble import assemble_module
 from twostage.serving.config import ServingConfig
 from twostage.serving.export import export_module, load_export
 from twostage.serving.module import ServingTables
-
-
-def _text(variable) -> np.ndarray:
-    return np.char.decode(variable.numpy().astype(bytes), "utf-8").astype(object)
+from twostage.serving.requests import string_array
 
 
 def tables_of(loaded) -> ServingTables:
     """The lookup tables of a loaded export."""
     return ServingTables(
-        movie_ids=_text(loaded.movie_ids), titles=_text(loaded.titles),
-        candidate_embeddings=loaded.candidate_embeddings.numpy(), user_ids=_text(loaded.user_ids),
+        movie_ids=string_array(loaded.movie_ids.numpy()), titles=string_array(loaded.titles.numpy()),
+        candidate_embeddings=loaded.candidate_embeddings.numpy(), user_ids=string_array(loaded.user_ids.numpy()),
         user_embeddings=loaded.user_embeddings.numpy()[1:],  # row 0 is the unknown user
         history=ragged_table(loaded.history_values.numpy(), loaded.history_row_splits.numpy()),
         fans=ragged_table(loaded.fan_values.numpy(), loaded.fan_row_splits.numpy()),

@@ -203,6 +203,11 @@ class RequestLimits:
         return {"user_id": users, "movie_id": movies}
 
 
+def string_array(values: np.ndarray) -> np.ndarray:
+    """UTF-8 bytes from TensorFlow -> a numpy str array of the same shape."""
+    return np.char.decode(values.astype(bytes), "utf-8") if values.size else values.astype(str)
+
+
 def _text(value) -> str:
     return value.decode("utf-8") if isinstance(value, bytes) else str(value)
 
