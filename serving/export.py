@@ -36,6 +36,13 @@ class ModelError(TwostageError):
     """The exported model is missing, incomplete or cannot be loaded here."""
 
 
+def model_names(export_root: str) -> list[str]:
+    """The models under an export root (folders holding complete versions), sorted."""
+    if not os.path.isdir(export_root):
+        return []
+    return [name for name in sorted(os.listdir(export_root)) if versions(os.path.join(export_root, name))]
+
+
 def resolve_model_path(path: str) -> str:
     """The SavedModel folder that ``path`` means.
 
@@ -49,7 +56,7 @@ def resolve_model_path(path: str) -> str:
     found = versions(path)
     if found:
         return os.path.join(path, str(found[-1]))
-    models = [name for name in sorted(os.listdir(path)) if versions(os.path.join(path, name))]
+    models = model_names(path)
     if len(models) == 1:
         return resolve_model_path(os.path.join(path, models[0]))
     if models:

@@ -170,12 +170,11 @@ def _export(args) -> int:
 def _serving_config(args) -> int:
     import os
 
-    from twostage.serving.export import ModelError, read_metadata, versions
+    from twostage.serving.export import ModelError, model_names, read_metadata, versions
     from twostage.serving.tf_serving import models_config, server_instructions
 
     root = args.model
-    names = sorted(name for name in os.listdir(root) if versions(os.path.join(root, name))) \
-        if os.path.isdir(root) else []
+    names = model_names(root)
     if not names:
         raise ModelError(f"{root}: no exported model here (expected <model>/<version>/ folders; "
                          "give the --out of twostage train)")
