@@ -7,7 +7,7 @@ row 0 kept for unknown users where rows are users.
 
 from __future__ import annotations
 
-from typing import Sequence
+from typing import Optional, Sequence
 
 import numpy as np
 
@@ -20,15 +20,20 @@ class RaggedTable:
       rows: row of each pair (0..num_rows-1).
       values: value of each pair.
       num_rows: rows in the table (rows without pairs are empty).
+      weights: a number per pair (e.g. the rating), kept aligned with ``values``; of a pair
+        given twice, the last one's.
     """
 
-    def __init__(self, rows: np.ndarray, values: np.ndarray, num_rows: int):
+    def __init__(self, rows: np.ndarray, values: np.ndarray, num_rows: int, weights: Optional[np.ndarray] = None):
         width = int(values.max(initial=0)) + 1
-        pairs = np.unique(rows.astype(np.int64) * width + values.astype(np.int64))  # sorted by row, then value
+        keys = rows.astype(np.int64) * width + values.astype(np.int64)
+        # Sorted by row, then value; of repeated pairs the last (np.unique keeps the first of the reversed keys).
+        pairs, last = np.unique(keys[::-1], return_index=True)
         rows, values = pairs // width, pairs % width
         self.values = values.astype(np.int32)
         self.row_splits = np.searchsorted(rows, np.arange(num_rows + 1)).astype(np.int64)
         self.max_length = int(np.diff(self.row_splits).max(initial=0))
+        self.weights = None if weights is None else np.asarray(weights, np.float32)[::-1][last]
 
 
 def _positions(ids: np.ndarray, vocabulary: Sequence[str], offset: int) -> np.ndarray:
@@ -36,18 +41,21 @@ def _positions(ids: np.ndarray, vocabulary: Sequence[str], offset: int) -> np.nd
     return np.fromiter((index.get(k, -1) for k in ids.tolist()), np.int64, len(ids))
 
 
-def training_history(train: Ratings, user_ids: Sequence[str], movies: Movies) -> RaggedTable:
+def training_history(train: Ratings, user_ids: Sequence[str], movies: Movies, with_ratings: bool = False) -> RaggedTable:
     """Each known user's training movies as catalog positions; row 0 (unknown users) empty.
 
     Args:
       train: the training ratings.
       user_ids: the user vocabulary (rows 1..n).
       movies: the catalog.
+      with_ratings: keep each pair's rating as its weight (of a pair rated twice, the later
+        row's).
     """
     rows = _positions(train.user_id, user_ids, 1)
     cols = _positions(train.movie_id, movies.movie_id.tolist(), 0)
     keep = (rows > 0) & (cols >= 0)
-    return RaggedTable(rows[keep], cols[keep], len(user_ids) + 1)
+    weights = np.asarray(train.rating, np.float32)[keep] if with_ratings else None
+    return RaggedTable(rows[keep], cols[keep], len(user_ids) + 1, weights)
 
 
 def fans(train: Ratings, user_ids: Sequence[str], movies: Movies, liked_rating: float) -> RaggedTable:

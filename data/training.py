@@ -12,7 +12,7 @@ from __future__ import annotations
 import dataclasses
 import logging
 import time
-from typing import Callable, Dict, List, Optional
+from typing import Callable, Dict, List, Optional, Union
 
 import numpy as np
 import tensorflow as tf
@@ -25,7 +25,7 @@ def make_dataset(columns: Dict[str, np.ndarray], batch_size: int, shuffle_seed: 
     """A batched ``tf.data`` pipeline over in-memory feature columns.
 
     Args:
-      columns: feature name -> array, all of the same length.
+      columns: feature name -> array (or tensor, ragged too), all of the same length.
       batch_size: examples per batch.
       shuffle_seed: reshuffle every epoch with this seed; None keeps the order.
       drop_remainder: drop the last, smaller batch (training: one batch shape means one
@@ -36,15 +36,47 @@ def make_dataset(columns: Dict[str, np.ndarray], batch_size: int, shuffle_seed: 
     """
     # Shuffle row numbers and gather whole batches: shuffling feature dicts element by
     # element costs more than a training step on a small machine.
-    tensors = {name: tf.constant(values) for name, values in columns.items()}
-    size = len(next(iter(columns.values())))
+    tensors = {name: values if isinstance(values, (tf.Tensor, tf.RaggedTensor)) else tf.constant(values)
+               for name, values in columns.items()}
+    size = int(next(iter(tensors.values())).shape[0])
     rows = tf.data.Dataset.range(size)
     if shuffle_seed is not None:
         rows = rows.shuffle(size, seed=shuffle_seed, reshuffle_each_iteration=True)
     batches = rows.batch(batch_size, drop_remainder=drop_remainder and size >= batch_size)
     batches = batches.map(lambda index: {name: tf.gather(t, index) for name, t in tensors.items()},
-                          num_parallel_calls=tf.data.AUTOTUNE, deterministic=True)
-    return batches.prefetch(tf.data.AUTOTUNE)
+                          num_parallel_calls=2, deterministic=True)
+    # Fixed parallelism, no autotuning: tearing down an autotuned iterator stalled ``fit``
+    # by up to ten seconds at its end on a 2-core machine.
+    options = tf.data.Options()
+    options.autotune.enabled = False
+    return batches.prefetch(2).with_options(options)
+
+
+# Training examples: a dataset, or a function that makes one for the model being trained.
+Examples = Union[tf.data.Dataset, Callable[[tf.keras.Model], tf.data.Dataset]]
+
+
+def _examples_for(model: tf.keras.Model, examples: Examples) -> tf.data.Dataset:
+    return examples if isinstance(examples, tf.data.Dataset) else examples(model)
+
+
+def _create_variables(model: tf.keras.Model, data: tf.data.Dataset) -> None:
+    """Creates the model's and its optimizer's variables on a few rows of ``data``.
+
+    A train function that creates variables is traced twice; with them in place, once.
+    """
+    # A few rows suffice, and cost less run eagerly.
+    model.compute_loss(tf.nest.map_structure(lambda column: column[:8], next(iter(data))), training=True)
+    model.optimizer.build(model.trainable_variables)
+
+
+def _fit_inputs(data: tf.data.Dataset) -> dict:
+    """``fit`` arguments for ``data``: one repeated dataset cut into epochs by
+    ``steps_per_epoch`` keeps one iterator, where a new one each epoch stalled the loop."""
+    steps = int(data.cardinality())
+    if steps <= 0:  # unknown or infinite: Keras finds the epoch's end itself
+        return {"x": data}
+    return {"x": data.repeat(), "steps_per_epoch": steps}
 
 
 @dataclasses.dataclass(frozen=True)
@@ -95,11 +127,20 @@ class _EpochChooser(tf.keras.callbacks.Callback):
         self.history, self.best, self.best_epoch, self.best_weights = [], None, 0, None
         self.epoch_start = time.perf_counter()
 
+    def on_train_begin(self, logs=None):
+        # Keras walks every layer for this list: once per fit, not once per epoch.
+        self.trainable = self.model.trainable_variables
+
     def on_epoch_begin(self, epoch, logs=None):
         self.epoch_start = time.perf_counter()
 
     def on_epoch_end(self, epoch, logs=None):
         epoch += 1
+        averaged = getattr(self.model.optimizer, "use_ema", False)
+        if averaged:
+            # Validate (and keep) the moving average of the weights, then train on from the raw ones.
+            raw = [v.numpy() for v in self.trainable]
+            self.model.optimizer._overwrite_model_variables_with_average_value(self.trainable)
         figures = {key: float(value) for key, value in self.validate(self.model).items()}
         figure = figures[self.schedule.monitor]
         improved = self.best is None or (figure > self.best if self.schedule.higher_is_better else figure < self.best)
@@ -112,6 +153,9 @@ class _EpochChooser(tf.keras.callbacks.Callback):
             self.best_weights = self.model.get_weights()
         elif epoch - self.best_epoch >= self.schedule.patience:
             self.model.stop_training = True
+        if averaged:
+            for variable, value in zip(self.trainable, raw):
+                variable.assign(value)
 
 
 class _EpochLogger(tf.keras.callbacks.Callback):
@@ -129,10 +173,11 @@ class _EpochLogger(tf.keras.callbacks.Callback):
                  time.perf_counter() - self.start)
 
 
-def fit_choosing_epochs(name: str, build: Callable[[bool], tf.keras.Model], fit_data: tf.data.Dataset,
+def fit_choosing_epochs(name: str, build: Callable[[bool], tf.keras.Model], fit_data: "Examples",
                         validate: Callable[[tf.keras.Model], Dict[str, float]], schedule: EpochSchedule,
-                        full_data: Optional[tf.data.Dataset] = None,
-                        strategy: Optional[tf.distribute.Strategy] = None) -> FitResult:
+                        full_data: Optional["Examples"] = None,
+                        strategy: Optional[tf.distribute.Strategy] = None,
+                        refit_in_place: Optional[Callable[[tf.keras.Model], None]] = None) -> FitResult:
     """Trains, choosing the epoch count on validation.
 
     Args:
@@ -140,11 +185,16 @@ def fit_choosing_epochs(name: str, build: Callable[[bool], tf.keras.Model], fit_
       build: refit -> a new compiled model (called inside the strategy scope); refit is
         False while choosing epochs on the fit part, True for the refit on the whole
         training part (models that bake in training data must use the matching part).
-      fit_data: the training part minus validation.
+      fit_data: the training part minus validation: a dataset, or model -> dataset (for
+        examples the model indexes once, before training).
       validate: model -> validation figures (``schedule.monitor`` among them).
       schedule: epochs, patience, direction, refit.
       full_data: the whole training part, for the refit (required when schedule.refit).
       strategy: distribution strategy (default: the current one).
+      refit_in_place: for models whose refit differs from the fit only in data this function
+        swaps in (e.g. the history a model pools): the refit then retrains the fit's own
+        model from its initial weights and optimizer state, reusing its traced train step
+        (seconds saved), and the best-epoch model is a copy built with ``build(False)``.
 
     Returns:
       The trained model, the chosen epoch count and the per-epoch history.
@@ -154,8 +204,11 @@ def fit_choosing_epochs(name: str, build: Callable[[bool], tf.keras.Model], fit_
     with strategy.scope():
         model = build(False)
     chooser = _EpochChooser(name, validate, schedule)
+    fit_examples = _examples_for(model, fit_data)
+    _create_variables(model, fit_examples)
+    initial = (model.get_weights(), [v.numpy() for v in model.optimizer.variables])
     # One fit call for all epochs: a fit call per epoch pays Keras' set-up every time.
-    model.fit(fit_data, epochs=schedule.max_epochs, verbose=0, callbacks=[chooser])
+    model.fit(epochs=schedule.max_epochs, verbose=0, callbacks=[chooser], **_fit_inputs(fit_examples))
     history, best_epoch = chooser.history, chooser.best_epoch
     model.set_weights(chooser.best_weights)
     validation_model = model
@@ -164,8 +217,21 @@ def fit_choosing_epochs(name: str, build: Callable[[bool], tf.keras.Model], fit_
             raise ValueError("refit needs the whole training part")
         refit_start = time.perf_counter()
         with strategy.scope():
-            model = build(True)
-        model.fit(full_data, epochs=best_epoch, verbose=0, callbacks=[_EpochLogger(f"{name} refit", best_epoch)])
+            if refit_in_place is None:
+                model = build(True)
+                full_examples = _examples_for(model, full_data)
+                _create_variables(model, full_examples)
+            else:
+                validation_model = build(False)
+                _create_variables(validation_model, fit_examples)
+                validation_model.set_weights(chooser.best_weights)
+                model.set_weights(initial[0])
+                model.optimizer.set_weights(initial[1])
+                refit_in_place(model)
+                full_examples = _examples_for(model, full_data)
+        model.fit(epochs=best_epoch, verbose=0, callbacks=[_EpochLogger(f"{name} refit", best_epoch)],
+                  **_fit_inputs(full_examples))
         log.info("%s: refitted on the whole training part for %d epoch(s) (%.1fs)", name, best_epoch,
                  time.perf_counter() - refit_start)
-    return FitResult(model=model, validation_model=validation_model, best_epoch=best_epoch, history=history, seconds=time.perf_counter() - start)
+    return FitResult(model=model, validation_model=validation_model, best_epoch=best_epoch, history=history,
+                     seconds=time.perf_counter() - start)

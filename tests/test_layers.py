@@ -1,0 +1,65 @@
+"""The shared feature layers (data.layers) and the tables behind them (data.history)."""
+
+import numpy as np
+import pytest
+import tensorflow as tf
+
+from twostage.data import layers
+from twostage.data.history import RaggedTable, training_history
+from twostage.data.layers import IdEmbedding, PooledTokens, RatedMoviesPooling
+from twostage.data.schema import Movies, Ratings
+
+
+def _catalog(ids):
+    return Movies(np.asarray(ids), np.asarray(ids), tuple(() for _ in ids), np.zeros(len(ids), np.int32))
+
+
+def test_ragged_table_keeps_each_pairs_weight_and_the_last_of_a_repeated_pair():
+    table = RaggedTable(np.array([1, 0, 1, 1]), np.array([2, 0, 1, 2]), 3, weights=np.array([1.0, 2.0, 3.0, 4.0]))
+    assert table.values.tolist() == [0, 1, 2] and table.row_splits.tolist() == [0, 1, 3, 3]
+    assert table.weights.tolist() == [2.0, 3.0, 4.0]  # pair (1, 2) given twice: the later weight
+
+
+def test_rating_weighted_pooling_centres_ratings_and_leaves_the_target_out():
+    train = Ratings.from_rows(["u", "u", "u"], ["a", "b", "c"], [5, 4, 3], [1, 2, 3])
+    catalog = ["a", "b", "c", "d"]
+    pooling = RatedMoviesPooling(training_history(train, ["u"], _catalog(catalog), with_ratings=True), catalog, 4,
+                                 rating_weighted=True)
+    rows = tf.constant([1, 1], tf.int64)
+    out = pooling(rows, tf.constant(["a", "d"])).numpy()
+    plain, rated = pooling.embedding.embeddings.numpy(), pooling.rating_embedding.embeddings.numpy()
+    centred = np.array([5.0, 4.0, 3.0]) - 4.0  # the history's mean rating is 4
+    np.testing.assert_allclose(out[0, :4], plain[[1, 2]].mean(axis=0), rtol=1e-5)  # "a" left out
+    np.testing.assert_allclose(out[0, 4:], (centred[1] * rated[1] + centred[2] * rated[2]) / 2, rtol=1e-5, atol=1e-7)
+    np.testing.assert_allclose(out[1, 4:], (centred[:, None] * rated[:3]).sum(axis=0) / 3, rtol=1e-5, atol=1e-7)
+    with pytest.raises(ValueError, match="ratings"):
+        RatedMoviesPooling(training_history(train, ["u"], _catalog(catalog)), catalog, 4, rating_weighted=True)
+
+
+def test_dense_and_sparse_history_pooling_agree(monkeypatch):
+    rng = np.random.default_rng(0)
+    users, movies = [str(u) for u in range(20)], [str(m) for m in range(30)]
+    train = Ratings.from_rows(rng.choice(users, 200).tolist(), rng.choice(movies, 200).tolist(),
+                              rng.integers(1, 6, 200).tolist(), list(range(200)))
+    pooling = RatedMoviesPooling(training_history(train, users, _catalog(movies), with_ratings=True), movies, 8,
+                                 rating_weighted=True)
+    rows = tf.constant(rng.integers(0, 21, 64), tf.int64)
+    targets = tf.constant(rng.choice(movies, 64))
+
+    def pooled():
+        # A fixed batch size picks the path statically, as in training.
+        fn = tf.function(lambda r, t: pooling(r, t), input_signature=[tf.TensorSpec([64], tf.int64),
+                                                                       tf.TensorSpec([64], tf.string)])
+        return fn(rows, targets).numpy()
+
+    dense = pooled()
+    monkeypatch.setattr(layers, "DENSE_POOLING_CELLS", 0)
+    np.testing.assert_allclose(pooled(), dense, rtol=1e-5, atol=1e-6)
+
+
+def test_layers_take_looked_up_ids_as_well_as_strings():
+    ids = IdEmbedding(["x", "y"], 3)
+    np.testing.assert_array_equal(ids(tf.constant(["y", "zz"])).numpy(), ids(ids.index(tf.constant(["y", "zz"]))).numpy())
+    genres = PooledTokens(["Action", "Drama"], 3, "|")
+    text = tf.constant(["Action|Drama", ""])
+    np.testing.assert_array_equal(genres(text).numpy(), genres(genres.index(text)).numpy())
