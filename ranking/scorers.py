@@ -23,7 +23,7 @@ import tensorflow as tf
 
 from twostage.data.features import movie_feature_columns
 from twostage.data.schema import Movies
-from twostage.ranking.model import RatingModel, RatingTaskModel, bounded_rating
+from twostage.ranking.model import AveragedRatingModel, RatingModel, RatingTaskModel, bounded_rating
 
 RATE_SIGNATURE = [tf.TensorSpec([None], tf.string, name="user_id"),
                   tf.TensorSpec([None], tf.int64, name="user_rows"),
@@ -44,31 +44,23 @@ def _with_unknown_first(values: np.ndarray) -> np.ndarray:
     return np.concatenate([np.asarray([""], dtype=object), np.asarray(values, dtype=object)])
 
 
-class PrecomputedRatingScorer(tf.Module):
-    """The default rating model with its per-user and per-movie work done at export.
+class _SplitRatingHead(tf.Module):
+    """One RatingModel's tables: its first dense layer split into a user and a movie share.
 
     Args:
-      model: the trained RatingModel (its history input already pooling the whole
-        training part).
-      user_ids: the known users, in row order (row i + 1).
-      user_columns: each user feature the model reads -> values of those users.
-      movies: the catalog (position order).
+      model: the trained RatingModel.
+      users: user columns (row 0 for an unknown user), as the model reads them.
+      movie_inputs: movie columns (one row past the catalog for a movie it does not hold).
     """
 
-    def __init__(self, model: RatingModel, user_ids: Sequence[str], user_columns: Dict[str, np.ndarray],
-                 movies: Movies):
-        super().__init__(name="precomputed_ratings")
+    def __init__(self, model: RatingModel, users: Dict[str, np.ndarray], movie_inputs: Dict[str, np.ndarray]):
+        super().__init__(name="split_rating_head")
         layers = model.rating_head.layers
         if any(getattr(layer.activation, "__name__", "") != "relu" for layer in layers[:-1]):
             raise ValueError("the rating head's hidden layers must be relu to split its first layer")
-        users = {"user_id": _with_unknown_first(user_ids)}
-        users.update({name: _with_unknown_first(user_columns[name]) for name in model.user_feature_names})
-        catalog = movie_feature_columns(movies)
-        # One row past the catalog stands for a movie it does not hold.
-        movie_inputs = {name: np.concatenate([catalog[name], [""]]).astype(object)
-                        for name in ("movie_id",) + model.movie_feature_names}
-        user_side = _in_batches(model.user_side, users)
-        movie_side = _in_batches(model.movie_side, movie_inputs)
+        user_side = _in_batches(model.user_side, {n: users[n] for n in ("user_id",) + model.user_feature_names})
+        movie_side = _in_batches(model.movie_side,
+                                 {n: movie_inputs[n] for n in ("movie_id",) + model.movie_feature_names})
         kernel, bias = (w.numpy() for w in layers[0].weights)
         width = user_side.shape[1]
         self.user_hidden = tf.Variable(user_side @ kernel[:width] + bias, trainable=False, name="user_hidden")
@@ -84,28 +76,13 @@ class PrecomputedRatingScorer(tf.Module):
                                       trainable=False, name="movie_bias")
         self.scale = (model.low, model.high, model.global_mean, model.output_kind)
 
-    @tf.function(input_signature=RATE_SIGNATURE)
-    def rate(self, user_id, user_rows, positions):
-        """Predicted ratings of [n] (user, catalog position) pairs; position -1: not in the catalog.
-
-        Returns:
-          [n] ratings inside the rating scale.
-        """
-        del user_id  # the rows say everything the precomputed tables need
-        return self._ratings(tf.gather(self.user_hidden, user_rows), tf.gather(self.user_bias, user_rows), positions)
-
-    @tf.function(input_signature=RATE_LISTS_SIGNATURE)
-    def rate_lists(self, user_id, user_rows, positions):
-        """Predicted ratings of [users, n] catalog positions for [users] users.
-
-        Each user's share of the first layer is gathered once, not once per candidate.
-        """
-        del user_id
-        user_hidden = tf.gather(self.user_hidden, user_rows)[:, tf.newaxis, :]
-        return self._ratings(user_hidden, tf.gather(self.user_bias, user_rows)[:, tf.newaxis], positions)
-
-    def _ratings(self, user_hidden, user_bias, positions):
-        """Ratings from the users' first-layer shares and biases, broadcast against positions."""
+    def ratings(self, user_rows, positions, per_user: bool):
+        """Ratings of ``positions`` for ``user_rows``: pairs ([n], [n]) or lists ([u], [u, n])."""
+        user_hidden = tf.gather(self.user_hidden, user_rows)
+        user_bias = tf.gather(self.user_bias, user_rows)
+        if per_user:
+            # Each user's share of the first layer is gathered once, not once per candidate.
+            user_hidden, user_bias = user_hidden[:, tf.newaxis, :], user_bias[:, tf.newaxis]
         unknown = tf.shape(self.movie_hidden, out_type=tf.int32)[0] - 1
         movie_rows = tf.where(positions >= 0, positions, unknown)
         hidden = tf.nn.relu(user_hidden + tf.gather(self.movie_hidden, movie_rows))
@@ -117,6 +94,60 @@ class PrecomputedRatingScorer(tf.Module):
                 hidden = tf.nn.relu(hidden)
         raw = tf.reshape(hidden, shape[:-1]) + user_bias + tf.gather(self.movie_bias, movie_rows)
         return bounded_rating(raw, *self.scale)
+
+
+def _split_members(model: RatingTaskModel):
+    """The RatingModels whose mean ``model`` is, if each splits its first layer; else None."""
+    members = model.members if isinstance(model, AveragedRatingModel) else [model]
+    if all(isinstance(m, RatingModel) and m.splits_first_layer for m in members):
+        return members
+    return None
+
+
+class PrecomputedRatingScorer(tf.Module):
+    """The default rating model (or a mean of several) with its per-user and per-movie work
+    done at export.
+
+    Args:
+      model: the trained RatingModel, or an AveragedRatingModel of them (their history
+        inputs already pooling the whole training part).
+      user_ids: the known users, in row order (row i + 1).
+      user_columns: each user feature the model reads -> values of those users.
+      movies: the catalog (position order).
+    """
+
+    def __init__(self, model: RatingTaskModel, user_ids: Sequence[str], user_columns: Dict[str, np.ndarray],
+                 movies: Movies):
+        super().__init__(name="precomputed_ratings")
+        members = _split_members(model)
+        if members is None:
+            raise ValueError("only RatingModels that split their first layer (or their mean) can be precomputed")
+        users = {"user_id": _with_unknown_first(user_ids)}
+        users.update({name: _with_unknown_first(values) for name, values in user_columns.items()})
+        catalog = movie_feature_columns(movies)
+        # One row past the catalog stands for a movie it does not hold.
+        movie_inputs = {name: np.concatenate([values, [""]]).astype(object) for name, values in catalog.items()}
+        self.heads = [_SplitRatingHead(member, users, movie_inputs) for member in members]
+
+    def _ratings(self, user_rows, positions, per_user):
+        ratings = [head.ratings(user_rows, positions, per_user) for head in self.heads]
+        return ratings[0] if len(ratings) == 1 else tf.add_n(ratings) / len(ratings)
+
+    @tf.function(input_signature=RATE_SIGNATURE)
+    def rate(self, user_id, user_rows, positions):
+        """Predicted ratings of [n] (user, catalog position) pairs; position -1: not in the catalog.
+
+        Returns:
+          [n] ratings inside the rating scale.
+        """
+        del user_id  # the rows say everything the precomputed tables need
+        return self._ratings(user_rows, positions, per_user=False)
+
+    @tf.function(input_signature=RATE_LISTS_SIGNATURE)
+    def rate_lists(self, user_id, user_rows, positions):
+        """Predicted ratings of [users, n] catalog positions for [users] users."""
+        del user_id
+        return self._ratings(user_rows, positions, per_user=True)
 
 
 class ModelRatingScorer(tf.Module):
@@ -159,6 +190,6 @@ class ModelRatingScorer(tf.Module):
 def build_rating_scorer(model: RatingTaskModel, user_ids: Sequence[str], user_columns: Dict[str, np.ndarray],
                         movies: Movies) -> tf.Module:
     """The fastest exact scorer for ``model`` (see the module docstring)."""
-    if isinstance(model, RatingModel) and model.splits_first_layer:
+    if _split_members(model) is not None:
         return PrecomputedRatingScorer(model, user_ids, user_columns, movies)
     return ModelRatingScorer(model, user_columns, movies)

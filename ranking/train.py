@@ -14,7 +14,7 @@ from twostage.data.schema import Movies, Ratings, Users
 from twostage.data.training import EpochSchedule, FitResult, fit_choosing_epochs, make_dataset
 from twostage.ranking.config import RankingConfig
 from twostage.ranking.architectures import build_rating_model
-from twostage.ranking.model import RatingTaskModel
+from twostage.ranking.model import AveragedRatingModel, RatingTaskModel
 
 
 @dataclasses.dataclass
@@ -22,7 +22,8 @@ class TrainedRanking:
     """A trained rating model with what produced it.
 
     Attributes:
-      model: the final model.
+      model: the final model (with ``average_refit``, the mean of the refit and the
+        best-epoch model).
       fit: the fit history (and the best-epoch model of the fit part).
       inputs: joins the model's features onto (user, movie) rows.
       validation_predictions: the fit-part model's ratings for the pairs asked for (before
@@ -60,10 +61,32 @@ def predict_ratings(model: RatingTaskModel, inputs: RatingInputs, ratings: Ratin
     return np.concatenate([model(batch).numpy()[:, 0] for batch in dataset])
 
 
+def _errors(predicted: np.ndarray, ratings: Ratings) -> dict:
+    error = predicted - ratings.rating
+    return {"rmse": float(np.sqrt(np.mean(error ** 2))), "mae": float(np.mean(np.abs(error)))}
+
+
 def rating_errors(model: RatingTaskModel, inputs: RatingInputs, ratings: Ratings) -> dict:
     """RMSE and MAE of the model on ``ratings``."""
-    error = predict_ratings(model, inputs, ratings) - ratings.rating
-    return {"rmse": float(np.sqrt(np.mean(error ** 2))), "mae": float(np.mean(np.abs(error)))}
+    return _errors(predict_ratings(model, inputs, ratings), ratings)
+
+
+def _validator(inputs: RatingInputs, ratings: Ratings):
+    """model -> RMSE and MAE on ``ratings``, for every epoch of one model: the features are
+    looked up once per model, not once per epoch."""
+    columns, indexed = inputs(ratings), {}
+
+    def validate(model: RatingTaskModel) -> dict:
+        if not hasattr(model, "index_features"):
+            return rating_errors(model, inputs, ratings)
+        if indexed.get("model") is not model:
+            indexed.update(model=model, features=[model.index_features({k: tf.constant(v[i:i + 8192])
+                                                                        for k, v in columns.items()})
+                                                  for i in range(0, len(ratings), 8192)])
+        predicted = np.concatenate([model(batch).numpy()[:, 0] for batch in indexed["features"]])
+        return _errors(predicted, ratings)
+
+    return validate
 
 
 def train_ranking(train: Ratings, fit: Ratings, validation: Ratings, movies: Movies, users: Optional[Users],
@@ -94,27 +117,47 @@ def train_ranking(train: Ratings, fit: Ratings, validation: Ratings, movies: Mov
         tf.keras.utils.set_random_seed(config.seed)
         part = train if refit else fit  # what the model may know: never the validation part
         # build_rating_model knows which architectures read the history.
-        history = training_history(part, vocabularies.user_ids, movies) if config.use_history else None
+        history = training_history(part, vocabularies.user_ids, movies, config.history_ratings) \
+            if config.use_history else None
         model = build_rating_model(config.architecture, vocabularies, rating_scale, float(part.rating.mean()),
                                    history, config)
-        model.compile(optimizer=tf.keras.optimizers.Adam(config.learning_rate))
+        averaging = dict(use_ema=True, ema_momentum=config.weight_averaging) if config.weight_averaging else {}
+        model.compile(optimizer=tf.keras.optimizers.Adam(config.learning_rate, **averaging))
         return model
 
-    def examples(ratings: Ratings) -> tf.data.Dataset:
-        return make_dataset(inputs(ratings, with_labels=True), config.batch_size, shuffle_seed=config.seed,
-                            drop_remainder=True)
+    def examples(ratings: Ratings):
+        columns = inputs(ratings, with_labels=True)
+
+        def for_model(model: RatingTaskModel) -> tf.data.Dataset:
+            # Look every string up once here, not in each of the training steps.
+            indexed = model.index_features({k: tf.constant(v) for k, v in columns.items()}) \
+                if hasattr(model, "index_features") else columns
+            return make_dataset(indexed, config.batch_size, shuffle_seed=config.seed, drop_remainder=True)
+
+        return for_model
+
+    def refit_history(model: RatingTaskModel) -> None:
+        if hasattr(model, "set_history"):
+            model.set_history(training_history(train, vocabularies.user_ids, movies, config.history_ratings))
 
     result = fit_choosing_epochs(
-        "ranking", build, examples(fit), lambda model: rating_errors(model, inputs, validation),
+        "ranking", build, examples(fit), _validator(inputs, validation),
         EpochSchedule(config.epochs, "rmse", config.patience, higher_is_better=False, refit=config.refit),
         full_data=examples(train) if config.refit else None,
         strategy=strategy,
+        # The refit differs from the fit only in the history pooled (and keeps the fit
+        # part's global mean, a constant the biases absorb).
+        refit_in_place=refit_history,
     )
     predictions = None
     if validation_pairs is not None:
         predictions = predict_ratings(result.validation_model, inputs, validation_pairs)
-    if not config.refit and hasattr(result.model, "set_history"):
+    model = result.model
+    if config.refit and config.average_refit:
+        model = AveragedRatingModel([result.validation_model, result.model])
+    if (not config.refit or config.average_refit) and hasattr(result.validation_model, "set_history"):
         # Chosen on the fit part; at serving time the history input may pool every training
         # rating, validation ones included: they are the user's real history.
-        result.model.set_history(training_history(train, vocabularies.user_ids, movies))
-    return TrainedRanking(model=result.model, fit=result, inputs=inputs, validation_predictions=predictions)
+        result.validation_model.set_history(
+            training_history(train, vocabularies.user_ids, movies, config.history_ratings))
+    return TrainedRanking(model=model, fit=result, inputs=inputs, validation_predictions=predictions)

@@ -6,7 +6,7 @@ from twostage.data import SplitConfig, split
 from twostage.data.features import build_vocabularies
 from twostage.data.history import training_history
 from twostage.ranking.config import RankingConfig
-from twostage.ranking.model import RatingModel
+from twostage.ranking.model import AveragedRatingModel, RatingModel
 from twostage.ranking.train import RatingInputs, predict_ratings, rating_errors, train_ranking
 
 
@@ -26,6 +26,20 @@ def test_the_designs_dense_stack_and_task(parts):
     assert [m.name for m in model.task._ranking_metrics] == ["root_mean_squared_error"]
     assert model.feature_names == ("movie_genres", "movie_title", "movie_year", "user_age", "user_gender",
                                    "user_occupation", "user_zip")
+
+
+def test_indexed_features_give_the_same_ratings_as_strings(parts, small_data):
+    train, test, _, _, vocabularies = parts
+    history = training_history(train, vocabularies.user_ids, small_data.movies, with_ratings=True)
+    model = RatingModel(vocabularies, (1.0, 5.0), 3.5, history=history, history_ratings=True)
+    features = {k: tf.constant(v) for k, v in RatingInputs(small_data.movies, small_data.users, vocabularies)(
+        test.take(np.arange(50))).items()}
+    indexed = model.index_features(features)
+    assert indexed["user_id"].dtype == tf.int64 and isinstance(indexed["movie_title"], tf.RaggedTensor)
+    np.testing.assert_allclose(model(indexed).numpy(), model(features).numpy(), rtol=1e-6)
+    np.testing.assert_allclose(model.compute_loss({**indexed, "rating": tf.constant(test.rating[:50])}).numpy(),
+                               model.compute_loss({**features, "rating": tf.constant(test.rating[:50])}).numpy(),
+                               rtol=1e-6)
 
 
 @pytest.mark.parametrize("output", ["sigmoid", "clip"])
@@ -56,7 +70,7 @@ def test_zero_output_predicts_the_global_mean(parts):
 def test_trained_model_beats_the_global_mean(parts, small_data):
     train, test, fit, validation, vocabularies = parts
     result = train_ranking(train, fit, validation, small_data.movies, small_data.users, vocabularies, (1.0, 5.0),
-                           RankingConfig(epochs=10, batch_size=256, refit=True))
+                           RankingConfig(epochs=10, batch_size=256, refit=True, average_refit=False))
     baseline = float(np.sqrt(np.mean((test.rating - train.rating.mean()) ** 2)))
     errors = rating_errors(result.model, result.inputs, test)
     assert errors["rmse"] < baseline - 0.05, (errors, baseline)
@@ -73,7 +87,7 @@ def test_without_refit_the_best_model_is_kept_and_validation_is_predicted_before
         parts, small_data):
     train, _, fit, validation, vocabularies = parts
     result = train_ranking(train, fit, validation, small_data.movies, small_data.users, vocabularies, (1.0, 5.0),
-                           RankingConfig(epochs=6, batch_size=256), validation_pairs=validation)
+                           RankingConfig(epochs=6, batch_size=256, refit=False), validation_pairs=validation)
     assert result.fit.validation_model is result.model
     best = min(h["validation"]["rmse"] for h in result.fit.history)
     # Predicted with the fit part's history: exactly the RMSE the epoch was chosen by.
@@ -81,3 +95,21 @@ def test_without_refit_the_best_model_is_kept_and_validation_is_predicted_before
     assert rmse == pytest.approx(best, rel=1e-4)
     # Afterwards the history input pools the whole training part, validation included.
     assert result.model.rated_movies.values.numpy().size == len(np.unique(train.user_id + "/" + train.movie_id))
+
+
+def test_average_refit_serves_the_mean_of_the_refit_and_the_best_epoch_model(parts, small_data):
+    train, test, fit, validation, vocabularies = parts
+    result = train_ranking(train, fit, validation, small_data.movies, small_data.users, vocabularies, (1.0, 5.0),
+                           RankingConfig(epochs=4, batch_size=256, refit=True, average_refit=True),
+                           validation_pairs=validation)
+    assert isinstance(result.model, AveragedRatingModel)
+    best_epoch_model, refitted = result.model.members
+    assert best_epoch_model is result.fit.validation_model and refitted is not best_epoch_model
+    # The validation pairs were predicted by the best-epoch model alone, before it saw more history.
+    best = min(h["validation"]["rmse"] for h in result.fit.history)
+    rmse = float(np.sqrt(np.mean((result.validation_predictions - validation.rating) ** 2)))
+    assert rmse == pytest.approx(best, 1e-4)
+    members = [predict_ratings(m, result.inputs, test) for m in (best_epoch_model, refitted)]
+    np.testing.assert_allclose(predict_ratings(result.model, result.inputs, test), np.mean(members, axis=0),
+                               rtol=1e-5)
+    assert not np.allclose(members[0], members[1])

@@ -80,9 +80,10 @@ def explore(model_path: str, out_dir: str, source: Optional[str] = None, cluster
                              "movie_ids": [str(catalog_ids[i]) for i in members]})
 
     bias = None
-    scorer = getattr(loaded, "rating_scorer", None)
-    if scorer is not None and hasattr(scorer, "movie_bias"):
-        bias = scorer.movie_bias.numpy()[: len(catalog_ids)]  # the last row is "not in the catalog"
+    # The precomputed scorer holds one head per averaged rating model: their mean bias.
+    heads = list(getattr(getattr(loaded, "rating_scorer", None), "heads", []))
+    if heads and all(hasattr(head, "movie_bias") for head in heads):
+        bias = np.mean([head.movie_bias.numpy() for head in heads], axis=0)[: len(catalog_ids)]  # last row: none
     biased = None
     if bias is not None:
         rated = np.flatnonzero(popularity >= 5)  # a bias learned from a handful of ratings says little
