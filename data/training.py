@@ -139,6 +139,7 @@ class _EpochChooser(tf.keras.callbacks.Callback):
         averaged = getattr(self.model.optimizer, "use_ema", False)
         if averaged:
             # Validate (and keep) the moving average of the weights, then train on from the raw ones.
+            # The optimizer's own swap is private, but tf-keras is pinned (and tested here).
             raw = [v.numpy() for v in self.trainable]
             self.model.optimizer._overwrite_model_variables_with_average_value(self.trainable)
         figures = {key: float(value) for key, value in self.validate(self.model).items()}
@@ -206,7 +207,8 @@ def fit_choosing_epochs(name: str, build: Callable[[bool], tf.keras.Model], fit_
     chooser = _EpochChooser(name, validate, schedule)
     fit_examples = _examples_for(model, fit_data)
     _create_variables(model, fit_examples)
-    initial = (model.get_weights(), [v.numpy() for v in model.optimizer.variables])
+    if schedule.refit and refit_in_place is not None:
+        initial = (model.get_weights(), [v.numpy() for v in model.optimizer.variables])
     # One fit call for all epochs: a fit call per epoch pays Keras' set-up every time.
     model.fit(epochs=schedule.max_epochs, verbose=0, callbacks=[chooser], **_fit_inputs(fit_examples))
     history, best_epoch = chooser.history, chooser.best_epoch

@@ -71,6 +71,13 @@ def rating_errors(model: RatingTaskModel, inputs: RatingInputs, ratings: Ratings
     return _errors(predict_ratings(model, inputs, ratings), ratings)
 
 
+def _indexed(model: RatingTaskModel, columns: dict) -> dict:
+    """``columns`` as the model's training steps read them: looked up once, where it can."""
+    if not hasattr(model, "index_features"):
+        return columns
+    return model.index_features({name: tf.constant(values) for name, values in columns.items()})
+
+
 def _validator(inputs: RatingInputs, ratings: Ratings):
     """model -> RMSE and MAE on ``ratings``, for every epoch of one model: the features are
     looked up once per model, not once per epoch."""
@@ -80,8 +87,7 @@ def _validator(inputs: RatingInputs, ratings: Ratings):
         if not hasattr(model, "index_features"):
             return rating_errors(model, inputs, ratings)
         if indexed.get("model") is not model:
-            indexed.update(model=model, features=[model.index_features({k: tf.constant(v[i:i + 8192])
-                                                                        for k, v in columns.items()})
+            indexed.update(model=model, features=[_indexed(model, {k: v[i:i + 8192] for k, v in columns.items()})
                                                   for i in range(0, len(ratings), 8192)])
         predicted = np.concatenate([model(batch).numpy()[:, 0] for batch in indexed["features"]])
         return _errors(predicted, ratings)
@@ -130,13 +136,12 @@ def train_ranking(train: Ratings, fit: Ratings, validation: Ratings, movies: Mov
 
         def for_model(model: RatingTaskModel) -> tf.data.Dataset:
             # Look every string up once here, not in each of the training steps.
-            indexed = model.index_features({k: tf.constant(v) for k, v in columns.items()}) \
-                if hasattr(model, "index_features") else columns
-            return make_dataset(indexed, config.batch_size, shuffle_seed=config.seed, drop_remainder=True)
+            return make_dataset(_indexed(model, columns), config.batch_size, shuffle_seed=config.seed,
+                                drop_remainder=True)
 
         return for_model
 
-    def refit_history(model: RatingTaskModel) -> None:
+    def pool_whole_training_part(model: RatingTaskModel) -> None:
         if hasattr(model, "set_history"):
             model.set_history(training_history(train, vocabularies.user_ids, movies, config.history_ratings))
 
@@ -147,7 +152,7 @@ def train_ranking(train: Ratings, fit: Ratings, validation: Ratings, movies: Mov
         strategy=strategy,
         # The refit differs from the fit only in the history pooled (and keeps the fit
         # part's global mean, a constant the biases absorb).
-        refit_in_place=refit_history,
+        refit_in_place=pool_whole_training_part,
     )
     predictions = None
     if validation_pairs is not None:
@@ -155,9 +160,8 @@ def train_ranking(train: Ratings, fit: Ratings, validation: Ratings, movies: Mov
     model = result.model
     if config.refit and config.average_refit:
         model = AveragedRatingModel([result.validation_model, result.model])
-    if (not config.refit or config.average_refit) and hasattr(result.validation_model, "set_history"):
+    if not config.refit or config.average_refit:
         # Chosen on the fit part; at serving time the history input may pool every training
         # rating, validation ones included: they are the user's real history.
-        result.validation_model.set_history(
-            training_history(train, vocabularies.user_ids, movies, config.history_ratings))
+        pool_whole_training_part(result.validation_model)
     return TrainedRanking(model=model, fit=result, inputs=inputs, validation_predictions=predictions)
