@@ -46,15 +46,20 @@ def test_dense_and_sparse_history_pooling_agree(monkeypatch):
     rows = tf.constant(rng.integers(0, 21, 64), tf.int64)
     targets = tf.constant(rng.choice(movies, 64))
 
-    def pooled():
-        # A fixed batch size picks the path statically, as in training.
-        fn = tf.function(lambda r, t: pooling(r, t), input_signature=[tf.TensorSpec([64], tf.int64),
-                                                                       tf.TensorSpec([64], tf.string)])
+    def pooled(batch):
+        # A fixed batch size picks the path when tracing (training); an open one, per call (serving).
+        fn = tf.function(lambda r, t: pooling(r, t), input_signature=[tf.TensorSpec([batch], tf.int64),
+                                                                       tf.TensorSpec([batch], tf.string)])
         return fn(rows, targets).numpy()
 
-    dense = pooled()
+    dense = pooled(64)
+    np.testing.assert_allclose(pooled(None), dense, rtol=1e-5, atol=1e-6)
     monkeypatch.setattr(layers, "DENSE_POOLING_CELLS", 0)
-    np.testing.assert_allclose(pooled(), dense, rtol=1e-5, atol=1e-6)
+    np.testing.assert_allclose(pooled(64), dense, rtol=1e-5, atol=1e-6)
+    np.testing.assert_allclose(pooled(None), dense, rtol=1e-5, atol=1e-6)
+    monkeypatch.setattr(layers, "DENSE_POOLING_CELLS", 10 ** 9)
+    monkeypatch.setattr(layers, "DENSE_POOLING_SPARSITY", 0)  # too sparse: the sparse product
+    np.testing.assert_allclose(pooled(None), dense, rtol=1e-5, atol=1e-6)
 
 
 def test_layers_take_looked_up_ids_as_well_as_strings():
