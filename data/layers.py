@@ -123,7 +123,6 @@ class RatedMoviesPooling(keras.layers.Layer):
         if rating_weighted and history.weights is None:
             raise ValueError("a rating-weighted history needs the ratings (training_history(with_ratings=True))")
         self.num_movies = len(catalog_ids)
-        self.rating_weighted = rating_weighted
         # The centre stays that of the history trained with, when a larger one replaces it.
         self.centre = float(history.weights.mean()) if rating_weighted and len(history.weights) else 0.0
         # Variables of open shape, so the history can be swapped for a larger one after
@@ -132,7 +131,7 @@ class RatedMoviesPooling(keras.layers.Layer):
         self.row_splits = tf.Variable(np.zeros(1, np.int64), shape=[None], trainable=False, name="history_row_splits")
         self.pair_keys = tf.Variable(np.zeros(0, np.int64), shape=[None], trainable=False, name="history_pair_keys")
         self.centred_ratings = tf.Variable(np.zeros(0, np.float32), shape=[None], trainable=False,
-                                    name="history_centred_ratings") if rating_weighted else None
+                                           name="history_centred_ratings") if rating_weighted else None
         self.set_history(history)
         self.catalog_lookup = keras.layers.StringLookup(vocabulary=list(catalog_ids), mask_token=None)
         self.embedding = keras.layers.Embedding(len(catalog_ids), embedding_dim)

@@ -182,8 +182,8 @@ class RatingModel(RatingTaskModel):
     def index_features(self, features: Dict[str, tf.Tensor]) -> Dict[str, tf.Tensor]:
         """The features with every string looked up (ids -> rows, text -> ragged token ids).
 
-        The model takes either form; training indexes its examples once instead of in every
-        step, where the lookups cost about a quarter of the step.
+        The model takes either form; training indexes its examples once instead of looking
+        the same strings up again in every step of every epoch.
         """
         indexed = dict(features)
         indexed["user_id"] = self.user_embedding.index(features["user_id"])

@@ -87,8 +87,7 @@ def _validator(inputs: RatingInputs, ratings: Ratings):
         if not hasattr(model, "index_features"):
             return rating_errors(model, inputs, ratings)
         if indexed.get("model") is not model:
-            indexed.update(model=model, features=[_indexed(model, {k: v[i:i + 8192] for k, v in columns.items()})
-                                                  for i in range(0, len(ratings), 8192)])
+            indexed.update(model=model, features=list(make_dataset(_indexed(model, columns), 8192)))
         predicted = np.concatenate([model(batch).numpy()[:, 0] for batch in indexed["features"]])
         return _errors(predicted, ratings)
 
