@@ -18,6 +18,24 @@ keras = require_legacy_keras()
 OUTPUTS = ("sigmoid", "clip", "linear")
 
 
+def rating_offset(low: float, high: float, global_mean: float, output: str) -> float:
+    """What ``bounded_rating`` adds to a raw output before squashing it into the scale."""
+    if output == "sigmoid":
+        # Centred so that a zero output predicts the global mean.
+        share = min(max((global_mean - low) / (high - low), 1e-3), 1 - 1e-3)
+        return math.log(share / (1 - share))
+    return global_mean
+
+
+def squashed_rating(shifted: tf.Tensor, low: float, high: float, output: str) -> tf.Tensor:
+    """A raw output plus ``rating_offset``, kept in [low, high] (see ``bounded_rating``)."""
+    if output == "sigmoid":
+        return low + (high - low) * tf.sigmoid(shifted)
+    if output == "clip":
+        return tf.clip_by_value(shifted, low, high)
+    return shifted
+
+
 def bounded_rating(raw: tf.Tensor, low: float, high: float, global_mean: float, output: str) -> tf.Tensor:
     """A rating from a raw output (zero predicts the global mean), kept in [low, high].
 
@@ -27,14 +45,7 @@ def bounded_rating(raw: tf.Tensor, low: float, high: float, global_mean: float, 
       global_mean: mean training rating.
       output: "sigmoid" (scaled over the scale), "clip" or "linear" (unbounded).
     """
-    if output == "sigmoid":
-        # Centred so that a zero output predicts the global mean.
-        share = min(max((global_mean - low) / (high - low), 1e-3), 1 - 1e-3)
-        return low + (high - low) * tf.sigmoid(raw + math.log(share / (1 - share)))
-    rating = raw + global_mean
-    if output == "clip":
-        return tf.clip_by_value(rating, low, high)
-    return rating
+    return squashed_rating(raw + rating_offset(low, high, global_mean, output), low, high, output)
 
 
 class RatingTaskModel(tfrs.models.Model):

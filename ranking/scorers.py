@@ -9,8 +9,9 @@ from the SavedModel alone.
 * ``PrecomputedRatingScorer``: for the default model, whose first dense layer sees
   [user side, movie side]. That layer's output splits into a user share and a movie share,
   so both are computed once per user and per movie at export; a request then adds two
-  gathered rows, and runs only the 64 -> 1 rest of the stack. Exact, and an order of
-  magnitude cheaper than embedding titles and genres per candidate per request.
+  gathered rows, and runs only the 64 -> 1 rest of the stack. Exact (to float rounding),
+  and an order of magnitude cheaper than embedding titles and genres per candidate per
+  request.
 * ``ModelRatingScorer``: any other architecture, run on the features of each pair.
 """
 
@@ -23,7 +24,8 @@ import tensorflow as tf
 
 from twostage.data.features import movie_feature_columns
 from twostage.data.schema import Movies
-from twostage.ranking.model import AveragedRatingModel, RatingModel, RatingTaskModel, bounded_rating
+from twostage.ranking.model import (AveragedRatingModel, RatingModel, RatingTaskModel, rating_offset,
+                                    squashed_rating)
 
 RATE_SIGNATURE = [tf.TensorSpec([None], tf.string, name="user_id"),
                   tf.TensorSpec([None], tf.int64, name="user_rows"),
@@ -66,34 +68,27 @@ class _SplitRatingHead(tf.Module):
         self.user_hidden = tf.Variable(user_side @ kernel[:width] + bias, trainable=False, name="user_hidden")
         self.movie_hidden = tf.Variable(movie_side @ kernel[width:], trainable=False, name="movie_hidden")
         self.kernels = [tf.Variable(layer.kernel.numpy(), trainable=False) for layer in layers[1:]]
-        self.biases = [tf.Variable(layer.bias.numpy(), trainable=False) for layer in layers[1:]]
+        # The output layer's bias is a constant: PrecomputedRatingScorer folds it into the user bias.
+        self.biases = [tf.Variable(layer.bias.numpy(), trainable=False) for layer in layers[1:-1]]
+        self.output_bias = float(layers[-1].bias.numpy()[0])
         zeros = lambda n: np.zeros(n, np.float32)  # noqa: E731
-        self.user_bias = tf.Variable(_in_batches(lambda c: model.user_bias(c["user_id"]), users)[:, 0]
-                                     if model.user_bias is not None else zeros(len(users["user_id"])),
-                                     trainable=False, name="user_bias")
-        self.movie_bias = tf.Variable(_in_batches(lambda c: model.movie_bias(c["movie_id"]), movie_inputs)[:, 0]
-                                      if model.movie_bias is not None else zeros(len(movie_inputs["movie_id"])),
-                                      trainable=False, name="movie_bias")
-        self.scale = (model.low, model.high, model.global_mean, model.output_kind)
+        self.user_bias = (_in_batches(lambda c: model.user_bias(c["user_id"]), users)[:, 0]
+                          if model.user_bias is not None else zeros(len(users["user_id"])))
+        self.movie_bias = (_in_batches(lambda c: model.movie_bias(c["movie_id"]), movie_inputs)[:, 0]
+                           if model.movie_bias is not None else zeros(len(movie_inputs["movie_id"])))
+        self.scale = (model.low, model.high, model.output_kind)
+        self.offset = rating_offset(model.low, model.high, model.global_mean, model.output_kind)
 
-    def ratings(self, user_rows, positions, per_user: bool):
-        """Ratings of ``positions`` for ``user_rows``: pairs ([n], [n]) or lists ([u], [u, n])."""
-        user_hidden = tf.gather(self.user_hidden, user_rows)
-        user_bias = tf.gather(self.user_bias, user_rows)
-        if per_user:
-            # Each user's share of the first layer is gathered once, not once per candidate.
-            user_hidden, user_bias = user_hidden[:, tf.newaxis, :], user_bias[:, tf.newaxis]
-        unknown = tf.shape(self.movie_hidden, out_type=tf.int32)[0] - 1
-        movie_rows = tf.where(positions >= 0, positions, unknown)
-        hidden = tf.nn.relu(user_hidden + tf.gather(self.movie_hidden, movie_rows))
-        shape = tf.shape(hidden)
-        hidden = tf.reshape(hidden, [-1, shape[-1]])
-        for i, (kernel, bias) in enumerate(zip(self.kernels, self.biases)):
-            hidden = tf.matmul(hidden, kernel) + bias
-            if i < len(self.kernels) - 1:
-                hidden = tf.nn.relu(hidden)
-        raw = tf.reshape(hidden, shape[:-1]) + user_bias + tf.gather(self.movie_bias, movie_rows)
-        return bounded_rating(raw, *self.scale)
+    def raw(self, user_index, movie_rows):
+        """Raw outputs, biases left out: [n, 1] for user_index [n] and movie_rows [n], or
+        [u * n, 1] for user_index [u, 1] and movie_rows [u, n]."""
+        hidden = tf.nn.relu(tf.gather(self.user_hidden, user_index) + tf.gather(self.movie_hidden, movie_rows))
+        hidden = tf.reshape(hidden, [-1, self.user_hidden.shape[1]])
+        for i, kernel in enumerate(self.kernels):
+            hidden = tf.matmul(hidden, kernel)
+            if i < len(self.biases):
+                hidden = tf.nn.relu(hidden + self.biases[i])
+        return hidden
 
 
 def _split_members(model: RatingTaskModel):
@@ -107,6 +102,12 @@ def _split_members(model: RatingTaskModel):
 class PrecomputedRatingScorer(tf.Module):
     """The default rating model (or a mean of several) with its per-user and per-movie work
     done at export.
+
+    Each member model is a head (its split first layer and the rest of its stack); their
+    biases sit side by side, [rows, heads], with every constant the rating adds before it
+    is squashed into the scale folded into the user bias. A request's graph then has a few
+    ops per head and a handful for all of them, which is most of what a one-user request's
+    latency is made of.
 
     Args:
       model: the trained RatingModel, or an AveragedRatingModel of them (their history
@@ -128,10 +129,26 @@ class PrecomputedRatingScorer(tf.Module):
         # One row past the catalog stands for a movie it does not hold.
         movie_inputs = {name: np.concatenate([values, [""]]).astype(object) for name, values in catalog.items()}
         self.heads = [_SplitRatingHead(member, users, movie_inputs) for member in members]
+        scales = {head.scale for head in self.heads}
+        if len(scales) != 1:
+            raise ValueError(f"the averaged rating models squash their outputs differently: {sorted(scales)}")
+        self.scale = scales.pop()
+        self.user_bias = tf.Variable(np.stack([head.user_bias + head.output_bias + head.offset
+                                               for head in self.heads], axis=1).astype(np.float32),
+                                     trainable=False, name="user_bias")
+        self.movie_bias = tf.Variable(np.stack([head.movie_bias for head in self.heads], axis=1).astype(np.float32),
+                                      trainable=False, name="movie_bias")
+        self.unknown_movie = len(movie_inputs["movie_id"]) - 1
 
     def _ratings(self, user_rows, positions, per_user):
-        ratings = [head.ratings(user_rows, positions, per_user) for head in self.heads]
-        return ratings[0] if len(ratings) == 1 else tf.add_n(ratings) / len(ratings)
+        """[n] ratings of pairs (user_rows, positions [n]), or [u, n] of lists (positions [u, n])."""
+        movie_rows = tf.where(positions >= 0, positions, self.unknown_movie)
+        # A list's user is gathered once, as [u, 1, width], not once per candidate.
+        user_index = user_rows[:, tf.newaxis] if per_user else user_rows
+        raw = tf.concat([head.raw(user_index, movie_rows) for head in self.heads], axis=1)
+        bias = tf.gather(self.user_bias, user_index) + tf.gather(self.movie_bias, movie_rows)
+        ratings = squashed_rating(tf.reshape(raw, tf.shape(bias)) + bias, self.scale[0], self.scale[1], self.scale[2])
+        return tf.reduce_mean(ratings, axis=-1)
 
     @tf.function(input_signature=RATE_SIGNATURE)
     def rate(self, user_id, user_rows, positions):
@@ -148,7 +165,6 @@ class PrecomputedRatingScorer(tf.Module):
         """Predicted ratings of [users, n] catalog positions for [users] users."""
         del user_id
         return self._ratings(user_rows, positions, per_user=True)
-
 
 class ModelRatingScorer(tf.Module):
     """Any rating architecture, fed each pair's features from tables baked in at export.

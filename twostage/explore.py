@@ -80,10 +80,11 @@ def explore(model_path: str, out_dir: str, source: Optional[str] = None, cluster
                              "movie_ids": [str(catalog_ids[i]) for i in members]})
 
     bias = None
-    # The precomputed scorer holds one head per averaged rating model: their mean bias.
-    heads = list(getattr(getattr(loaded, "rating_scorer", None), "heads", []))
-    if heads and all(hasattr(head, "movie_bias") for head in heads):
-        bias = np.mean([head.movie_bias.numpy() for head in heads], axis=0)[: len(catalog_ids)]  # last row: none
+    # The precomputed scorer holds [movies + 1, heads] biases, one column per averaged rating
+    # model (the last row: a movie not in the catalog): their mean.
+    scorer_bias = getattr(getattr(loaded, "rating_scorer", None), "movie_bias", None)
+    if scorer_bias is not None:
+        bias = scorer_bias.numpy().mean(axis=1)[: len(catalog_ids)]
     biased = None
     if bias is not None:
         rated = np.flatnonzero(popularity >= 5)  # a bias learned from a handful of ratings says little
