@@ -103,9 +103,9 @@ class ExactIndex(tf.Module):
 
     @staticmethod
     def top_k_excluding(scores: tf.Tensor, excluded: tf.Tensor, k) -> tuple:
-        """Top k of [batch, num candidates] scores where ``excluded`` ([batch, >= num candidates]
-        bool) is False; excluded ones score -inf."""
-        scores = tf.where(excluded[:, : tf.shape(scores)[1]], tf.constant(-np.inf, scores.dtype), scores)
+        """Top k of [batch, num candidates] scores where ``excluded`` (the same shape, bool) is
+        False; excluded ones score -inf."""
+        scores = tf.where(excluded, tf.constant(-np.inf, scores.dtype), scores)
         return tf.math.top_k(scores, k=k)
 
 

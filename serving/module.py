@@ -7,12 +7,29 @@ from typing import Dict
 
 import numpy as np
 import tensorflow as tf
+from tensorflow.core.framework import attr_value_pb2
 
 from twostage.data.features import USER_FEATURES
 from twostage.data.history import RaggedTable
 from twostage.serving.blend import blend
 
 DEFAULT_K = 10
+# Signature name -> the module's tf.function it serves (also reachable on the loaded object).
+SIGNATURE_FUNCTIONS = {
+    "serving_default": "recommend",
+    "retrieve": "retrieve",
+    "similar_movies": "similar_movies",
+    "also_liked": "also_liked",
+    "retrieval_scores": "retrieval_scores",
+    "predict_rating": "predict_rating",
+    "catalog": "catalog",
+    "training_history": "training_history",
+}
+# Up to this many (users + 1) x catalog cells, each user's training movies are also kept as a
+# dense bool row, so that excluding them costs a request one gather instead of a ragged
+# gather and a scatter (some 30 ops, a third of a one-user request's graph). ml-1m's
+# 6,041 x 3,706 is 22M cells (22 MB); past this, the ragged table alone.
+DENSE_SEEN_CELLS = 32_000_000
 
 
 def _strings(name: str, rank: int = 1) -> tf.TensorSpec:
@@ -27,6 +44,21 @@ _REQUEST = [_strings("user_id"), _K] + [_strings(name) for name in USER_FEATURES
 _NO_VALUES = tf.constant([], tf.string)
 _NO_EXCLUSIONS = tf.zeros([0, 0], tf.string)
 _FALSE = tf.constant(False)
+
+
+def _cond_running_one_branch(pred, true_fn, false_fn):
+    """``tf.cond`` whose branches stay functions when the graph runs.
+
+    TensorFlow lowers a cond into its graph with both branches inlined, and every run then
+    walks the untaken branch's nodes as well: the query tower's ~200 for a request with no
+    new user. Kept as a function, the taken branch alone runs, for the cost of one call.
+    """
+    outputs = tf.cond(pred, true_fn, false_fn)
+    op = tf.nest.flatten(outputs)[0].op
+    while op.type not in ("If", "StatelessIf"):
+        op = op.inputs[0].op  # cond's outputs pass through identities
+    op._set_attr("_lower_using_switch_merge", attr_value_pb2.AttrValue(b=False))  # pinned TensorFlow
+    return outputs
 
 
 def _variable(value, name: str) -> tf.Variable:
@@ -113,9 +145,17 @@ class TwoStageModule(tf.Module):
             "user_embeddings")
         self.history_values = _variable(tables.history.values, "history_values")
         self.history_row_splits = _variable(tables.history.row_splits, "history_row_splits")
+        lengths = np.diff(tables.history.row_splits)
+        self.history_lengths = _variable(lengths.astype(np.int32), "history_lengths")
+        self.seen = None
+        if len(lengths) * num_movies <= DENSE_SEEN_CELLS:
+            seen = np.zeros((len(lengths), num_movies), bool)
+            seen[np.repeat(np.arange(len(lengths)), lengths), tables.history.values] = True
+            self.seen = _variable(seen, "seen")
         self.fan_values = _variable(tables.fans.values, "fan_values")
         self.fan_row_splits = _variable(tables.fans.row_splits, "fan_row_splits")
         self.popularity = _variable(tables.popularity.astype(np.float32), "popularity")
+        self.log_popularity = _variable(np.log1p(tables.popularity).astype(np.float32), "log_popularity")
         order = np.argsort(-tables.popularity, kind="stable")[: self.max_depth]
         self.popular_positions = _variable(order.astype(np.int32), "popular_positions")
         self.popular_scores = _variable(np.log1p(tables.popularity[order]).astype(np.float32), "popular_scores")
@@ -160,29 +200,43 @@ class TwoStageModule(tf.Module):
             queries = self.query_encoder.encode({"user_id": user_id, **given})
             return tf.where(known[:, tf.newaxis], precomputed, queries), known | has_features
 
-        return tf.cond(tf.reduce_all(known), lambda: (precomputed, known), with_new_users)
+        return _cond_running_one_branch(tf.reduce_all(known), lambda: (precomputed, known), with_new_users)
+
+    def _mask(self, rows, positions, batch):
+        """[batch, catalog] bool, True at (rows[i], positions[i]); positions -1 are ignored."""
+        num_movies = tf.shape(self.movie_ids, out_type=tf.int32)[0]
+        # The last column absorbs what is not in the catalog, and is dropped.
+        indices = tf.stack([rows, tf.where(positions >= 0, positions, num_movies)], axis=1)
+        mask = tf.scatter_nd(indices, tf.ones(tf.shape(rows), tf.int32), tf.stack([batch, num_movies + 1])) > 0
+        return mask[:, :-1]
 
     def _exclusions(self, rows, exclude_movie_ids, include_seen):
         """What each user must not get: the training history (unless include_seen) and the
         request's exclusions.
 
         Returns:
-          [batch, catalog + 1] bool mask (the last column absorbs padding) and [batch] counts.
+          [batch, catalog] bool mask and [batch] counts.
         """
-        num_movies = tf.shape(self.movie_ids, out_type=tf.int32)[0]
+        batch = tf.shape(rows)[0]
         # Row 0 of the history is empty: the unknown user's, and what include_seen asks for.
-        seen = self._history(tf.where(include_seen, tf.zeros_like(rows), rows))
-        extra = self.movie_rows.lookup(exclude_movie_ids)
-        valid = extra >= 0
-        extra_rows = tf.broadcast_to(tf.range(tf.shape(extra)[0])[:, tf.newaxis], tf.shape(extra))
-        indices = tf.concat([tf.stack([tf.cast(seen.value_rowids(), tf.int32), seen.values], axis=1),
-                             tf.stack([tf.reshape(extra_rows, [-1]), tf.reshape(tf.where(valid, extra, num_movies), [-1])],
-                                      axis=1)], axis=0)
-        # A scatter, not a sort and a binary search: it stays cheap for a batch of heavy users.
-        mask = tf.scatter_nd(indices, tf.ones(tf.shape(indices)[:1], tf.int32),
-                             tf.stack([tf.shape(rows)[0], num_movies + 1])) > 0
-        counts = tf.cast(seen.row_lengths(), tf.int32) + tf.reduce_sum(tf.cast(valid, tf.int32), axis=1)
-        return mask, counts
+        seen_rows = tf.where(include_seen, tf.zeros_like(rows), rows)
+        counts = tf.gather(self.history_lengths, seen_rows)
+        if self.seen is not None:
+            mask = tf.gather(self.seen, seen_rows)
+        else:
+            # A scatter, not a sort and a binary search: it stays cheap for a batch of heavy users.
+            seen = self._history(seen_rows)
+            mask = self._mask(tf.cast(seen.value_rowids(), tf.int32), seen.values, batch)
+
+        def with_request_exclusions():
+            extra = self.movie_rows.lookup(self._per_user(exclude_movie_ids, batch, "exclude_movie_ids"))
+            extra_rows = tf.broadcast_to(tf.range(batch)[:, tf.newaxis], tf.shape(extra))
+            extra_mask = self._mask(tf.reshape(extra_rows, [-1]), tf.reshape(extra, [-1]), batch)
+            return mask | extra_mask, counts + tf.reduce_sum(tf.cast(extra >= 0, tf.int32), axis=1)
+
+        # Most requests exclude nothing: they skip the lookup and scatter.
+        return _cond_running_one_branch(tf.size(exclude_movie_ids) > 0, with_request_exclusions,
+                                        lambda: (mask, counts))
 
     def _candidates(self, user_id, features, exclude_movie_ids, include_seen):
         """The top num_candidates (scores, positions) per user, exclusions dropped.
@@ -191,7 +245,6 @@ class TwoStageModule(tf.Module):
           scores, positions ([batch, num_candidates]; -inf where the catalog ran out),
           the user rows (0: never seen).
         """
-        exclude_movie_ids = self._per_user(exclude_movie_ids, tf.shape(user_id)[0], "exclude_movie_ids")
         rows = self.user_rows.lookup(user_id)
         queries, personal = self._queries(user_id, rows, features)
         personal = personal[:, tf.newaxis]
@@ -199,7 +252,7 @@ class TwoStageModule(tf.Module):
         if hasattr(self.index, "top_k_excluding"):
             # An exact index scores the whole catalog anyway: drop the exclusions before the
             # top-k rather than retrieving extra candidates to make room for them.
-            scores = tf.where(personal, self.index.scores(queries), tf.math.log1p(self.popularity)[tf.newaxis])
+            scores = tf.where(personal, self.index.scores(queries), self.log_popularity[tf.newaxis])
             scores, positions = self.index.top_k_excluding(scores, excluded, self.num_candidates)
             return scores, positions, rows
         # Deep enough that dropping this batch's exclusions still leaves num_candidates.
@@ -252,10 +305,10 @@ class TwoStageModule(tf.Module):
         retrieval_scores, positions, rows = self._candidates(user_id, features, exclude_movie_ids, include_seen)
         known = rows > 0
         predicted = self._predict(user_id, rows, positions)
-        # The rating model has not seen users new to it: they keep retrieval's order.
+        # The rating model has not seen users new to it: they keep retrieval's order. A -inf
+        # retrieval score (no movie left) stays -inf: predicted ratings are finite.
         score = tf.where(known[:, tf.newaxis], blend(retrieval_scores, predicted, self.blend_weight),
                          retrieval_scores)
-        score = tf.where(tf.math.is_inf(retrieval_scores), retrieval_scores, score)
         score, order = tf.math.top_k(score, k=k)
         positions = tf.gather(positions, order, batch_dims=1)
         return {**self._movies(positions, score), "score": score,
@@ -367,16 +420,7 @@ class TwoStageModule(tf.Module):
         The tf.functions themselves (not concrete functions) are handed over, so that their
         optional inputs' defaults are written into the SignatureDefs.
         """
-        return {
-            "serving_default": self.recommend,
-            "retrieve": self.retrieve,
-            "similar_movies": self.similar_movies,
-            "also_liked": self.also_liked,
-            "retrieval_scores": self.retrieval_scores,
-            "predict_rating": self.predict_rating,
-            "catalog": self.catalog,
-            "training_history": self.training_history,
-        }
+        return {name: getattr(self, function) for name, function in SIGNATURE_FUNCTIONS.items()}
 
 
 def max_depth(num_movies: int, num_candidates: int, history: RaggedTable, max_exclusions: int) -> int:

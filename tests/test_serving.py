@@ -271,3 +271,23 @@ def test_concurrent_calls_from_several_threads(recommender):
     with ThreadPoolExecutor(max_workers=8) as pool:
         got = list(pool.map(lambda u: (u, [r.movie_id for r in recommender.recommend(u, k=10)]), users * 3))
     assert all(movies == expected[u] for u, movies in got)
+
+
+def test_a_ragged_seen_table_excludes_what_the_dense_one_does(recommender, exported_model, train_part, monkeypatch,
+                                                              tmp_path):
+    """Past DENSE_SEEN_CELLS the model keeps only the ragged history; requests must not tell."""
+    from twostage.retrieval.config import IndexConfig
+    from twostage.serving import module
+    from twostage.serving.reexport import export_again
+
+    monkeypatch.setattr(module, "DENSE_SEEN_CELLS", 0)
+    kind = recommender.metadata["index"]["kind"]
+    ragged = Recommender.load(export_again(exported_model.export_path, IndexConfig(kind=kind), str(tmp_path)))
+    assert hasattr(recommender._loaded, "seen") and not hasattr(ragged._loaded, "seen")
+    users = list(np.unique(train_part.user_id)[:30]) + ["no-such-user"]
+    exclude = [list(train_part.movie_id[:3])] * len(users)
+    for request in ({}, {"include_seen": True}, {"exclude": exclude}):
+        dense_out = recommender.recommend_arrays(users, k=20, **request)
+        ragged_out = ragged.recommend_arrays(users, k=20, **request)
+        np.testing.assert_array_equal(dense_out["movie_id"], ragged_out["movie_id"])
+        np.testing.assert_allclose(dense_out["score"], ragged_out["score"], rtol=1e-6)
