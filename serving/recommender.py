@@ -11,6 +11,7 @@ from tensorflow.python.distribute.distribute_utils import is_distributed_variabl
 from tensorflow.python.eager.polymorphic_function.concrete_function import ConcreteFunction
 
 from twostage.serving.export import ModelError, load_export, resolve_model_path
+from twostage.serving.module import SIGNATURE_FUNCTIONS
 from twostage.serving.requests import (USER_FEATURE_ARGUMENTS, Candidate, Ids, ModelClient, Recommendation,
                                        RelatedMovie, RequestError, RequestLimits, UnknownMovieError, id_array,
                                        string_array)
@@ -43,18 +44,32 @@ class Recommender(ModelClient):
         self._signatures = {}
 
     def _call(self, signature: str, inputs: dict) -> dict:
-        function, call = self._signature(signature)
-        specs = function.structured_input_signature[1]
+        specs, call = self._signature(signature)
         tensors = {name: self._tensor(value, specs[name].dtype) for name, value in inputs.items()}
         out = call(tensors)
         return {name: value.numpy() for name, value in out.items()}
 
+    def _function(self, signature: str):
+        """The concrete function to run for a signature, and its input specs by name.
+
+        A SignatureDef's function wraps the module's own: calling that one directly skips a
+        call whose inlined inputs are an identity op per captured variable (some 50, ~0.1 ms
+        of a one-user request). An export without it falls back to the signature.
+        """
+        restored = getattr(self._loaded, SIGNATURE_FUNCTIONS.get(signature, ""), None)
+        concrete = getattr(restored, "concrete_functions", [])
+        if len(concrete) == 1 and hasattr(concrete[0], "_arg_keywords"):
+            function = concrete[0]
+            return function, dict(zip(function._arg_keywords, function.structured_input_signature[0]))
+        function = self._loaded.signatures[signature]
+        return function, function.structured_input_signature[1]
+
     def _signature(self, name: str):
-        """(the signature's function, tensors by name -> outputs), made once per signature."""
+        """(input specs by name, tensors by name -> outputs), made once per signature."""
         cached = self._signatures.get(name)
         if cached is not None:
             return cached
-        function = self._loaded.signatures[name]
+        function, specs = self._function(name)
         if (isinstance(function, ConcreteFunction) and hasattr(function, "_arg_keywords")
                 and not any(map(is_distributed_variable, function.captured_inputs))):
             # Binding keyword arguments costs more than the whole graph of a one-user request
@@ -69,7 +84,7 @@ class Recommender(ModelClient):
         else:
             def call(tensors, function=function):
                 return function(**tensors)
-        return self._signatures.setdefault(name, (function, call))
+        return self._signatures.setdefault(name, (specs, call))
 
     def _tensor(self, value, dtype) -> tf.Tensor:
         """A request input as a tensor; the usual empty and scalar ones are made once and reused."""

@@ -8,6 +8,7 @@ columns into results, so that ``recommend(...)`` means one thing wherever it run
 from __future__ import annotations
 
 import dataclasses
+import math
 from typing import Optional, Sequence, Union
 
 import numpy as np
@@ -216,30 +217,29 @@ def _rows(values) -> list:
     return [[_text(v) for v in row] for row in np.asarray(values, dtype=object).tolist()]
 
 
+def _floats(values) -> list:
+    return np.asarray(values, np.float64).tolist()
+
+
 def recommendations(outputs: dict) -> list[list[Recommendation]]:
     """``serving_default`` outputs -> one list per user, best first ("" / -inf padding dropped)."""
-    ids, titles = _rows(outputs["movie_id"]), _rows(outputs["title"])
-    score = np.asarray(outputs["score"], np.float64)
-    rating = np.asarray(outputs["predicted_rating"], np.float64)
-    retrieval = np.asarray(outputs["retrieval_score"], np.float64)
-    return [[Recommendation(ids[i][j], titles[i][j], float(score[i, j]), float(rating[i, j]), float(retrieval[i, j]))
-             for j in range(score.shape[1]) if np.isfinite(score[i, j])] for i in range(score.shape[0])]
+    columns = (_rows(outputs["movie_id"]), _rows(outputs["title"]), _floats(outputs["score"]),
+               _floats(outputs["predicted_rating"]), _floats(outputs["retrieval_score"]))
+    return [[Recommendation(*movie) for movie in zip(*user) if math.isfinite(movie[2])] for user in zip(*columns)]
 
 
 def candidates(outputs: dict) -> list[list[Candidate]]:
     """``retrieve`` outputs -> one list per user, in retrieval order."""
-    ids, titles = _rows(outputs["movie_id"]), _rows(outputs["title"])
-    score = np.asarray(outputs["retrieval_score"], np.float64)
-    return [[Candidate(ids[i][j], titles[i][j], float(score[i, j])) for j in range(score.shape[1])
-             if np.isfinite(score[i, j])] for i in range(score.shape[0])]
+    columns = _rows(outputs["movie_id"]), _rows(outputs["title"]), _floats(outputs["retrieval_score"])
+    return [[Candidate(*movie) for movie in zip(*user) if math.isfinite(movie[2])] for user in zip(*columns)]
 
 
 def related_movies(outputs: dict) -> list[Optional[list[RelatedMovie]]]:
     """``similar_movies`` / ``also_liked`` outputs -> one list per movie, None for unknown movies."""
-    ids, titles = _rows(outputs["movie_id"]), _rows(outputs["title"])
-    score, known = np.asarray(outputs["score"], np.float64), np.asarray(outputs["known_movie"]).reshape(-1)
-    return [[RelatedMovie(ids[i][j], titles[i][j], float(score[i, j])) for j in range(score.shape[1])
-             if np.isfinite(score[i, j])] if known[i] else None for i in range(score.shape[0])]
+    columns = _rows(outputs["movie_id"]), _rows(outputs["title"]), _floats(outputs["score"])
+    known = np.asarray(outputs["known_movie"]).reshape(-1).tolist()
+    return [[RelatedMovie(*movie) for movie in zip(*movie_row) if math.isfinite(movie[2])] if is_known else None
+            for movie_row, is_known in zip(zip(*columns), known)]
 
 
 def one_or_all(ids, results: list):
