@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import dataclasses
-from typing import Dict
+from typing import Dict, Optional
 
 import numpy as np
 import tensorflow as tf
@@ -181,7 +181,7 @@ class TwoStageModule(tf.Module):
         history = tf.RaggedTensor.from_row_splits(self.history_values, self.history_row_splits, validate=False)
         return tf.gather(history, rows)
 
-    def _queries(self, user_id, rows, features: Dict[str, tf.Tensor]):
+    def _queries(self, user_id, rows, features: Optional[Dict[str, tf.Tensor]]):
         """Query embeddings, and whether each user gets personal results (else popular movies).
 
         Known users: their precomputed embedding. Users never seen: the query tower over the
@@ -190,6 +190,8 @@ class TwoStageModule(tf.Module):
         """
         known = rows > 0
         precomputed = tf.gather(self.user_embeddings, rows)
+        if features is None:  # no request features: new users get popular movies
+            return precomputed, known
 
         def with_new_users():
             batch = tf.shape(user_id)[0]
@@ -219,7 +221,7 @@ class TwoStageModule(tf.Module):
         """
         batch = tf.shape(rows)[0]
         # Row 0 of the history is empty: the unknown user's, and what include_seen asks for.
-        seen_rows = tf.where(include_seen, tf.zeros_like(rows), rows)
+        seen_rows = rows if include_seen is None else tf.where(include_seen, tf.zeros_like(rows), rows)
         counts = tf.gather(self.history_lengths, seen_rows)
         if self.seen is not None:
             mask = tf.gather(self.seen, seen_rows)
@@ -234,6 +236,8 @@ class TwoStageModule(tf.Module):
             extra_mask = self._mask(tf.reshape(extra_rows, [-1]), tf.reshape(extra, [-1]), batch)
             return mask | extra_mask, counts + tf.reduce_sum(tf.cast(extra >= 0, tf.int32), axis=1)
 
+        if exclude_movie_ids is None:
+            return mask, counts
         # Most requests exclude nothing: they skip the lookup and scatter.
         return _cond_running_one_branch(tf.size(exclude_movie_ids) > 0, with_request_exclusions,
                                         lambda: (mask, counts))
@@ -301,6 +305,20 @@ class TwoStageModule(tf.Module):
           ("" and -inf past the movies left); known_user: [batch].
         """
         features = dict(zip(USER_FEATURES, (user_age, user_gender, user_occupation, user_zip)))
+        return self._recommend(user_id, k, features, exclude_movie_ids, include_seen)
+
+    @tf.function(input_signature=[_strings("user_id"), _K])
+    def recommend_plain(self, user_id, k=tf.constant(DEFAULT_K)):
+        """``recommend`` for the common request: no user features, no extra exclusions, the
+        training movies excluded (users never seen get popular movies).
+
+        The same graph with those inputs left out, not looked at: in-process clients send such
+        requests here, a tenth less work than ``recommend`` for one user.
+        """
+        return self._recommend(user_id, k, None, None, None)
+
+    def _recommend(self, user_id, k, features, exclude_movie_ids, include_seen):
+        """The top k of ``_candidates`` by blended score (see ``recommend``); None: not given."""
         k = tf.clip_by_value(k, 1, self.max_k)
         retrieval_scores, positions, rows = self._candidates(user_id, features, exclude_movie_ids, include_seen)
         known = rows > 0

@@ -9,8 +9,10 @@ import numpy as np
 import tensorflow as tf
 from tensorflow.python.distribute.distribute_utils import is_distributed_variable
 from tensorflow.python.eager.polymorphic_function.concrete_function import ConcreteFunction
+from tensorflow.python.framework.ops import EagerTensor
 
 from twostage.serving.export import ModelError, load_export, resolve_model_path
+from twostage.data.features import USER_FEATURES
 from twostage.serving.module import SIGNATURE_FUNCTIONS
 from twostage.serving.requests import (USER_FEATURE_ARGUMENTS, Candidate, Ids, ModelClient, Recommendation,
                                        RelatedMovie, RequestError, RequestLimits, UnknownMovieError, id_array,
@@ -19,6 +21,26 @@ from twostage.serving.requests import (USER_FEATURE_ARGUMENTS, Candidate, Ids, M
 
 __all__ = ["Recommender", "ModelError", "RequestError", "UnknownMovieError", "Recommendation", "Candidate",
            "RelatedMovie", "USER_FEATURE_ARGUMENTS", "resolve_model_path"]
+
+
+def _host_tensor(value: np.ndarray, dtype: tf.DType) -> tf.Tensor:
+    """``tf.constant(value, dtype)`` without its copy onto the default device.
+
+    That copy is an op, a no-op on a CPU, yet the first op after a model call costs ~50 µs
+    (a twentieth of a one-user request); the call itself places its inputs where they are
+    needed. TensorFlow is pinned, so the private constructor is too.
+    """
+    try:
+        return EagerTensor(value, None, dtype.as_datatype_enum)
+    except (TypeError, ValueError):
+        return tf.constant(value, dtype=dtype)  # let TensorFlow say what is wrong with the value
+
+
+def _plain(inputs: dict) -> bool:
+    """Whether a ``serving_default`` request is the common one ``recommend_plain`` answers:
+    no user features, no extra exclusions, seen movies excluded."""
+    return (not inputs["include_seen"] and inputs["exclude_movie_ids"].size == 0
+            and not any(inputs[name].size for name in USER_FEATURES))
 
 
 class Recommender(ModelClient):
@@ -42,21 +64,26 @@ class Recommender(ModelClient):
         self._lock = threading.Lock()
         self._constants = {}  # dict.setdefault is atomic: safe from several threads
         self._signatures = {}
+        # Exports older than recommend_plain answer every request with serving_default.
+        self._plain_recommend = hasattr(loaded, "recommend_plain")
 
     def _call(self, signature: str, inputs: dict) -> dict:
+        if signature == "serving_default" and _plain(inputs) and self._plain_recommend:
+            signature, inputs = "recommend_plain", {"user_id": inputs["user_id"], "k": inputs["k"]}
         specs, call = self._signature(signature)
         tensors = {name: self._tensor(value, specs[name].dtype) for name, value in inputs.items()}
         out = call(tensors)
         return {name: value.numpy() for name, value in out.items()}
 
     def _function(self, signature: str):
-        """The concrete function to run for a signature, and its input specs by name.
+        """The concrete function to run for a signature (or a module function without one,
+        such as ``recommend_plain``), and its input specs by name.
 
         A SignatureDef's function wraps the module's own: calling that one directly skips a
         call whose inlined inputs are an identity op per captured variable (some 50, ~0.1 ms
         of a one-user request). An export without it falls back to the signature.
         """
-        restored = getattr(self._loaded, SIGNATURE_FUNCTIONS.get(signature, ""), None)
+        restored = getattr(self._loaded, SIGNATURE_FUNCTIONS.get(signature, signature), None)
         concrete = getattr(restored, "concrete_functions", [])
         if len(concrete) == 1 and hasattr(concrete[0], "_arg_keywords"):
             function = concrete[0]
@@ -94,10 +121,10 @@ class Recommender(ModelClient):
         elif value.size == 0:
             key = (value.shape, dtype.name)
         else:
-            return tf.constant(value, dtype=dtype)
+            return _host_tensor(value, dtype)
         cached = self._constants.get(key)
         if cached is None:
-            cached = self._constants.setdefault(key, tf.constant(value, dtype=dtype))
+            cached = self._constants.setdefault(key, _host_tensor(value, dtype))
         return cached
 
     @classmethod

@@ -291,3 +291,19 @@ def test_a_ragged_seen_table_excludes_what_the_dense_one_does(recommender, expor
         ragged_out = ragged.recommend_arrays(users, k=20, **request)
         np.testing.assert_array_equal(dense_out["movie_id"], ragged_out["movie_id"])
         np.testing.assert_allclose(dense_out["score"], ragged_out["score"], rtol=1e-6)
+
+
+def test_the_plain_request_graph_answers_as_recommend_does(recommender, train_part):
+    """Recommender sends requests without features or exclusions to recommend_plain."""
+    import tensorflow as tf
+
+    users = tf.constant(list(np.unique(train_part.user_id)[:25]) + ["no-such-user"])
+    full = recommender._loaded.recommend(users, k=tf.constant(15))
+    plain = recommender._loaded.recommend_plain(users, k=tf.constant(15))
+    assert sorted(full) == sorted(plain)
+    for name in ("movie_id", "title", "known_user"):
+        np.testing.assert_array_equal(full[name].numpy(), plain[name].numpy())
+    for name in ("score", "predicted_rating", "retrieval_score"):
+        np.testing.assert_allclose(full[name].numpy(), plain[name].numpy(), rtol=1e-6)
+    recommender.recommend(["1"], k=3)
+    assert "recommend_plain" in recommender._signatures
