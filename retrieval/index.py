@@ -9,17 +9,18 @@ from __future__ import annotations
 import logging
 import math
 import time
+import uuid
 
 import numpy as np
 import tensorflow as tf
-import tensorflow_recommenders as tfrs
 
 from twostage.retrieval.config import IndexConfig
 
 log = logging.getLogger("twostage")
 
-# Below this many candidates a ScaNN tree is searched exhaustively: partitioning buys no
-# speed on a catalog this small, and searching every leaf keeps recall exact in practice.
+# Below this many candidates ScaNN scores every candidate exactly (its brute-force scorer):
+# partitioning and hashing buy no speed on a catalog this small, and the tree searched in
+# full with every candidate re-scored, as before, cost a one-user request ~40 µs more.
 SMALL_CATALOG = 20_000
 
 
@@ -32,20 +33,21 @@ def scann_parameters(num_candidates: int, depth: int, config: IndexConfig = Inde
       config: the index config (None fields are chosen here).
 
     Returns:
-      num_leaves, num_leaves_to_search and num_reordering_candidates.
+      {"scoring": "brute-force"} for a small catalog given no tree settings, else
+      {"scoring": "asymmetric-hashing"} with num_leaves, num_leaves_to_search and
+      num_reordering_candidates.
     """
-    if num_candidates < SMALL_CATALOG:
-        leaves = max(1, int(math.sqrt(num_candidates) / 2))
-        to_search = leaves
-    else:
-        # About sqrt(n) partitions, a tenth of them searched: on 1M clustered 64-d embeddings
-        # (benchmarks/serving.py) recall@10 0.997 at 18x brute force, where 2*sqrt(n) leaves
-        # with a twentieth searched gave 0.915 and an eighth 0.962.
-        leaves = int(math.sqrt(num_candidates))
-        to_search = max(10, leaves // 10)
+    explicit = (config.num_leaves, config.num_leaves_to_search, config.num_reordering_candidates)
+    if num_candidates < SMALL_CATALOG and not any(explicit):
+        return {"scoring": "brute-force"}
+    # About sqrt(n) partitions, a tenth of them searched: on 1M clustered 64-d embeddings
+    # (benchmarks/serving.py) recall@10 0.997 at 18x brute force, where 2*sqrt(n) leaves
+    # with a twentieth searched gave 0.915 and an eighth 0.962.
+    leaves = max(1, int(math.sqrt(num_candidates)))
     params = {
+        "scoring": "asymmetric-hashing",
         "num_leaves": config.num_leaves or leaves,
-        "num_leaves_to_search": config.num_leaves_to_search or to_search,
+        "num_leaves_to_search": config.num_leaves_to_search or max(10, leaves // 10),
         "num_reordering_candidates": config.num_reordering_candidates or max(4 * depth, 500),
     }
     params["num_leaves"] = min(params["num_leaves"], num_candidates)
@@ -53,8 +55,47 @@ def scann_parameters(num_candidates: int, depth: int, config: IndexConfig = Inde
     return params
 
 
-def build_scann_index(candidate_embeddings: np.ndarray, depth: int, config: IndexConfig = IndexConfig()):
-    """A TFRS ScaNN layer over the candidate embeddings.
+def _scann_ops():
+    # Imported when a ScaNN index is built or traced: a brute-force export needs no ScaNN.
+    from scann.scann_ops.py import scann_ops
+
+    return scann_ops
+
+
+class ScannIndex(tf.Module):
+    """A ScaNN searcher over the candidate embeddings, held in the module (ScaNN's TF ops).
+
+    What TFRS's ScaNN layer builds (a partition tree, asymmetric hashing and exact
+    re-ordering of the best candidates), with ScaNN's exact brute-force scorer as well for
+    catalogs where that is faster (see ``scann_parameters``).
+
+    Args:
+      candidate_embeddings: [num candidates, dim], catalog order.
+      depth: default neighbours per query.
+      params: ``scann_parameters``.
+    """
+
+    def __init__(self, candidate_embeddings: np.ndarray, depth: int, params: dict):
+        super().__init__(name="scann_index")
+        builder = _scann_ops().builder(tf.constant(candidate_embeddings, tf.float32), depth, "dot_product")
+        if params["scoring"] == "brute-force":
+            builder = builder.score_brute_force()
+        else:
+            builder = builder.tree(num_leaves=params["num_leaves"], num_leaves_to_search=params["num_leaves_to_search"],
+                                   training_iterations=12).score_ah(2).reorder(params["num_reordering_candidates"])
+        # A unique name: two indexes in one process must not share a searcher.
+        self.searcher = builder.build(shared_name=f"scann_index/{uuid.uuid4()}").serialize_to_module()
+        self.depth = depth
+
+    def __call__(self, queries: tf.Tensor, k=None):
+        """(scores, catalog positions) of the top k candidates, [batch, k] each."""
+        searcher = _scann_ops().searcher_from_module(self.searcher)
+        result = searcher.search_batched_parallel(queries, final_num_neighbors=self.depth if k is None else k)
+        return result.distances, result.indices
+
+
+def build_scann_index(candidate_embeddings: np.ndarray, depth: int, config: IndexConfig = IndexConfig()) -> ScannIndex:
+    """A ScaNN index over the candidate embeddings, its settings chosen from the catalog size.
 
     Args:
       candidate_embeddings: [num candidates, dim], catalog order.
@@ -62,16 +103,15 @@ def build_scann_index(candidate_embeddings: np.ndarray, depth: int, config: Inde
       config: explicit ScaNN settings (None: chosen from the catalog size).
 
     Returns:
-      The indexed layer; it returns catalog positions (int32).
+      The index; it returns catalog positions (int32).
     """
     params = scann_parameters(len(candidate_embeddings), depth, config)
     log.info("building ScaNN index over %d candidates (%s)", len(candidate_embeddings),
              ", ".join(f"{k}={v}" for k, v in params.items()))
     start = time.perf_counter()
-    layer = tfrs.layers.factorized_top_k.ScaNN(k=depth, distance_measure="dot_product", **params)
-    layer.index(tf.constant(candidate_embeddings, dtype=tf.float32))
+    index = ScannIndex(candidate_embeddings, depth, params)
     log.info("ScaNN index built in %.1fs", time.perf_counter() - start)
-    return layer
+    return index
 
 
 class ExactIndex(tf.Module):

@@ -147,7 +147,8 @@ def test_scann_and_brute_force_agree_on_a_small_catalog(small_data, trained):
 
 def test_scann_parameters_follow_the_catalog_size():
     small = scann_parameters(1_682, 700)
-    assert small["num_leaves_to_search"] == small["num_leaves"]  # exhaustive when tiny
+    assert small == {"scoring": "brute-force"}  # exact when tiny
+    assert scann_parameters(1_682, 700, IndexConfig(num_leaves=10))["num_leaves_to_search"] == 10
     large = scann_parameters(1_000_000, 10)
     assert large["num_leaves"] == 1000 and large["num_leaves_to_search"] < large["num_leaves"]
     assert scann_parameters(1_000_000, 10, IndexConfig(num_leaves=500))["num_leaves"] == 500
