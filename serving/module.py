@@ -230,20 +230,24 @@ class TwoStageModule(tf.Module):
             seen = self._history(seen_rows)
             mask = self._mask(tf.cast(seen.value_rowids(), tf.int32), seen.values, batch)
 
+        if exclude_movie_ids is None:
+            return mask, counts
+
         def with_request_exclusions():
             extra = self.movie_rows.lookup(self._per_user(exclude_movie_ids, batch, "exclude_movie_ids"))
             extra_rows = tf.broadcast_to(tf.range(batch)[:, tf.newaxis], tf.shape(extra))
             extra_mask = self._mask(tf.reshape(extra_rows, [-1]), tf.reshape(extra, [-1]), batch)
             return mask | extra_mask, counts + tf.reduce_sum(tf.cast(extra >= 0, tf.int32), axis=1)
 
-        if exclude_movie_ids is None:
-            return mask, counts
         # Most requests exclude nothing: they skip the lookup and scatter.
         return _cond_running_one_branch(tf.size(exclude_movie_ids) > 0, with_request_exclusions,
                                         lambda: (mask, counts))
 
     def _candidates(self, user_id, features, exclude_movie_ids, include_seen):
         """The top num_candidates (scores, positions) per user, exclusions dropped.
+
+        ``features``, ``exclude_movie_ids`` and ``include_seen`` are None where the request
+        cannot carry them (``recommend_plain``): none given, training movies excluded.
 
         Returns:
           scores, positions ([batch, num_candidates]; -inf where the catalog ran out),
