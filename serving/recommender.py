@@ -11,8 +11,8 @@ from tensorflow.python.distribute.distribute_utils import is_distributed_variabl
 from tensorflow.python.eager.polymorphic_function.concrete_function import ConcreteFunction
 from tensorflow.python.framework.ops import EagerTensor
 
-from twostage.serving.export import ModelError, load_export, resolve_model_path
 from twostage.data.features import USER_FEATURES
+from twostage.serving.export import ModelError, load_export, resolve_model_path
 from twostage.serving.module import SIGNATURE_FUNCTIONS
 from twostage.serving.requests import (USER_FEATURE_ARGUMENTS, Candidate, Ids, ModelClient, Recommendation,
                                        RelatedMovie, RequestError, RequestLimits, UnknownMovieError, id_array,
