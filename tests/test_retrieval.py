@@ -140,8 +140,12 @@ def test_scann_and_brute_force_agree_on_a_small_catalog(small_data, trained):
     embeddings = candidate_embeddings(result.candidate_tower, small_data.movies)
     queries = result.query_tower({k: tf.constant(v) for k, v in user_inputs(np.asarray(["1", "2", "3"])).items()})
     _, exact = build_brute_force_index(embeddings, 10)(queries, k=10)
-    _, approx = build_scann_index(embeddings, 10)(queries, k=10)
-    overlap = np.mean([len(set(a) & set(b)) / 10 for a, b in zip(exact.numpy(), approx.numpy())])
+    _, approx = build_scann_index(embeddings, 10)(queries, k=10)  # ScaNN's exact scorer
+    np.testing.assert_array_equal(np.sort(exact.numpy(), axis=1), np.sort(approx.numpy(), axis=1))
+    # The partitioned, hashed and re-ordered search larger catalogs get, every leaf searched.
+    leaves = IndexConfig(num_leaves=4, num_leaves_to_search=4, num_reordering_candidates=40)
+    _, tree = build_scann_index(embeddings, 10, leaves)(queries, k=10)
+    overlap = np.mean([len(set(a) & set(b)) / 10 for a, b in zip(exact.numpy(), tree.numpy())])
     assert overlap >= 0.9
 
 
