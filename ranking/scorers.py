@@ -147,7 +147,7 @@ class PrecomputedRatingScorer(tf.Module):
         user_index = user_rows[:, tf.newaxis] if per_user else user_rows
         raw = tf.concat([head.raw(user_index, movie_rows) for head in self.heads], axis=1)
         bias = tf.gather(self.user_bias, user_index) + tf.gather(self.movie_bias, movie_rows)
-        ratings = squashed_rating(tf.reshape(raw, tf.shape(bias)) + bias, self.scale[0], self.scale[1], self.scale[2])
+        ratings = squashed_rating(tf.reshape(raw, tf.shape(bias)) + bias, *self.scale)
         return tf.reduce_mean(ratings, axis=-1)
 
     @tf.function(input_signature=RATE_SIGNATURE)
@@ -165,6 +165,7 @@ class PrecomputedRatingScorer(tf.Module):
         """Predicted ratings of [users, n] catalog positions for [users] users."""
         del user_id
         return self._ratings(user_rows, positions, per_user=True)
+
 
 class ModelRatingScorer(tf.Module):
     """Any rating architecture, fed each pair's features from tables baked in at export.
