@@ -155,10 +155,13 @@ class TwoStageModule(tf.Module):
         self.fan_values = _variable(tables.fans.values, "fan_values")
         self.fan_row_splits = _variable(tables.fans.row_splits, "fan_row_splits")
         self.popularity = _variable(tables.popularity.astype(np.float32), "popularity")
-        self.log_popularity = _variable(np.log1p(tables.popularity).astype(np.float32), "log_popularity")
+        # Cold-start scores: the whole catalog's for the exact index, and the most popular
+        # movies in order for an index that returns neighbours (no sort per request).
+        log_popularity = np.log1p(tables.popularity).astype(np.float32)
+        self.log_popularity = _variable(log_popularity, "log_popularity")
         order = np.argsort(-tables.popularity, kind="stable")[: self.max_depth]
         self.popular_positions = _variable(order.astype(np.int32), "popular_positions")
-        self.popular_scores = _variable(np.log1p(tables.popularity[order]).astype(np.float32), "popular_scores")
+        self.popular_scores = _variable(log_popularity[order], "popular_scores")
 
     # --- request inputs --------------------------------------------------------------------
 
