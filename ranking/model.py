@@ -16,6 +16,8 @@ from twostage.data.tf_setup import require_legacy_keras
 keras = require_legacy_keras()
 
 OUTPUTS = ("sigmoid", "clip", "linear")
+# Outputs kept inside [lowest, highest] rating.
+BOUNDED_OUTPUTS = ("sigmoid", "clip")
 
 
 def rating_offset(low: float, high: float, global_mean: float, output: str) -> float:

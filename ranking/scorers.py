@@ -13,19 +13,23 @@ from the SavedModel alone.
   and an order of magnitude cheaper than embedding titles and genres per candidate per
   request.
 * ``ModelRatingScorer``: any other architecture, run on the features of each pair.
+
+A scorer whose ratings are kept inside the rating scale (sigmoid or clipped outputs) also
+carries ``rating_range`` ([lowest, highest]): serving uses it to skip rating candidates that
+cannot reach a user's top k.
 """
 
 from __future__ import annotations
 
-from typing import Dict, Sequence
+from typing import Dict, Optional, Sequence, Tuple
 
 import numpy as np
 import tensorflow as tf
 
 from twostage.data.features import movie_feature_columns
 from twostage.data.schema import Movies
-from twostage.ranking.model import (AveragedRatingModel, RatingModel, RatingTaskModel, rating_offset,
-                                    squashed_rating)
+from twostage.ranking.model import (BOUNDED_OUTPUTS, AveragedRatingModel, RatingModel, RatingTaskModel,
+                                    rating_offset, squashed_rating)
 
 RATE_SIGNATURE = [tf.TensorSpec([None], tf.string, name="user_id"),
                   tf.TensorSpec([None], tf.int64, name="user_rows"),
@@ -40,6 +44,20 @@ def _in_batches(fn, columns: Dict[str, np.ndarray], batch_size: int = 4096) -> n
     size = len(next(iter(columns.values())))
     return np.concatenate([fn({k: tf.constant(v[i:i + batch_size]) for k, v in columns.items()}).numpy()
                            for i in range(0, size, batch_size)], axis=0)
+
+
+def output_range(model: RatingTaskModel) -> Optional[Tuple[float, float]]:
+    """(lowest, highest) rating ``model`` can predict, or None when its output is unbounded."""
+    members = model.members if isinstance(model, AveragedRatingModel) else [model]
+    if any(getattr(m, "output_kind", "linear") not in BOUNDED_OUTPUTS for m in members):
+        return None
+    # A mean stays inside its members' widest range.
+    return min(m.low for m in members), max(m.high for m in members)
+
+
+def _range_variable(model: RatingTaskModel) -> Optional[tf.Variable]:
+    bounds = output_range(model)
+    return None if bounds is None else tf.Variable(np.float32(bounds), trainable=False, name="rating_range")
 
 
 def _with_unknown_first(values: np.ndarray) -> np.ndarray:
@@ -139,6 +157,7 @@ class PrecomputedRatingScorer(tf.Module):
         self.movie_bias = tf.Variable(np.stack([head.movie_bias for head in self.heads], axis=1).astype(np.float32),
                                       trainable=False, name="movie_bias")
         self.unknown_movie = len(movie_inputs["movie_id"]) - 1
+        self.rating_range = _range_variable(model)
 
     def _ratings(self, user_rows, positions, per_user):
         """[n] ratings of pairs (user_rows, positions [n]), or [u, n] of lists (positions [u, n])."""
@@ -184,6 +203,7 @@ class ModelRatingScorer(tf.Module):
                               for name in ("movie_id",) + tuple(model.feature_names) if name in catalog}
         self.user_columns = {name: tf.Variable(_with_unknown_first(user_columns[name]), trainable=False, name=name)
                              for name in model.feature_names if name not in catalog}
+        self.rating_range = _range_variable(model)
 
     @tf.function(input_signature=RATE_SIGNATURE)
     def rate(self, user_id, user_rows, positions):

@@ -30,6 +30,9 @@ SIGNATURE_FUNCTIONS = {
 # gather and a scatter (some 30 ops, a third of a one-user request's graph). ml-1m's
 # 6,041 x 3,706 is 22M cells (22 MB); past this, the ragged table alone.
 DENSE_SEEN_CELLS = 32_000_000
+# From this many users a request, ranking skips the candidates that cannot reach the top k
+# (TwoStageModule._rank_reachable); below it, the extra ops cost more than they save.
+PRUNE_FROM_USERS = 8
 
 
 def _strings(name: str, rank: int = 1) -> tf.TensorSpec:
@@ -122,6 +125,9 @@ class TwoStageModule(tf.Module):
         self.query_encoder = query_encoder
         self.index = index
         self.rating_scorer = rating_scorer
+        # [lowest, highest] predicted rating; None (an unbounded output, or an export from
+        # before it was kept) rates every candidate.
+        self.rating_range = getattr(rating_scorer, "rating_range", None)
         self.num_candidates = min(num_candidates, num_movies)
         self.max_k = min(max_k, self.num_candidates)
         self.max_depth = max_depth(num_movies, num_candidates, tables.history, max_exclusions)
@@ -285,9 +291,56 @@ class TwoStageModule(tf.Module):
 
     # --- ranking ---------------------------------------------------------------------------
 
-    def _predict(self, user_id, rows, positions):
-        """Predicted ratings for [batch, n] positions of [batch] users."""
-        return self.rating_scorer.rate_lists(user_id, rows, positions)
+    def _rank_all(self, user_id, rows, retrieval_scores, positions):
+        """Final scores and predicted ratings of every candidate ([batch, n] each).
+
+        The rating model has not seen users new to it: they keep retrieval's order. A -inf
+        retrieval score (no movie left) stays -inf: predicted ratings are finite.
+        """
+        predicted = self.rating_scorer.rate_lists(user_id, rows, positions)
+        score = tf.where((rows > 0)[:, tf.newaxis], blend(retrieval_scores, predicted, self.blend_weight),
+                         retrieval_scores)
+        return score, predicted
+
+    def _rank_reachable(self, user_id, rows, retrieval_scores, positions, k):
+        """``_rank_all``'s scores for every candidate that can reach the top k, -inf for the rest
+        (whose predicted ratings are left 0): the same top k for a fraction of the rating work.
+
+        Candidates come best retrieval score first. The first k are rated: the lowest of their
+        final scores is a floor the user's top k cannot fall under. A later candidate's final
+        score is at most its retrieval score plus the weight times the best rating the scale
+        allows; only those whose best reaches the floor are rated (on ml-100k, about one in
+        four), as one flat list of pairs for the whole batch. The others are strictly below k
+        candidates already, so leaving them out changes no list (float rounding is monotone,
+        so the bound holds as computed).
+        """
+        known = (rows > 0)[:, tf.newaxis]
+        width = tf.shape(positions)[1]
+        first = self.rating_scorer.rate_lists(user_id, rows, positions[:, :k])
+        floor = tf.reduce_min(blend(retrieval_scores[:, :k], first, self.blend_weight), axis=1, keepdims=True)
+        low, high = self.rating_range[0], self.rating_range[1]
+        best = tf.maximum(blend(retrieval_scores, low, self.blend_weight),
+                          blend(retrieval_scores, high, self.blend_weight))
+        column = tf.range(width)[tf.newaxis]
+        later = (column >= k) & known & (best >= floor)
+        pairs = tf.where(later)
+        users = pairs[:, 0]
+        rated_later = self.rating_scorer.rate(tf.gather(user_id, users), tf.gather(rows, users),
+                                              tf.gather_nd(positions, pairs))
+        predicted = tf.tensor_scatter_nd_update(tf.pad(first, [[0, 0], [0, width - tf.shape(first)[1]]]), pairs,
+                                                rated_later)
+        score = tf.where(known, blend(retrieval_scores, predicted, self.blend_weight), retrieval_scores)
+        return tf.where((column < k) | later, score, tf.constant(-np.inf, score.dtype)), predicted
+
+    def _rank(self, user_id, rows, retrieval_scores, positions, k):
+        """Final scores and predicted ratings of the candidates whose top k the request gets."""
+        if self.rating_range is None:  # an unbounded rating: no candidate can be ruled out
+            return self._rank_all(user_id, rows, retrieval_scores, positions)
+        # A request for a few users pays more for the extra ops than the rating work they save.
+        return _cond_running_one_branch(
+            tf.size(rows) >= PRUNE_FROM_USERS,
+            lambda: self._rank_reachable(user_id, rows, retrieval_scores, positions, k),
+            lambda: self._rank_all(user_id, rows, retrieval_scores, positions))
 
     # --- signatures ------------------------------------------------------------------------
 
@@ -316,29 +369,29 @@ class TwoStageModule(tf.Module):
 
     @tf.function(input_signature=[_strings("user_id"), _K])
     def recommend_plain(self, user_id, k=tf.constant(DEFAULT_K)):
-        """``recommend`` for the common request: no user features, no extra exclusions, the
-        training movies excluded (users never seen get popular movies).
+        """``recommend`` for the common request of one user: no user features, no extra
+        exclusions, the training movies excluded (users never seen get popular movies).
 
-        The same graph with those inputs left out, not looked at: in-process clients send such
-        requests here, a tenth less work than ``recommend`` for one user.
+        The same graph with those inputs left out, not looked at, and every candidate rated
+        (one user's ratings cost less than telling which are needed): in-process clients send
+        such requests here, a tenth less work than ``recommend`` for one user.
         """
-        return self._recommend(user_id, k, None, None, None)
+        return self._recommend(user_id, k, None, None, None, few_users=True)
 
-    def _recommend(self, user_id, k, features, exclude_movie_ids, include_seen):
-        """The top k of ``_candidates`` by blended score (see ``recommend``); None: not given."""
+    def _recommend(self, user_id, k, features, exclude_movie_ids, include_seen, few_users=False):
+        """The top k of ``_candidates`` by blended score (see ``recommend``); None: not given.
+        ``few_users``: rate every candidate, without asking how many users there are."""
         k = tf.clip_by_value(k, 1, self.max_k)
         retrieval_scores, positions, rows = self._candidates(user_id, features, exclude_movie_ids, include_seen)
-        known = rows > 0
-        predicted = self._predict(user_id, rows, positions)
-        # The rating model has not seen users new to it: they keep retrieval's order. A -inf
-        # retrieval score (no movie left) stays -inf: predicted ratings are finite.
-        score = tf.where(known[:, tf.newaxis], blend(retrieval_scores, predicted, self.blend_weight),
-                         retrieval_scores)
+        if few_users:
+            score, predicted = self._rank_all(user_id, rows, retrieval_scores, positions)
+        else:
+            score, predicted = self._rank(user_id, rows, retrieval_scores, positions, k)
         score, order = tf.math.top_k(score, k=k)
         positions = tf.gather(positions, order, batch_dims=1)
         return {**self._movies(positions, score), "score": score,
                 "predicted_rating": tf.gather(predicted, order, batch_dims=1),
-                "retrieval_score": tf.gather(retrieval_scores, order, batch_dims=1), "known_user": known}
+                "retrieval_score": tf.gather(retrieval_scores, order, batch_dims=1), "known_user": rows > 0}
 
     @tf.function(input_signature=_REQUEST)
     def retrieve(self, user_id, k=tf.constant(DEFAULT_K), user_age=_NO_VALUES, user_gender=_NO_VALUES,

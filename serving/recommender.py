@@ -38,8 +38,8 @@ def _host_tensor(value: np.ndarray, dtype: tf.DType) -> tf.Tensor:
 
 def _plain(inputs: dict) -> bool:
     """Whether a ``serving_default`` request is the common one ``recommend_plain`` answers:
-    no user features, no extra exclusions, seen movies excluded."""
-    return (not inputs["include_seen"] and inputs["exclude_movie_ids"].size == 0
+    one user, no user features, no extra exclusions, seen movies excluded."""
+    return (inputs["user_id"].size == 1 and not inputs["include_seen"] and inputs["exclude_movie_ids"].size == 0
             and not any(inputs[name].size for name in USER_FEATURES))
 
 
