@@ -21,7 +21,7 @@ cannot reach a user's top k.
 
 from __future__ import annotations
 
-from typing import Dict, Optional, Sequence, Tuple
+from typing import Dict, Optional, Sequence
 
 import numpy as np
 import tensorflow as tf
@@ -46,18 +46,17 @@ def _in_batches(fn, columns: Dict[str, np.ndarray], batch_size: int = 4096) -> n
                            for i in range(0, size, batch_size)], axis=0)
 
 
-def output_range(model: RatingTaskModel) -> Optional[Tuple[float, float]]:
-    """(lowest, highest) rating ``model`` can predict, or None when its output is unbounded."""
+def _rating_range(model: RatingTaskModel) -> Optional[tf.Variable]:
+    """[lowest, highest] rating ``model`` can predict, or None when its output is unbounded."""
     members = model.members if isinstance(model, AveragedRatingModel) else [model]
     if any(getattr(m, "output_kind", "linear") not in BOUNDED_OUTPUTS for m in members):
         return None
-    # A mean stays inside its members' widest range.
-    return min(m.low for m in members), max(m.high for m in members)
-
-
-def _range_variable(model: RatingTaskModel) -> Optional[tf.Variable]:
-    bounds = output_range(model)
-    return None if bounds is None else tf.Variable(np.float32(bounds), trainable=False, name="rating_range")
+    # A mean stays inside its members' widest range. A hair wider than the scale: float32
+    # rounding of a scaled sigmoid or of a mean may land an ulp past it, and serving relies
+    # on no rating exceeding these bounds.
+    low, high = min(m.low for m in members), max(m.high for m in members)
+    margin = 1e-4 * (high - low)
+    return tf.Variable(np.float32([low - margin, high + margin]), trainable=False, name="rating_range")
 
 
 def _with_unknown_first(values: np.ndarray) -> np.ndarray:
@@ -157,7 +156,7 @@ class PrecomputedRatingScorer(tf.Module):
         self.movie_bias = tf.Variable(np.stack([head.movie_bias for head in self.heads], axis=1).astype(np.float32),
                                       trainable=False, name="movie_bias")
         self.unknown_movie = len(movie_inputs["movie_id"]) - 1
-        self.rating_range = _range_variable(model)
+        self.rating_range = _rating_range(model)
 
     def _ratings(self, user_rows, positions, per_user):
         """[n] ratings of pairs (user_rows, positions [n]), or [u, n] of lists (positions [u, n])."""
@@ -203,7 +202,7 @@ class ModelRatingScorer(tf.Module):
                               for name in ("movie_id",) + tuple(model.feature_names) if name in catalog}
         self.user_columns = {name: tf.Variable(_with_unknown_first(user_columns[name]), trainable=False, name=name)
                              for name in model.feature_names if name not in catalog}
-        self.rating_range = _range_variable(model)
+        self.rating_range = _rating_range(model)
 
     @tf.function(input_signature=RATE_SIGNATURE)
     def rate(self, user_id, user_rows, positions):

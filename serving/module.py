@@ -292,15 +292,18 @@ class TwoStageModule(tf.Module):
     # --- ranking ---------------------------------------------------------------------------
 
     def _rank_all(self, user_id, rows, retrieval_scores, positions):
-        """Final scores and predicted ratings of every candidate ([batch, n] each).
+        """Final scores and predicted ratings of every candidate ([batch, n] each)."""
+        predicted = self.rating_scorer.rate_lists(user_id, rows, positions)
+        return self._final_scores(rows, retrieval_scores, predicted), predicted
+
+    def _final_scores(self, rows, retrieval_scores, predicted):
+        """The blend of both stages' scores ([batch, n]).
 
         The rating model has not seen users new to it: they keep retrieval's order. A -inf
         retrieval score (no movie left) stays -inf: predicted ratings are finite.
         """
-        predicted = self.rating_scorer.rate_lists(user_id, rows, positions)
-        score = tf.where((rows > 0)[:, tf.newaxis], blend(retrieval_scores, predicted, self.blend_weight),
-                         retrieval_scores)
-        return score, predicted
+        return tf.where((rows > 0)[:, tf.newaxis], blend(retrieval_scores, predicted, self.blend_weight),
+                        retrieval_scores)
 
     def _rank_reachable(self, user_id, rows, retrieval_scores, positions, k):
         """``_rank_all``'s scores for every candidate that can reach the top k, -inf for the rest
@@ -312,7 +315,7 @@ class TwoStageModule(tf.Module):
         allows; only those whose best reaches the floor are rated (on ml-100k, about one in
         four), as one flat list of pairs for the whole batch. The others are strictly below k
         candidates already, so leaving them out changes no list (float rounding is monotone,
-        so the bound holds as computed).
+        so the bound holds as computed, and the rating range is a hair wider than the scale).
         """
         known = (rows > 0)[:, tf.newaxis]
         width = tf.shape(positions)[1]
@@ -329,7 +332,7 @@ class TwoStageModule(tf.Module):
                                               tf.gather_nd(positions, pairs))
         predicted = tf.tensor_scatter_nd_update(tf.pad(first, [[0, 0], [0, width - tf.shape(first)[1]]]), pairs,
                                                 rated_later)
-        score = tf.where(known, blend(retrieval_scores, predicted, self.blend_weight), retrieval_scores)
+        score = self._final_scores(rows, retrieval_scores, predicted)
         return tf.where((column < k) | later, score, tf.constant(-np.inf, score.dtype)), predicted
 
     def _rank(self, user_id, rows, retrieval_scores, positions, k):

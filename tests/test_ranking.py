@@ -113,3 +113,20 @@ def test_average_refit_serves_the_mean_of_the_refit_and_the_best_epoch_model(par
     np.testing.assert_allclose(predict_ratings(result.model, result.inputs, test), np.mean(members, axis=0),
                                rtol=1e-5)
     assert not np.allclose(members[0], members[1])
+
+
+def test_the_rating_range_serving_prunes_with(parts):
+    """A bounded output's range (a hair wider), the widest of an average's members, none when
+    unbounded: serving may only rule candidates out with bounds no rating crosses."""
+    from twostage.ranking.scorers import _rating_range
+
+    vocabularies = parts[4]
+    clipped = RatingModel(vocabularies, (1.0, 5.0), 3.5, embedding_dim=8, output="clip")
+    sigmoid = RatingModel(vocabularies, (0.5, 5.0), 3.5, embedding_dim=8, output="sigmoid")
+    linear = RatingModel(vocabularies, (1.0, 5.0), 3.5, embedding_dim=8, output="linear")
+    low, high = _rating_range(clipped).numpy()
+    assert 1.0 - 1e-3 < low < 1.0 and 5.0 < high < 5.0 + 1e-3
+    low, high = _rating_range(AveragedRatingModel([clipped, sigmoid])).numpy()
+    assert 0.5 - 1e-3 < low < 0.5 and 5.0 < high < 5.0 + 1e-3
+    assert _rating_range(linear) is None
+    assert _rating_range(AveragedRatingModel([clipped, linear])) is None

@@ -335,10 +335,18 @@ class _TableScorer:
 def test_ranking_only_the_reachable_candidates_keeps_every_top_k():
     """_rank_reachable rates a fraction of the candidates and returns rating all of them's top k,
     for unknown users, lists cut short by -inf, ties, and any blend weight."""
-    import types
-
     import tensorflow as tf
     from twostage.serving.module import TwoStageModule
+
+    class Ranking:
+        """TwoStageModule's ranking methods over a table scorer, without the rest of a model."""
+
+        _rank_all, _rank_reachable, _final_scores = (TwoStageModule._rank_all, TwoStageModule._rank_reachable,
+                                                     TwoStageModule._final_scores)
+
+        def __init__(self, scorer, weight):
+            self.rating_scorer, self.rating_range = scorer, scorer.rating_range
+            self.blend_weight = tf.constant(weight, tf.float32)
 
     rng = np.random.default_rng(3)
     users, catalog, width = 40, 300, 100
@@ -352,12 +360,11 @@ def test_ranking_only_the_reachable_candidates_keeps_every_top_k():
     for weight in (0.0, 0.2, 1.0, 1000.0):
         for k in (1, 10, 40):
             scorer = _TableScorer(ratings)
-            model = types.SimpleNamespace(rating_scorer=scorer, blend_weight=tf.constant(weight, tf.float32),
-                                          rating_range=scorer.rating_range)
+            model = Ranking(scorer, weight)
             args = (user_id, tf.constant(rows, tf.int64), tf.constant(scores), tf.constant(positions))
-            everything, _ = TwoStageModule._rank_all(model, *args)
+            everything, _ = model._rank_all(*args)
             all_pairs, scorer.pairs_rated = scorer.pairs_rated, 0
-            reachable, predicted = TwoStageModule._rank_reachable(model, *args, k)
+            reachable, predicted = model._rank_reachable(*args, k)
             expected_scores, expected_order = tf.math.top_k(everything, k)
             got_scores, got_order = tf.math.top_k(reachable, k)
             np.testing.assert_array_equal(got_order.numpy(), expected_order.numpy())
