@@ -20,6 +20,7 @@ import numpy as np
 
 from twostage.data.errors import TwostageError
 from twostage.serving.config import ServingConfig
+from twostage.serving.module import PRUNE_FROM_USERS
 from twostage.serving.requests import ModelClient, RequestError, RequestLimits
 
 WARMUP_FILE = "tf_serving_warmup_requests"  # under assets.extra/, the name TF Serving looks for
@@ -32,12 +33,14 @@ class ServingError(TwostageError):
 def warmup_requests(limits: RequestLimits, user_id: str, movie_id: str) -> list[tuple[str, dict]]:
     """(signature, inputs) pairs that exercise every serving path once.
 
-    A known user, a user never seen (popular movies) and one with cold-start features, the
-    candidates alone, both movie-to-movie calls and a rating.
+    A known user, a batch (which rates only the candidates that can reach the top k), a user
+    never seen (popular movies) and one with cold-start features, the candidates alone, both
+    movie-to-movie calls and a rating.
     """
     k = min(10, limits.max_k)
     return [
         ("serving_default", limits.recommend(user_id, k)),
+        ("serving_default", limits.recommend([user_id] * PRUNE_FROM_USERS, k)),
         ("serving_default", limits.recommend(["warmup-unknown-user"], k)),
         ("serving_default", limits.recommend(["warmup-unknown-user"], k, features={"age": 30, "gender": "F"},
                                              exclude=[movie_id])),

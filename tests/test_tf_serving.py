@@ -66,6 +66,10 @@ def test_warmup_file_replays_against_the_model(scann_export):
         inputs = {name: tf.constant(tf.make_ndarray(proto)) for name, proto in request.inputs.items()}
         outputs = loaded.signatures[request.model_spec.signature_name](**inputs)
         assert all(value.shape[0] >= 1 for value in outputs.values())
+    users = [tf.make_ndarray(log.predict_log.request.inputs["user_id"]) for log in logs
+             if "user_id" in log.predict_log.request.inputs]
+    batches = [ids for ids in users if len(ids) >= 8]
+    assert batches, "no warm-up request takes the batch path"
 
 
 def test_serving_config_command(scann_export, tmp_path, capsys):
