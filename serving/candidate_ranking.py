@@ -2,11 +2,12 @@
 
 A candidate's final score is its retrieval score + blend_weight * its predicted rating
 (serving.blend). ``CandidateRanking`` rates every candidate (``rank_all``), or, for a batch,
-only those that can still reach a user's top k (``rank_reachable``): the first k are rated,
-and the lowest of their final scores is a floor the user's top k cannot fall under; a later
-candidate is rated only if its retrieval score plus the weight times the highest rating the
-scale allows reaches it. The others are strictly below k candidates already, so the top k
-is the same for a fraction of the rating work (about a quarter of it on ml-100k).
+only those that can still reach a user's top k (``first_ratings``, then ``rank_later``). The
+first k are rated, and the lowest of their final scores is a floor the user's top k cannot
+fall under. A later candidate is rated only if its retrieval score plus the weight times the
+highest rating the scale allows reaches it. The others are strictly below k candidates
+already, so the top k is the same for a fraction of the rating work (about a quarter of it
+on ml-100k).
 """
 
 from __future__ import annotations
@@ -28,7 +29,7 @@ class CandidateRanking:
         for [users, n] positions (ranking.scorers).
       blend_weight: final score = retrieval score + blend_weight * predicted rating.
       rating_range: [lowest, highest] rating the scorer can predict, or None (unbounded:
-        ``rank_reachable`` is not available).
+        only ``rank_all`` applies).
     """
 
     def __init__(self, rating_scorer, blend_weight, rating_range):
@@ -89,10 +90,3 @@ class CandidateRanking:
                                                 rated_later)
         score = self.final_scores(rows, retrieval_scores, predicted)
         return tf.where((column < k) | later, score, tf.constant(-np.inf, score.dtype)), predicted
-
-    def rank_reachable(self, user_id, rows, retrieval_scores, positions, k):
-        """``rank_all``'s top k (the same scores for it; -inf for candidates that cannot reach
-        it), rating the first k candidates and then only the later ones that can beat their
-        floor."""
-        first, floor = self.first_ratings(user_id, rows, retrieval_scores, positions, k)
-        return self.rank_later(user_id, rows, retrieval_scores, positions, k, first, floor)

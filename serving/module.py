@@ -34,8 +34,10 @@ DENSE_SEEN_CELLS = 32_000_000
 # (TwoStageModule._rank_reachable); below it, the extra ops cost more than they save.
 PRUNE_FROM_USERS = 8
 # Such a request first searches an approximate index this many times num_candidates deep
-# (TwoStageModule._searched_in_two_passes); the lists do not depend on it.
+# (TwoStageModule._searched_in_two_passes; the lists do not depend on either setting)...
 FIRST_SEARCH_DEPTH = 2
+# ... and keeps this many times k candidates of an exact index first.
+FIRST_EXACT_DEPTH = 4
 
 
 def _strings(name: str, rank: int = 1) -> tf.TensorSpec:
@@ -290,28 +292,47 @@ class TwoStageModule(tf.Module):
         excluded, counts = self._exclusions(rows, exclude_movie_ids, include_seen)
         return _Request(user_id, rows, queries, personal[:, tf.newaxis], excluded, counts)
 
+    @property
+    def _exact(self) -> bool:
+        """Whether the index scores the whole catalog (brute force): it then drops the
+        exclusions before its top-k, rather than retrieving extra candidates to make room."""
+        return hasattr(self.index, "top_k_excluding")
+
     def _candidates(self, request: _Request):
         """The top num_candidates (scores, positions) per user, exclusions dropped
         ([batch, num_candidates]; -inf where the catalog ran out)."""
-        if hasattr(self.index, "top_k_excluding"):
-            # An exact index scores the whole catalog anyway: drop the exclusions before the
-            # top-k rather than retrieving extra candidates to make room for them.
-            scores = tf.where(request.personal, self.index.scores(request.queries), self.log_popularity[tf.newaxis])
-            return self.index.top_k_excluding(scores, request.excluded, self.num_candidates)
+        if self._exact:
+            return self.index.top_k_excluding(self._exact_scores(request), request.excluded, self.num_candidates)
         scores, positions, _ = self._searched(request, self._full_depth(request.counts))
         return scores, positions
 
+    def _exact_scores(self, request: _Request):
+        """[batch, catalog] retrieval scores (log-popularity for users without personal ones)."""
+        return tf.where(request.personal, self.index.scores(request.queries), self.log_popularity[tf.newaxis])
+
     def _full_depth(self, counts):
-        """Deep enough that dropping these users' exclusions still leaves num_candidates."""
+        """How deep ``_searched`` must go to find num_candidates for users with these
+        exclusion counts (an exact index drops them before its top-k)."""
+        if self._exact:
+            return tf.constant(self.num_candidates)
         return tf.minimum(self.num_candidates + tf.reduce_max(tf.concat([counts, [0]], 0)), self.max_depth)
 
     def _searched(self, request: _Request, depth):
-        """The index's top ``depth`` per user, exclusions dropped, cut to num_candidates.
+        """The index's top ``depth`` per user, exclusions dropped, as num_candidates columns.
+
+        ``depth`` counts what the index returns: for an exact index, candidates left after
+        the exclusions (at most num_candidates; the columns past it are -inf); for an
+        approximate one, neighbours before them (at least num_candidates).
 
         Returns:
           scores, positions ([batch, num_candidates]; -inf where fewer were left) and
-          [batch] the depth-th score found, seen or not: nothing deeper scores higher.
+          [batch] the depth-th score found: nothing the search left out scores higher.
         """
+        if self._exact:
+            scores, positions = self.index.top_k_excluding(self._exact_scores(request), request.excluded, depth)
+            padding = [[0, 0], [0, self.num_candidates - depth]]
+            return (tf.pad(scores, padding, constant_values=-np.inf), tf.pad(positions, padding),
+                    scores[:, -1])
         scores, positions = self.index(request.queries, k=depth)
         positions = tf.cast(positions, tf.int32)
         scores = tf.where(request.personal, scores, self.popular_scores[tf.newaxis, :depth])
@@ -331,23 +352,29 @@ class TwoStageModule(tf.Module):
     # --- both stages -----------------------------------------------------------------------
 
     def _searched_in_two_passes(self, request: _Request, k):
-        """``_candidates`` of an approximate index for a batch, with the first k's ratings and floor.
+        """``_candidates`` for a batch, with the first k's ratings and floor, searched shallow first.
 
-        Making room for every exclusion means searching num_candidates + the batch's longest
-        history deep (679 on ml-100k: a 1,000-user search 4-5 times as long as at 100).
-        Most users' top k is settled far shallower: the first pass searches everyone
-        FIRST_SEARCH_DEPTH x num_candidates deep; a user is settled if that left room for
-        their exclusions, or if even the deepest result found, rated the best the scale
-        allows, stays under the floor of their first k. Only the others (about 1 in 100 on
-        ml-100k) are searched again, at full depth.
+        Most users' top k is settled far shallower than num_candidates deep, and deep costs:
+        an exact index's top 100 of 1,682 scores is three times its top 10, and making room
+        for every exclusion in an approximate one means searching num_candidates + the
+        batch's longest history deep (679 on ml-100k: 4-5 times as long as at 100 for 1,000
+        users). So the first pass keeps FIRST_EXACT_DEPTH x k candidates of an exact index,
+        or searches an approximate one FIRST_SEARCH_DEPTH x num_candidates deep. A user is
+        settled if that was deep enough for num_candidates, or if even the deepest result
+        found, rated the best the scale allows, stays under the floor of their first k. Only
+        the others are searched again, at full depth; the lists are those of one full search.
         """
         full_depth = self._full_depth(request.counts)
-        depth = tf.minimum(full_depth, FIRST_SEARCH_DEPTH * self.num_candidates)
+        if self._exact:
+            depth = tf.minimum(full_depth, FIRST_EXACT_DEPTH * k)
+            deep_enough = tf.fill(tf.shape(request.counts), depth >= full_depth)
+        else:
+            depth = tf.minimum(full_depth, FIRST_SEARCH_DEPTH * self.num_candidates)
+            deep_enough = (depth >= full_depth) | (self.num_candidates + request.counts <= depth)
         scores, positions, deepest = self._searched(request, depth)
         user_id, rows = request.user_id, request.rows
         first, floor = self.ranking.first_ratings(user_id, rows, scores, positions, k)
-        settled = ((depth >= full_depth) | (self.num_candidates + request.counts <= depth)
-                   | (self.ranking.best_final_scores(rows, deepest[:, tf.newaxis])[:, 0] < floor[:, 0]))
+        settled = deep_enough | (self.ranking.best_final_scores(rows, deepest[:, tf.newaxis])[:, 0] < floor[:, 0])
         unsettled = tf.where(~settled)[:, 0]
 
         def search_again():
@@ -377,9 +404,6 @@ class TwoStageModule(tf.Module):
             return (scores, positions) + self.ranking.rank_all(user_id, rows, scores, positions)
 
         def rate_the_reachable():
-            if hasattr(self.index, "top_k_excluding"):
-                scores, positions = self._candidates(request)
-                return (scores, positions) + self.ranking.rank_reachable(user_id, rows, scores, positions, k)
             scores, positions, first, floor = self._searched_in_two_passes(request, k)
             return (scores, positions) + self.ranking.rank_later(user_id, rows, scores, positions, k, first, floor)
 

@@ -24,8 +24,9 @@ class _TableScorer:
 
 
 def test_ranking_only_the_reachable_candidates_keeps_every_top_k():
-    """rank_reachable rates a fraction of the candidates and returns the top k that rating all
-    of them gives, for unknown users, lists cut short by -inf, ties, and any blend weight."""
+    """Rating the first k, then the later candidates that can beat their floor, rates a
+    fraction of them and returns the top k that rating all of them gives, for unknown users,
+    lists cut short by -inf, ties, and any blend weight."""
     rng = np.random.default_rng(3)
     users, catalog, width = 40, 300, 100
     ratings = np.round(rng.uniform(1, 5, size=(users + 1, catalog)) * 2) / 2  # half stars: ties
@@ -42,7 +43,8 @@ def test_ranking_only_the_reachable_candidates_keeps_every_top_k():
             args = (user_id, tf.constant(rows, tf.int64), tf.constant(scores), tf.constant(positions))
             everything, _ = ranking.rank_all(*args)
             all_pairs, scorer.pairs_rated = scorer.pairs_rated, 0
-            reachable, predicted = ranking.rank_reachable(*args, k)
+            first, floor = ranking.first_ratings(*args, k)
+            reachable, predicted = ranking.rank_later(*args, k, first, floor)
             expected_scores, expected_order = tf.math.top_k(everything, k)
             got_scores, got_order = tf.math.top_k(reachable, k)
             np.testing.assert_array_equal(got_order.numpy(), expected_order.numpy())

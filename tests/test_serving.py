@@ -310,18 +310,19 @@ def test_the_plain_request_graph_answers_as_recommend_does(recommender, train_pa
     assert "recommend_plain" in recommender._signatures
 
 
-def test_a_shallow_first_search_changes_no_list(recommender, exported_model, train_part, monkeypatch, tmp_path):
-    """Batches search an approximate index in two passes: the users the shallow first pass
-    cannot settle are searched again at full depth. Forced shallow, most users take the
-    second pass, and every list is still the one rating every candidate gives."""
+@pytest.mark.parametrize("kind", ["scann", "brute-force"])
+def test_a_shallow_first_search_changes_no_list(kind, exported_model, train_part, monkeypatch, tmp_path):
+    """Batches retrieve in two passes: the users the shallow first pass cannot settle are
+    searched again at full depth. Forced shallow, most users take the second pass, and every
+    list is still the one rating every candidate of a full search gives."""
     import tensorflow as tf
     from twostage.retrieval.config import IndexConfig
     from twostage.serving import module
     from twostage.serving.reexport import export_again
 
-    assert recommender.metadata["index"]["kind"] == "scann"
     monkeypatch.setattr(module, "FIRST_SEARCH_DEPTH", 1)
-    shallow = Recommender.load(export_again(exported_model.export_path, IndexConfig(kind="scann"), str(tmp_path)))
+    monkeypatch.setattr(module, "FIRST_EXACT_DEPTH", 1)
+    shallow = Recommender.load(export_again(exported_model.export_path, IndexConfig(kind=kind), str(tmp_path)))
     users = tf.constant(list(np.unique(train_part.user_id)[:40]) + ["no-such-user"])
     for k in (1, 10, 30):
         batch = shallow._loaded.recommend(users, k=tf.constant(k))
@@ -330,3 +331,19 @@ def test_a_shallow_first_search_changes_no_list(recommender, exported_model, tra
             np.testing.assert_array_equal(batch[name].numpy(), everything[name].numpy())
         for name in ("score", "predicted_rating", "retrieval_score"):  # to ScaNN's ulps (see above)
             np.testing.assert_allclose(batch[name].numpy(), everything[name].numpy(), rtol=1e-6, atol=1e-6)
+
+
+def test_batch_arrays_hold_what_the_per_user_lists_do(recommender, train_part):
+    """recommend_arrays (ids and titles looked up in the catalog) against recommend's lists,
+    for known users, a user never seen, and rows padded past the movies left."""
+    users = list(np.unique(train_part.user_id)[:12]) + ["no-such-user"]
+    arrays = recommender.recommend_arrays(users, k=recommender.limits.max_k)
+    lists = recommender.recommend(users, k=recommender.limits.max_k)
+    assert arrays["movie_id"].dtype.kind == arrays["title"].dtype.kind == "U"
+    for ids, titles, recommended in zip(arrays["movie_id"], arrays["title"], lists):
+        assert list(ids[:len(recommended)]) == [r.movie_id for r in recommended]
+        assert list(titles[:len(recommended)]) == [r.title for r in recommended]
+        assert set(ids[len(recommended):]) <= {""} and set(titles[len(recommended):]) <= {""}
+    catalog_ids, catalog_titles = recommender.catalog()
+    title_of = dict(zip(catalog_ids, catalog_titles))
+    assert all(title_of[i] == t for i, t in zip(arrays["movie_id"].ravel(), arrays["title"].ravel()) if i)
