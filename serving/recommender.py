@@ -61,6 +61,7 @@ class Recommender(ModelClient):
         self.path = path
         self.metadata = metadata
         self._catalog = None
+        self._catalog_rows = None  # movie id (bytes) -> catalog row, and the catalog with "" after it
         self._lock = threading.Lock()
         self._constants = {}  # dict.setdefault is atomic: safe from several threads
         self._signatures = {}
@@ -140,9 +141,23 @@ class Recommender(ModelClient):
                          include_seen: bool = False) -> dict:
         """Batch recommendations as numpy arrays ([users, k] each), for bulk scoring."""
         arrays = self._call("serving_default", self.limits.recommend(user_ids, k, None, exclude, include_seen))
-        for name in ("movie_id", "title"):
-            arrays[name] = string_array(arrays[name])
+        arrays["movie_id"], arrays["title"] = self._movie_strings(arrays["movie_id"], arrays["title"])
         return arrays
+
+    def _movie_strings(self, movie_ids: np.ndarray, titles: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+        """The model's movie_id and title outputs (UTF-8 bytes, "" past the movies left) as str
+        arrays, looked up in the catalog: one dict lookup per movie instead of decoding two
+        strings (a tenth of a 1,000-user batch call)."""
+        if self._catalog_rows is None:
+            ids, names = self.catalog()
+            rows = {movie.encode("utf-8"): row for row, movie in enumerate(ids)} | {b"": len(ids)}
+            self._catalog_rows = (rows, np.append(ids, ""), np.append(names, ""))  # one assignment: thread-safe
+        rows, ids, names = self._catalog_rows
+        try:
+            index = np.fromiter(map(rows.__getitem__, movie_ids.ravel().tolist()), np.int64, movie_ids.size)
+        except KeyError:  # not the catalog's (a model whose outputs do not match it): decode them
+            return string_array(movie_ids), string_array(titles)
+        return ids[index].reshape(movie_ids.shape), names[index].reshape(movie_ids.shape)
 
     def retrieval_scores(self, user_ids: Ids) -> np.ndarray:
         """Exact two-tower scores, [users, catalog size], in :meth:`catalog` order."""
