@@ -30,8 +30,9 @@ SIGNATURE_FUNCTIONS = {
 # gather and a scatter (some 30 ops, a third of a one-user request's graph). ml-1m's
 # 6,041 x 3,706 is 22M cells (22 MB); past this, the ragged table alone.
 DENSE_SEEN_CELLS = 32_000_000
-# From this many users a request, ranking skips the candidates that cannot reach the top k
-# (TwoStageModule._rank_reachable); below it, the extra ops cost more than they save.
+# From this many users a request, retrieval goes shallow first and ranking skips the
+# candidates that cannot reach the top k (TwoStageModule._retrieve_and_rank); below it, the
+# extra ops cost more than they save.
 PRUNE_FROM_USERS = 8
 # Such a request first searches an approximate index this many times num_candidates deep
 # (TwoStageModule._searched_in_two_passes; the lists do not depend on either setting)...
@@ -380,7 +381,7 @@ class TwoStageModule(tf.Module):
         def search_again():
             again = request.gather(unsettled)
             new_scores, new_positions, _ = self._searched(again, self._full_depth(again.counts))
-            new_first = self.rating_scorer.rate_lists(again.user_id, again.rows, new_positions[:, :k])
+            new_first, _ = self.ranking.first_ratings(again.user_id, again.rows, new_scores, new_positions, k)
             at = unsettled[:, tf.newaxis]
             return (tf.tensor_scatter_nd_update(scores, at, new_scores),
                     tf.tensor_scatter_nd_update(positions, at, new_positions),
