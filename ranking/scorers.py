@@ -168,7 +168,8 @@ class PrecomputedRatingScorer(tf.Module):
         ratings = squashed_rating(tf.reshape(raw, tf.shape(bias)) + bias, *self.scale)
         return tf.reduce_mean(ratings, axis=-1)
 
-    @tf.function(input_signature=RATE_SIGNATURE)
+    # Traced without AutoGraph, as the serving signatures that call it (serving.module).
+    @tf.function(autograph=False, input_signature=RATE_SIGNATURE)
     def rate(self, user_id, user_rows, positions):
         """Predicted ratings of [n] (user, catalog position) pairs; position -1: not in the catalog.
 
@@ -178,7 +179,7 @@ class PrecomputedRatingScorer(tf.Module):
         del user_id  # the rows say everything the precomputed tables need
         return self._ratings(user_rows, positions, per_user=False)
 
-    @tf.function(input_signature=RATE_LISTS_SIGNATURE)
+    @tf.function(autograph=False, input_signature=RATE_LISTS_SIGNATURE)
     def rate_lists(self, user_id, user_rows, positions):
         """Predicted ratings of [users, n] catalog positions for [users] users."""
         del user_id
@@ -204,7 +205,7 @@ class ModelRatingScorer(tf.Module):
                              for name in model.feature_names if name not in catalog}
         self.rating_range = _rating_range(model)
 
-    @tf.function(input_signature=RATE_SIGNATURE)
+    @tf.function(autograph=False, input_signature=RATE_SIGNATURE)
     def rate(self, user_id, user_rows, positions):
         """Predicted ratings of [n] (user, catalog position) pairs; position -1: not in the catalog."""
         inputs = {"user_id": user_id}
@@ -214,7 +215,7 @@ class ModelRatingScorer(tf.Module):
             inputs[name] = tf.gather(column, user_rows)
         return self.model(inputs)[:, 0]
 
-    @tf.function(input_signature=RATE_LISTS_SIGNATURE)
+    @tf.function(autograph=False, input_signature=RATE_LISTS_SIGNATURE)
     def rate_lists(self, user_id, user_rows, positions):
         """Predicted ratings of [users, n] catalog positions for [users] users."""
         shape = tf.shape(positions)

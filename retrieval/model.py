@@ -215,7 +215,8 @@ class QueryEncoder(tf.Module):
         self.tower = tower
         self.feature_names = tuple(tower.feature_names)
 
-    @tf.function(input_signature=[{name: tf.TensorSpec([None], tf.string, name=name)
+    # Traced without AutoGraph, as the serving signatures that call it (serving.module).
+    @tf.function(autograph=False, input_signature=[{name: tf.TensorSpec([None], tf.string, name=name)
                                    for name in ("user_id",) + USER_FEATURES}])
     def encode(self, inputs):
         """Query embeddings [batch, dim] of users (every user feature given, "" when unknown)."""

@@ -414,8 +414,10 @@ class TwoStageModule(tf.Module):
                                         rate_everything)
 
     # --- signatures ------------------------------------------------------------------------
+    # Traced without AutoGraph: their control flow is explicit (tf.cond), and converting each
+    # Python function they call took half of an export's time.
 
-    @tf.function(input_signature=_REQUEST)
+    @tf.function(autograph=False, input_signature=_REQUEST)
     def recommend(self, user_id, k=tf.constant(DEFAULT_K), user_age=_NO_VALUES, user_gender=_NO_VALUES,
                   user_occupation=_NO_VALUES, user_zip=_NO_VALUES, exclude_movie_ids=_NO_EXCLUSIONS,
                   include_seen=_FALSE):
@@ -438,7 +440,7 @@ class TwoStageModule(tf.Module):
         features = dict(zip(USER_FEATURES, (user_age, user_gender, user_occupation, user_zip)))
         return self._recommend(user_id, k, features, exclude_movie_ids, include_seen)
 
-    @tf.function(input_signature=[_strings("user_id"), _K])
+    @tf.function(autograph=False, input_signature=[_strings("user_id"), _K])
     def recommend_plain(self, user_id, k=tf.constant(DEFAULT_K)):
         """``recommend`` for the common request of one user: no user features, no extra
         exclusions, the training movies excluded (users never seen get popular movies).
@@ -462,7 +464,7 @@ class TwoStageModule(tf.Module):
                 "predicted_rating": tf.gather(predicted, order, batch_dims=1),
                 "retrieval_score": tf.gather(retrieval_scores, order, batch_dims=1), "known_user": rows > 0}
 
-    @tf.function(input_signature=_REQUEST)
+    @tf.function(autograph=False, input_signature=_REQUEST)
     def retrieve(self, user_id, k=tf.constant(DEFAULT_K), user_age=_NO_VALUES, user_gender=_NO_VALUES,
                  user_occupation=_NO_VALUES, user_zip=_NO_VALUES, exclude_movie_ids=_NO_EXCLUSIONS,
                  include_seen=_FALSE):
@@ -493,7 +495,7 @@ class TwoStageModule(tf.Module):
         scores, positions = tf.math.top_k(scores, k=k)
         return {**self._movies(positions, scores), "score": scores, "known_movie": known}
 
-    @tf.function(input_signature=[_strings("movie_id"), _K])
+    @tf.function(autograph=False, input_signature=[_strings("movie_id"), _K])
     def similar_movies(self, movie_id, k=tf.constant(DEFAULT_K)):
         """"More like this": cosine similarity of candidate embeddings, the movie excluded.
 
@@ -503,7 +505,7 @@ class TwoStageModule(tf.Module):
         rows = tf.maximum(self.movie_rows.lookup(movie_id), 0)
         return self._movie_neighbours(movie_id, k, tf.gather(self.unit_embeddings, rows), unit_scores=True)
 
-    @tf.function(input_signature=[_strings("movie_id"), _K])
+    @tf.function(autograph=False, input_signature=[_strings("movie_id"), _K])
     def also_liked(self, movie_id, k=tf.constant(DEFAULT_K)):
         """People who liked this also liked: the mean query embedding of the users who rated
         the movie highly, scored against the catalog (the movie excluded). A movie nobody
@@ -525,7 +527,7 @@ class TwoStageModule(tf.Module):
 
     # --- for evaluation and inspection -----------------------------------------------------
 
-    @tf.function(input_signature=[_strings("user_id")])
+    @tf.function(autograph=False, input_signature=[_strings("user_id")])
     def retrieval_scores(self, user_id):
         """Exact two-tower scores of every catalog movie (nothing dropped), for evaluation.
 
@@ -536,7 +538,7 @@ class TwoStageModule(tf.Module):
         queries, _ = self._queries(user_id, rows, {name: _NO_VALUES for name in USER_FEATURES})
         return {"scores": tf.matmul(queries, self.candidate_embeddings, transpose_b=True)}
 
-    @tf.function(input_signature=[_strings("user_id"), _strings("movie_id")])
+    @tf.function(autograph=False, input_signature=[_strings("user_id"), _strings("movie_id")])
     def predict_rating(self, user_id, movie_id):
         """The rating model's prediction for each (user_id[i], movie_id[i]) pair.
 
@@ -546,12 +548,12 @@ class TwoStageModule(tf.Module):
         rows = self.user_rows.lookup(user_id)
         return {"rating": self.rating_scorer.rate(user_id, rows, self.movie_rows.lookup(movie_id))}
 
-    @tf.function(input_signature=[])
+    @tf.function(autograph=False, input_signature=[])
     def catalog(self):
         """Every movie the model knows: movie_id and title, catalog order."""
         return {"movie_id": tf.identity(self.movie_ids), "title": tf.identity(self.titles)}
 
-    @tf.function(input_signature=[_strings("user_id")])
+    @tf.function(autograph=False, input_signature=[_strings("user_id")])
     def training_history(self, user_id):
         """Each user's training movies (excluded from recommendations by default).
 
