@@ -381,7 +381,7 @@ class TwoStageModule(tf.Module):
         def search_again():
             again = request.gather(unsettled)
             new_scores, new_positions, _ = self._searched(again, self._full_depth(again.counts))
-            new_first, _ = self.ranking.first_ratings(again.user_id, again.rows, new_scores, new_positions, k)
+            new_first = self.rating_scorer.rate_lists(again.user_id, again.rows, new_positions[:, :k])
             at = unsettled[:, tf.newaxis]
             return (tf.tensor_scatter_nd_update(scores, at, new_scores),
                     tf.tensor_scatter_nd_update(positions, at, new_positions),
