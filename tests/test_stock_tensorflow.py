@@ -30,6 +30,9 @@ signature = model.signatures["serving_default"](  # a signature wants every inpu
     user_zip=empty, exclude_movie_ids=tf.constant([["1"]]), include_seen=tf.constant(False))
 assert signature["movie_id"].shape == (2, 5)
 similar = model.signatures["similar_movies"](movie_id=tf.constant(["1"]), k=tf.constant(3))
+users = tf.concat([model.user_ids[:12], ["no-such-user"]], 0)  # 8 users or more: the batch branch
+batch, plain = model.recommend(users, k=tf.constant(5)), model.recommend_plain(users, k=tf.constant(5))
+assert (batch["movie_id"].numpy() == plain["movie_id"].numpy()).all()
 assert "scann" not in sys.modules and "twostage" not in sys.modules and "tensorflow_recommenders" not in sys.modules
 print(json.dumps({{"shape": out["movie_id"].shape.as_list(), "similar": similar["movie_id"].shape.as_list()}}))
 """
