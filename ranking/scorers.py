@@ -46,9 +46,14 @@ def _in_batches(fn, columns: Dict[str, np.ndarray], batch_size: int = 4096) -> n
                            for i in range(0, size, batch_size)], axis=0)
 
 
+def _members(model: RatingTaskModel) -> list:
+    """The rating models whose mean ``model`` is (itself, unless it is an average)."""
+    return list(model.members) if isinstance(model, AveragedRatingModel) else [model]
+
+
 def _rating_range(model: RatingTaskModel) -> Optional[tf.Variable]:
     """[lowest, highest] rating ``model`` can predict, or None when its output is unbounded."""
-    members = model.members if isinstance(model, AveragedRatingModel) else [model]
+    members = _members(model)
     if any(getattr(m, "output_kind", "linear") not in BOUNDED_OUTPUTS for m in members):
         return None
     # A mean stays inside its members' widest range. A hair wider than the scale: float32
@@ -110,7 +115,7 @@ class _SplitRatingHead(tf.Module):
 
 def _split_members(model: RatingTaskModel):
     """The RatingModels whose mean ``model`` is, if each splits its first layer; else None."""
-    members = model.members if isinstance(model, AveragedRatingModel) else [model]
+    members = _members(model)
     if all(isinstance(m, RatingModel) and m.splits_first_layer for m in members):
         return members
     return None
