@@ -64,6 +64,11 @@ def _rating_range(model: RatingTaskModel) -> Optional[tf.Variable]:
     return tf.Variable(np.float32([low - margin, high + margin]), trainable=False, name="rating_range")
 
 
+# Up to this many (known user, catalog movie) pairs, the precomputed scorer rates every pair
+# once at export and keeps each user's highest rating (ml-100k: 1.6M pairs, about a second).
+HIGHEST_RATINGS_MAX_PAIRS = 4_000_000
+
+
 def _with_unknown_first(values: np.ndarray) -> np.ndarray:
     return np.concatenate([np.asarray([""], dtype=object), np.asarray(values, dtype=object)])
 
@@ -162,6 +167,27 @@ class PrecomputedRatingScorer(tf.Module):
                                       trainable=False, name="movie_bias")
         self.unknown_movie = len(movie_inputs["movie_id"]) - 1
         self.rating_range = _rating_range(model)
+        self.highest_ratings = self._highest_ratings(len(users["user_id"]), self.unknown_movie)
+
+    def _highest_ratings(self, num_rows: int, num_movies: int, users_per_step: int = 64) -> Optional[tf.Variable]:
+        """[user rows] the highest rating each known user gets anywhere in the catalog, a hair
+        above it (as ``rating_range``), within the range; row 0 (users never seen): the
+        range's top. A tighter bound than the scale's top for serving's pruning: on ml-100k,
+        an eighth fewer candidates rated. None for an unbounded output, or past
+        HIGHEST_RATINGS_MAX_PAIRS pairs.
+        """
+        if self.rating_range is None or (num_rows - 1) * num_movies > HIGHEST_RATINGS_MAX_PAIRS:
+            return None
+        low, high = self.rating_range.numpy()
+        catalog = tf.range(num_movies)[tf.newaxis]
+        highest = [high]
+        for start in range(1, num_rows, users_per_step):
+            rows = tf.range(start, min(start + users_per_step, num_rows), dtype=tf.int64)
+            ratings = self._ratings(rows, tf.tile(catalog, [tf.size(rows), 1]), per_user=True)
+            highest.extend(tf.reduce_max(ratings, axis=1).numpy())
+        # The margin covers float rounding: a request rates in batches of other shapes.
+        margin = 1e-4 * (high - low)
+        return tf.Variable(np.minimum(np.float32(highest) + margin, high), trainable=False, name="highest_ratings")
 
     def _ratings(self, user_rows, positions, per_user):
         """[n] ratings of pairs (user_rows, positions [n]), or [u, n] of lists (positions [u, n])."""

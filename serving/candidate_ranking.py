@@ -3,11 +3,12 @@
 A candidate's final score is its retrieval score + blend_weight * its predicted rating
 (serving.blend). ``CandidateRanking`` rates every candidate (``rank_all``), or, for a batch,
 only those that can still reach a user's top k (``first_ratings``, then ``rank_later``). The
-first k are rated, and the lowest of their final scores is a floor the user's top k cannot
-fall under. A later candidate is rated only if its retrieval score plus the weight times the
-highest rating the scale allows reaches it. The others are strictly below k candidates
-already, so the top k is the same for a fraction of the rating work (about a quarter of it
-on ml-100k).
+first candidates (k and half as many again) are rated, and the k-th best of their final
+scores is a floor the user's top k cannot fall under. A later candidate is rated only if its
+retrieval score plus the weight times the highest rating the user can get (the highest the
+scorer gives them anywhere in the catalog, where it keeps it; else the scale's top) reaches
+it. The others are strictly below k candidates already, so the top k is the same for a
+fraction of the rating work (17.5 of 100 candidates a user on ml-100k).
 """
 
 from __future__ import annotations
@@ -30,12 +31,15 @@ class CandidateRanking:
       blend_weight: final score = retrieval score + blend_weight * predicted rating.
       rating_range: [lowest, highest] rating the scorer can predict, or None (unbounded:
         only ``rank_all`` applies).
+      highest_ratings: [user rows] the highest rating the scorer gives each user, or None
+        (the range's top).
     """
 
-    def __init__(self, rating_scorer, blend_weight, rating_range):
+    def __init__(self, rating_scorer, blend_weight, rating_range, highest_ratings=None):
         self.rating_scorer = rating_scorer
         self.blend_weight = blend_weight
         self.rating_range = rating_range
+        self.highest_ratings = highest_ratings
 
     def final_scores(self, rows, retrieval_scores, predicted):
         """The blend of both stages' scores ([batch, n]).
@@ -49,8 +53,10 @@ class CandidateRanking:
     def best_final_scores(self, rows, retrieval_scores):
         """The highest final score candidates with these retrieval scores can get, whatever
         the rating model says of them (float rounding is monotone, so the bound holds as
-        computed, and the rating range is a hair wider than the scale)."""
+        computed, and the rating bounds are a hair wider than what the scorer gives)."""
         low, high = self.rating_range[0], self.rating_range[1]
+        if self.highest_ratings is not None:
+            high = tf.gather(self.highest_ratings, rows)[:, tf.newaxis]
         best = tf.maximum(blend(retrieval_scores, low, self.blend_weight),
                           blend(retrieval_scores, high, self.blend_weight))
         return tf.where((rows > 0)[:, tf.newaxis], best, retrieval_scores)
@@ -60,20 +66,31 @@ class CandidateRanking:
         predicted = self.rating_scorer.rate_lists(user_id, rows, positions)
         return self.final_scores(rows, retrieval_scores, predicted), predicted
 
-    def first_ratings(self, user_id, rows, retrieval_scores, positions, k):
-        """The first k candidates' predicted ratings ([batch, k]), and the lowest of their final
-        scores ([batch, 1]): a floor the user's top k cannot fall under."""
-        first = self.rating_scorer.rate_lists(user_id, rows, positions[:, :k])
-        return first, self.floor(rows, retrieval_scores, first)
+    @staticmethod
+    def first_count(k, width):
+        """How many candidates are rated first: k and half as many again (at most ``width``).
 
-    def floor(self, rows, retrieval_scores, first):
-        """[batch, 1] the lowest final score of the first candidates, rated ``first`` ([batch, k])."""
-        k = tf.shape(first)[1]
-        return tf.reduce_min(self.final_scores(rows, retrieval_scores[:, :k], first), axis=1, keepdims=True)
+        The floor is then the k-th best of more ratings, and rules out more later candidates.
+        On ml-100k (k=10), 17.5 candidates a user are rated in all, against 19.8 when the
+        first k alone set the floor and 16.6 if it were known beforehand (bounded by the
+        scale's top rather than each user's highest: 20.2, 23.2 and 19.7).
+        """
+        return tf.minimum(k + (k + 1) // 2, width)
 
-    def rank_later(self, user_id, rows, retrieval_scores, positions, k, first, floor):
+    def first_ratings(self, user_id, rows, positions, k):
+        """The first candidates' predicted ratings ([batch, first_count(k, n)])."""
+        return self.rating_scorer.rate_lists(user_id, rows, positions[:, :self.first_count(k, tf.shape(positions)[1])])
+
+    def floor(self, rows, retrieval_scores, first, k):
+        """[batch, 1] the k-th best final score of the first candidates, rated ``first``
+        ([batch, m], m >= k): a floor the user's top k cannot fall under."""
+        final = self.final_scores(rows, retrieval_scores[:, :tf.shape(first)[1]], first)
+        return tf.math.top_k(final, k=k).values[:, -1:]
+
+    def rank_later(self, user_id, rows, retrieval_scores, positions, first, floor):
         """``rank_all``'s scores for every candidate that can reach the top k, -inf for the rest
-        (whose predicted ratings are left 0), given the first k's ratings and their floor.
+        (whose predicted ratings are left 0), given the first candidates' ratings
+        (``first_ratings``) and their floor.
 
         The later candidates whose best final score reaches the floor are rated as one flat
         list of pairs for the whole batch.
@@ -81,12 +98,12 @@ class CandidateRanking:
         known = (rows > 0)[:, tf.newaxis]
         width = tf.shape(positions)[1]
         column = tf.range(width)[tf.newaxis]
-        later = (column >= k) & known & (self.best_final_scores(rows, retrieval_scores) >= floor)
+        rated_first = tf.shape(first)[1]
+        later = (column >= rated_first) & known & (self.best_final_scores(rows, retrieval_scores) >= floor)
         pairs = tf.where(later)
         users = pairs[:, 0]
         rated_later = self.rating_scorer.rate(tf.gather(user_id, users), tf.gather(rows, users),
                                               tf.gather_nd(positions, pairs))
-        predicted = tf.tensor_scatter_nd_update(tf.pad(first, [[0, 0], [0, width - tf.shape(first)[1]]]), pairs,
-                                                rated_later)
+        predicted = tf.tensor_scatter_nd_update(tf.pad(first, [[0, 0], [0, width - rated_first]]), pairs, rated_later)
         score = self.final_scores(rows, retrieval_scores, predicted)
-        return tf.where((column < k) | later, score, tf.constant(-np.inf, score.dtype)), predicted
+        return tf.where((column < rated_first) | later, score, tf.constant(-np.inf, score.dtype)), predicted

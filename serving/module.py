@@ -161,7 +161,8 @@ class TwoStageModule(tf.Module):
         self.blend_weight = _variable(np.float32(blend_weight), "blend_weight")
         # The rating range is None for an unbounded output, or an export from before it was
         # kept: every candidate is rated then.
-        self.ranking = CandidateRanking(rating_scorer, self.blend_weight, getattr(rating_scorer, "rating_range", None))
+        self.ranking = CandidateRanking(rating_scorer, self.blend_weight, getattr(rating_scorer, "rating_range", None),
+                                        getattr(rating_scorer, "highest_ratings", None))
         self.movie_ids = _variable(tables.movie_ids.astype(object), "movie_ids")
         self.titles = _variable(tables.titles.astype(object), "titles")
         self.candidate_embeddings = _variable(tables.candidate_embeddings.astype(np.float32), "candidate_embeddings")
@@ -353,7 +354,8 @@ class TwoStageModule(tf.Module):
     # --- both stages -----------------------------------------------------------------------
 
     def _searched_in_two_passes(self, request: _Request, k):
-        """``_candidates`` for a batch, with the first k's ratings and floor, searched shallow first.
+        """``_candidates`` for a batch, with the first candidates' ratings and their floor
+        (CandidateRanking), searched shallow first.
 
         Most users' top k is settled far shallower than num_candidates deep, and deep costs:
         an exact index's top 100 of 1,682 scores is three times its top 10, and making room
@@ -362,26 +364,28 @@ class TwoStageModule(tf.Module):
         users). So the first pass keeps FIRST_EXACT_DEPTH x k candidates of an exact index,
         or searches an approximate one FIRST_SEARCH_DEPTH x num_candidates deep. A user is
         settled if that was deep enough for num_candidates, or if even the deepest result
-        found, rated the best the scale allows, stays under the floor of their first k. Only
-        the others are searched again, at full depth; the lists are those of one full search.
+        found, given the highest rating the user can get, stays under the floor their first
+        candidates set. Only the others are searched again, at full depth; the lists are those
+        of one full search.
         """
         full_depth = self._full_depth(request.counts)
         if self._exact:
             depth = tf.minimum(full_depth, FIRST_EXACT_DEPTH * k)
             deep_enough = tf.fill(tf.shape(request.counts), depth >= full_depth)
         else:
-            depth = tf.minimum(full_depth, FIRST_SEARCH_DEPTH * self.num_candidates)
+            depth = tf.minimum(full_depth, int(FIRST_SEARCH_DEPTH * self.num_candidates))
             deep_enough = (depth >= full_depth) | (self.num_candidates + request.counts <= depth)
         scores, positions, deepest = self._searched(request, depth)
         user_id, rows = request.user_id, request.rows
-        first, floor = self.ranking.first_ratings(user_id, rows, scores, positions, k)
+        first = self.ranking.first_ratings(user_id, rows, positions, k)
+        floor = self.ranking.floor(rows, scores, first, k)
         settled = deep_enough | (self.ranking.best_final_scores(rows, deepest[:, tf.newaxis])[:, 0] < floor[:, 0])
         unsettled = tf.where(~settled)[:, 0]
 
         def search_again():
             again = request.gather(unsettled)
             new_scores, new_positions, _ = self._searched(again, self._full_depth(again.counts))
-            new_first = self.rating_scorer.rate_lists(again.user_id, again.rows, new_positions[:, :k])
+            new_first = self.ranking.first_ratings(again.user_id, again.rows, new_positions, k)
             at = unsettled[:, tf.newaxis]
             return (tf.tensor_scatter_nd_update(scores, at, new_scores),
                     tf.tensor_scatter_nd_update(positions, at, new_positions),
@@ -389,7 +393,7 @@ class TwoStageModule(tf.Module):
 
         scores, positions, first = _cond_running_one_branch(tf.size(unsettled) > 0, search_again,
                                                             lambda: (scores, positions, first))
-        return scores, positions, first, self.ranking.floor(rows, scores, first)
+        return scores, positions, first, self.ranking.floor(rows, scores, first, k)
 
     def _retrieve_and_rank(self, request: _Request, k, few_users: bool):
         """(retrieval scores, positions, final scores, predicted ratings) of each user's candidates.
@@ -406,7 +410,7 @@ class TwoStageModule(tf.Module):
 
         def rate_the_reachable():
             scores, positions, first, floor = self._searched_in_two_passes(request, k)
-            return (scores, positions) + self.ranking.rank_later(user_id, rows, scores, positions, k, first, floor)
+            return (scores, positions) + self.ranking.rank_later(user_id, rows, scores, positions, first, floor)
 
         if few_users or self.ranking.rating_range is None:
             return rate_everything()

@@ -52,7 +52,7 @@ def test_architecture_trains_saves_and_reloads(architecture, setup, tmp_path):
 def _serving_scorer_agrees(model, setup, pairs, predicted):
     """The export's scorer (precomputed tables, or the model on baked features) rates as the model does."""
     from twostage.data.features import user_feature_lookup
-    from twostage.ranking.scorers import build_rating_scorer
+    from twostage.ranking.scorers import PrecomputedRatingScorer, build_rating_scorer
 
     _, vocabularies, inputs, _ = setup
     user_ids = np.asarray(vocabularies.user_ids)
@@ -67,6 +67,15 @@ def _serving_scorer_agrees(model, setup, pairs, predicted):
     lists = scorer.rate_lists(tf.constant(pairs.user_id[:10]), user_rows[:10],
                               tf.tile(movie_positions[tf.newaxis, :5], [10, 1])).numpy()
     assert lists.shape == (10, 5) and lists.min() >= 1.0 and lists.max() <= 5.0
+    highest = getattr(scorer, "highest_ratings", None)
+    assert (highest is not None) == isinstance(scorer, PrecomputedRatingScorer)
+    if highest is not None:  # each user's bound: just above the best rating the catalog gets
+        catalog = tf.range(len(positions))[tf.newaxis]
+        every = scorer.rate_lists(tf.constant(user_ids), tf.range(1, len(user_ids) + 1, dtype=tf.int64),
+                                  tf.tile(catalog, [len(user_ids), 1])).numpy()
+        highest = highest.numpy()
+        assert highest[0] == scorer.rating_range.numpy()[1]
+        assert np.all(highest[1:] >= every.max(axis=1)) and np.all(highest[1:] - every.max(axis=1) <= 1e-3)
 
 
 def test_unknown_architecture(setup):

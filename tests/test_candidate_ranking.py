@@ -24,34 +24,42 @@ class _TableScorer:
 
 
 def test_ranking_only_the_reachable_candidates_keeps_every_top_k():
-    """Rating the first k, then the later candidates that can beat their floor, rates a
+    """Rating the first candidates, then the later ones that can beat their floor, rates a
     fraction of them and returns the top k that rating all of them gives, for unknown users,
-    lists cut short by -inf, ties, and any blend weight."""
+    lists cut short by -inf, ties, any blend weight, and with each user's highest rating as
+    the bound (fewer rated still) or the scale's top."""
     rng = np.random.default_rng(3)
     users, catalog, width = 40, 300, 100
     ratings = np.round(rng.uniform(1, 5, size=(users + 1, catalog)) * 2) / 2  # half stars: ties
+    ratings = np.minimum(ratings, rng.choice([3.0, 4.0, 4.5, 5.0], size=(users + 1, 1)))  # some never rate 5
+    highest = ratings.max(axis=1)
+    highest[0] = 5.0
     positions = np.stack([rng.permutation(catalog)[:width] for _ in range(users)]).astype(np.int32)
     scores = -np.sort(-np.round(rng.normal(size=(users, width)), 1), axis=1).astype(np.float32)
     scores[0, 30:] = -np.inf  # the catalog ran out
     rows = np.arange(1, users + 1)
     rows[5] = 0  # a user never seen
     user_id = tf.constant([str(r) for r in rows])
+    args = (user_id, tf.constant(rows, tf.int64), tf.constant(scores), tf.constant(positions))
     for weight in (0.0, 0.2, 1.0, 1000.0):
         for k in (1, 10, 40):
-            scorer = _TableScorer(ratings)
-            ranking = CandidateRanking(scorer, tf.constant(weight, tf.float32), scorer.rating_range)
-            args = (user_id, tf.constant(rows, tf.int64), tf.constant(scores), tf.constant(positions))
-            everything, _ = ranking.rank_all(*args)
-            all_pairs, scorer.pairs_rated = scorer.pairs_rated, 0
-            first, floor = ranking.first_ratings(*args, k)
-            reachable, predicted = ranking.rank_later(*args, k, first, floor)
-            expected_scores, expected_order = tf.math.top_k(everything, k)
-            got_scores, got_order = tf.math.top_k(reachable, k)
-            np.testing.assert_array_equal(got_order.numpy(), expected_order.numpy())
-            np.testing.assert_array_equal(got_scores.numpy(), expected_scores.numpy())
-            rated = np.take_along_axis(predicted.numpy(), got_order.numpy(), axis=1)
-            wanted = np.take_along_axis(ratings[rows[:, None], positions], got_order.numpy(), axis=1)
-            np.testing.assert_array_equal(rated[rows > 0], wanted[rows > 0])
-            assert all_pairs == users * width
+            pairs_rated = []
+            for bound in (None, tf.constant(highest, tf.float32)):
+                scorer = _TableScorer(ratings)
+                ranking = CandidateRanking(scorer, tf.constant(weight, tf.float32), scorer.rating_range, bound)
+                everything, _ = ranking.rank_all(*args)
+                all_pairs, scorer.pairs_rated = scorer.pairs_rated, 0
+                first = ranking.first_ratings(args[0], args[1], args[3], k)
+                reachable, predicted = ranking.rank_later(*args, first, ranking.floor(args[1], args[2], first, k))
+                expected_scores, expected_order = tf.math.top_k(everything, k)
+                got_scores, got_order = tf.math.top_k(reachable, k)
+                np.testing.assert_array_equal(got_order.numpy(), expected_order.numpy())
+                np.testing.assert_array_equal(got_scores.numpy(), expected_scores.numpy())
+                rated = np.take_along_axis(predicted.numpy(), got_order.numpy(), axis=1)
+                wanted = np.take_along_axis(ratings[rows[:, None], positions], got_order.numpy(), axis=1)
+                np.testing.assert_array_equal(rated[rows > 0], wanted[rows > 0])
+                assert all_pairs == users * width
+                pairs_rated.append(scorer.pairs_rated)
+            assert pairs_rated[1] <= pairs_rated[0]
             if weight == 0.2 and k == 10:
-                assert scorer.pairs_rated < all_pairs / 2, scorer.pairs_rated
+                assert pairs_rated[1] < pairs_rated[0] < all_pairs / 2, pairs_rated
