@@ -35,8 +35,9 @@ DENSE_SEEN_CELLS = 32_000_000
 # extra ops cost more than they save.
 PRUNE_FROM_USERS = 8
 # Such a request first searches an approximate index this many times num_candidates deep
-# (TwoStageModule._searched_in_two_passes; the lists do not depend on either setting)...
-FIRST_SEARCH_DEPTH = 2
+# (TwoStageModule._searched_in_two_passes; the lists do not depend on either setting): on
+# ml-100k, 1 of 100 users is searched again at 1.5, 7 at 1.0...
+FIRST_SEARCH_DEPTH = 1.5
 # ... and keeps this many times k candidates of an exact index first.
 FIRST_EXACT_DEPTH = 4
 
@@ -340,10 +341,14 @@ class TwoStageModule(tf.Module):
         scores = tf.where(request.personal, scores, self.popular_scores[tf.newaxis, :depth])
         positions = tf.where(request.personal, positions, self.popular_positions[tf.newaxis, :depth])
         deepest = scores[:, -1]
-        found = tf.gather(request.excluded, positions, batch_dims=1)
-        scores = tf.where(found, tf.constant(-np.inf, scores.dtype), scores)
-        scores, order = tf.math.top_k(scores, k=self.num_candidates)
-        return scores, tf.gather(positions, order, batch_dims=1), deepest
+        # The index returns its neighbours best first: those left once the exclusions are
+        # dropped keep that order, and need no top-k (its top 100 of 200 took 7-11 ms of a
+        # 1,000-user batch, half as long as the search).
+        kept = ~tf.gather(request.excluded, positions, batch_dims=1)
+        kept.set_shape([None, None])  # the mask may come out of a cond without its rank
+        shape = tf.stack([tf.shape(scores)[0], self.num_candidates])
+        return (tf.ragged.boolean_mask(scores, kept).to_tensor(default_value=-np.inf, shape=shape),
+                tf.ragged.boolean_mask(positions, kept).to_tensor(default_value=0, shape=shape), deepest)
 
     def _movies(self, positions, scores):
         """movie_id and title of positions; "" where the score is -inf (nothing left to return)."""
