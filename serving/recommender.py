@@ -68,13 +68,15 @@ class Recommender(ModelClient):
         # Exports older than recommend_plain answer every request with serving_default.
         self._plain_recommend = hasattr(loaded, "recommend_plain")
 
-    def _call(self, signature: str, inputs: dict) -> dict:
+    def _call(self, signature: str, inputs: dict, left_as_tensors=()) -> dict:
+        """The signature's outputs as numpy arrays (those named in ``left_as_tensors``: as
+        the tensors they came as, for a caller that may not need them)."""
         if signature == "serving_default" and _plain(inputs) and self._plain_recommend:
             signature, inputs = "recommend_plain", {"user_id": inputs["user_id"], "k": inputs["k"]}
         specs, call = self._signature(signature)
         tensors = {name: self._tensor(value, specs[name].dtype) for name, value in inputs.items()}
         out = call(tensors)
-        return {name: value.numpy() for name, value in out.items()}
+        return {name: value if name in left_as_tensors else value.numpy() for name, value in out.items()}
 
     def _function(self, signature: str):
         """The concrete function to run for a signature (or a module function without one,
@@ -140,14 +142,16 @@ class Recommender(ModelClient):
     def recommend_arrays(self, user_ids: Sequence[str], k: int = 10, exclude: Optional[Sequence] = None,
                          include_seen: bool = False) -> dict:
         """Batch recommendations as numpy arrays ([users, k] each), for bulk scoring."""
-        arrays = self._call("serving_default", self.limits.recommend(user_ids, k, None, exclude, include_seen))
+        arrays = self._call("serving_default", self.limits.recommend(user_ids, k, None, exclude, include_seen),
+                            left_as_tensors=("title",))
         arrays["movie_id"], arrays["title"] = self._movie_strings(arrays["movie_id"], arrays["title"])
         return arrays
 
-    def _movie_strings(self, movie_ids: np.ndarray, titles: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    def _movie_strings(self, movie_ids: np.ndarray, titles: tf.Tensor) -> tuple[np.ndarray, np.ndarray]:
         """The model's movie_id and title outputs (UTF-8 bytes, "" past the movies left) as str
         arrays, looked up in the catalog: one dict lookup per movie instead of decoding two
-        strings (a tenth of a 1,000-user batch call)."""
+        strings (a tenth of a 1,000-user batch call). The titles are only read if an id is
+        not the catalog's."""
         if self._catalog_rows is None:
             ids, names = self.catalog()
             rows = {movie.encode("utf-8"): row for row, movie in enumerate(ids)} | {b"": len(ids)}
@@ -156,7 +160,7 @@ class Recommender(ModelClient):
         try:
             index = np.fromiter(map(rows.__getitem__, movie_ids.ravel().tolist()), np.int64, movie_ids.size)
         except KeyError:  # not the catalog's (a model whose outputs do not match it): decode them
-            return string_array(movie_ids), string_array(titles)
+            return string_array(movie_ids), string_array(titles.numpy())
         return ids[index].reshape(movie_ids.shape), names[index].reshape(movie_ids.shape)
 
     def retrieval_scores(self, user_ids: Ids) -> np.ndarray:
