@@ -96,6 +96,17 @@ def load_export(path: str):
     return loaded, version_dir, metadata
 
 
+def _without_keras_traces():
+    """A scope in which saving skips what Keras adds for its own loader: a traced function per
+    layer call of the towers inside the module (a sixth of an export's time). Nothing reads
+    them: the module's own functions are what an export serves, and it is loaded with
+    ``tf.saved_model.load``. tf-keras is pinned, so its private scope is too.
+    """
+    from tf_keras.src.saving.legacy.saved_model.utils import keras_option_scope
+
+    return keras_option_scope(save_traces=False)
+
+
 def export_saved_model(module: TwoStageModule, out_dir: str, model_name: str, metadata: dict,
                        uses_scann: bool, warmup: Optional[list] = None) -> str:
     """Saves ``module`` as the next version under ``out_dir/model_name``.
@@ -122,7 +133,8 @@ def export_saved_model(module: TwoStageModule, out_dir: str, model_name: str, me
     staging = tempfile.mkdtemp(prefix=".export-", dir=model_dir)
     try:
         options = tf.saved_model.SaveOptions(namespace_whitelist=["Scann"] if uses_scann else None)
-        tf.saved_model.save(module, staging, signatures=module.signatures(), options=options)
+        with _without_keras_traces():
+            tf.saved_model.save(module, staging, signatures=module.signatures(), options=options)
         extra = os.path.join(staging, "assets.extra")
         os.makedirs(extra, exist_ok=True)
         with open(os.path.join(extra, METADATA_FILE), "w") as f:
