@@ -51,6 +51,12 @@ def _members(model: RatingTaskModel) -> list:
     return list(model.members) if isinstance(model, AveragedRatingModel) else [model]
 
 
+def _rounding_margin(low: float, high: float) -> float:
+    """How far past a rating the bounds serving prunes with are set: float32 rounding (of a
+    scaled sigmoid, of a mean, of a product in batches of another shape) stays far inside it."""
+    return 1e-4 * (high - low)
+
+
 def _rating_range(model: RatingTaskModel) -> Optional[tf.Variable]:
     """[lowest, highest] rating ``model`` can predict, or None when its output is unbounded."""
     members = _members(model)
@@ -60,7 +66,7 @@ def _rating_range(model: RatingTaskModel) -> Optional[tf.Variable]:
     # rounding of a scaled sigmoid or of a mean may land an ulp past it, and serving relies
     # on no rating exceeding these bounds.
     low, high = min(m.low for m in members), max(m.high for m in members)
-    margin = 1e-4 * (high - low)
+    margin = _rounding_margin(low, high)
     return tf.Variable(np.float32([low - margin, high + margin]), trainable=False, name="rating_range")
 
 
@@ -179,15 +185,15 @@ class PrecomputedRatingScorer(tf.Module):
         """
         if self.rating_range is None or (num_rows - 1) * num_movies > HIGHEST_RATINGS_MAX_PAIRS:
             return None
-        low, high = self.rating_range.numpy()
+        high = self.rating_range.numpy()[1]
         catalog = tf.range(num_movies)[tf.newaxis]
         highest = [high]
         for start in range(1, num_rows, users_per_step):
             rows = tf.range(start, min(start + users_per_step, num_rows), dtype=tf.int64)
             ratings = self._ratings(rows, tf.tile(catalog, [tf.size(rows), 1]), per_user=True)
             highest.extend(tf.reduce_max(ratings, axis=1).numpy())
-        # The margin covers float rounding: a request rates in batches of other shapes.
-        margin = 1e-4 * (high - low)
+        # A request rates in batches of other shapes, which may round differently.
+        margin = _rounding_margin(*self.scale[:2])
         return tf.Variable(np.minimum(np.float32(highest) + margin, high), trainable=False, name="highest_ratings")
 
     def _ratings(self, user_rows, positions, per_user):
