@@ -391,14 +391,14 @@ class TwoStageModule(tf.Module):
             again = request.gather(unsettled)
             new_scores, new_positions, _ = self._searched(again, self._full_depth(again.counts))
             new_first = self.ranking.first_ratings(again.user_id, again.rows, new_positions, k)
+            new_floor = self.ranking.floor(again.rows, new_scores, new_first, k)
             at = unsettled[:, tf.newaxis]
-            return (tf.tensor_scatter_nd_update(scores, at, new_scores),
-                    tf.tensor_scatter_nd_update(positions, at, new_positions),
-                    tf.tensor_scatter_nd_update(first, at, new_first))
+            return tuple(tf.tensor_scatter_nd_update(old, at, new) for old, new in
+                         ((scores, new_scores), (positions, new_positions), (first, new_first), (floor, new_floor)))
 
-        scores, positions, first = _cond_running_one_branch(tf.size(unsettled) > 0, search_again,
-                                                            lambda: (scores, positions, first))
-        return scores, positions, first, self.ranking.floor(rows, scores, first, k)
+        # Settled users keep their first pass, floor included.
+        return _cond_running_one_branch(tf.size(unsettled) > 0, search_again,
+                                        lambda: (scores, positions, first, floor))
 
     def _retrieve_and_rank(self, request: _Request, k, few_users: bool):
         """(retrieval scores, positions, final scores, predicted ratings) of each user's candidates.
