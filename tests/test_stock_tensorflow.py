@@ -62,18 +62,3 @@ def test_saved_model_cli_run_recommends(brute_force_export):
                           capture_output=True, text=True, timeout=300)
     assert proc.returncode == 0, proc.stderr[-2000:]
     assert "movie_id" in proc.stdout and "predicted_rating" in proc.stdout
-
-
-def test_no_op_is_pinned_to_a_device(brute_force_export):
-    """Soft placement may then put the dense work on a GPU and keep string ops on the CPU."""
-    from tensorflow.core.protobuf import saved_model_pb2
-
-    model = saved_model_pb2.SavedModel()
-    with open(os.path.join(brute_force_export, "saved_model.pb"), "rb") as f:
-        model.ParseFromString(f.read())
-    library = model.meta_graphs[0].graph_def.library.function
-    # TensorFlow pins its own checkpoint save/restore functions to the CPU; the serving graph
-    # must pin nothing.
-    serving = [f for f in library if not any(word in f.signature.name.lower() for word in ("save", "restore"))]
-    pinned = [(f.signature.name, n.name) for f in serving for n in f.node_def if n.device]
-    assert len(serving) > 10 and not pinned

@@ -96,6 +96,10 @@ def build_parser() -> argparse.ArgumentParser:
     ui.add_argument("--host", default="127.0.0.1", help="address to bind (default: %(default)s, this machine only)")
     ui.add_argument("--port", type=int, default=8080)
 
+    gpu = commands.add_parser("gpu-check", help="which ops of an export a GPU can run (read from its graph)")
+    gpu.add_argument("--model", required=True, help="the export")
+    gpu.add_argument("--json", action="store_true", help="print JSON instead of text")
+
     evaluate = commands.add_parser("evaluate", help="score an exported model on its held-out ratings")
     evaluate.add_argument("--model", required=True, help="the export")
     evaluate.add_argument("--data", help="data source (default: the one the model was trained on)")
@@ -254,6 +258,26 @@ def _serve_ui(args) -> int:
     return 0
 
 
+def _gpu_check(args) -> int:
+    from twostage.serving.export import read_metadata, resolve_model_path
+    from twostage.serving.placement import gpu_placement
+
+    path = resolve_model_path(args.model)
+    report = gpu_placement(path).as_dict()
+    report["model"] = path
+    report["index"] = read_metadata(path).get("index", {}).get("kind")
+    if args.json:
+        print(json.dumps(report, indent=2))
+        return 0
+    total = report["gpu_nodes"] + report["cpu_only_nodes"]
+    print(f"{path} ({report['index']} index): {report['gpu_nodes']} of {total} serving-graph nodes have a GPU "
+          "kernel in this TensorFlow; these have none and stay on the CPU:")
+    for op, count in report["cpu_only"].items():
+        print(f"  {count:>5}  {op}")
+    print("nodes pinned to a device: " + (", ".join(report["pinned"]) or "none"))
+    return 0
+
+
 def _evaluate(args) -> int:
     from twostage.evaluation import evaluate
 
@@ -283,7 +307,7 @@ def main(argv=None) -> int:
         commands = {"train": _train, "recommend": _recommend, "evaluate": _evaluate, "similar": _related,
                     "also-liked": _related, "benchmark": _benchmark, "export": _export,
                     "serving-config": _serving_config, "report": _report, "explore": _explore,
-                    "serve-ui": _serve_ui}
+                    "serve-ui": _serve_ui, "gpu-check": _gpu_check}
         return commands[args.command](args)
     except TwostageError as err:
         print(f"twostage {args.command}: error: {err}", file=sys.stderr)

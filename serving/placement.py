@@ -1,0 +1,143 @@
+"""Which ops of an export a GPU can run: read from the SavedModel and this TensorFlow's kernels.
+
+TensorFlow's placer puts an op on a GPU when the op is not pinned elsewhere and a GPU kernel
+is registered for it with the node's types; otherwise it stays on the CPU (soft placement).
+This reads the serving signatures' graphs (every function they call, however deep) and
+asks the kernel registry of the running TensorFlow, so it answers on a machine without a
+GPU too: the pip TensorFlow registers its CUDA kernels whether or not a GPU is present.
+It does not see what the placer does beyond that (colocating an op with the variable it
+reads, keeping small int32 tensors in host memory), which only a GPU run shows.
+"""
+
+from __future__ import annotations
+
+import collections
+import dataclasses
+import os
+from typing import Dict, Iterable, Optional, Tuple
+
+import tensorflow as tf
+from tensorflow.core.framework import types_pb2
+from tensorflow.core.protobuf import saved_model_pb2
+from tensorflow.python.framework import errors, kernels
+
+from twostage.serving.module import SIGNATURE_FUNCTIONS
+
+# The attr that names an op's main element type, first match wins: what the report groups
+# ops by (a string gather and a float gather place differently).
+_TYPE_ATTRS = ("T", "dtype", "Tparams", "Tvalues", "Tout", "SrcT")
+# Kernels registered for any device (If, PartitionedCall, Identity, ...).
+_ANY_DEVICE = "DEFAULT"
+
+
+@dataclasses.dataclass
+class GpuPlacement:
+    """The serving graph's ops by whether this TensorFlow has a GPU kernel for them.
+
+    Attributes:
+      gpu: (op type, element type) -> node count, for nodes a GPU kernel matches.
+      cpu_only: the same for nodes no GPU kernel matches (or whose op this process does not
+        know, such as ScaNN's when ``scann`` is not imported).
+      pinned: (function, node) of nodes the export pins to a device.
+    """
+
+    gpu: Dict[Tuple[str, str], int]
+    cpu_only: Dict[Tuple[str, str], int]
+    pinned: list
+
+    def as_dict(self) -> dict:
+        def table(counts):
+            return {f"{op}[{dtype}]" if dtype else op: n for (op, dtype), n in sorted(counts.items())}
+        return {"gpu_nodes": sum(self.gpu.values()), "cpu_only_nodes": sum(self.cpu_only.values()),
+                "cpu_only": table(self.cpu_only), "pinned": [f"{f}/{n}" for f, n in self.pinned]}
+
+
+def _element_type(node) -> str:
+    for name in _TYPE_ATTRS:
+        attr = node.attr.get(name)
+        if attr is not None and attr.WhichOneof("value") == "type" and attr.type != types_pb2.DT_INVALID:
+            return tf.dtypes.as_dtype(attr.type).name
+    return ""
+
+
+_KERNELS: Dict[str, list] = {}
+
+
+def _gpu_kernels(op: str) -> list:
+    if op not in _KERNELS:
+        try:
+            registered = kernels.get_registered_kernels_for_op(op).kernel
+        except errors.NotFoundError:  # an op this process never registered
+            registered = []
+        _KERNELS[op] = [k for k in registered if k.device_type in ("GPU", _ANY_DEVICE)]
+    return _KERNELS[op]
+
+
+def has_gpu_kernel(node) -> bool:
+    """Whether a GPU kernel is registered for ``node`` (a NodeDef) with its attrs' types."""
+    for kernel in _gpu_kernels(node.op):
+        if all(_allowed(node.attr.get(c.name), set(c.allowed_values.list.type)) for c in kernel.constraint):
+            return True
+    return False
+
+
+def _allowed(attr, allowed: set) -> bool:
+    if attr is None or not allowed:
+        return True
+    kind = attr.WhichOneof("value")
+    if kind == "type":
+        return attr.type in allowed
+    if kind == "list":
+        return all(t in allowed for t in attr.list.type)
+    return True  # a placeholder bound where the function is called
+
+
+def _called(node) -> Iterable[str]:
+    for attr in node.attr.values():
+        if attr.HasField("func"):
+            yield attr.func.name
+        yield from (f.name for f in attr.list.func)
+
+
+def _serving_functions(meta_graph, signatures: Iterable[str]) -> list:
+    """The FunctionDefs the signatures run: the call nodes their outputs come from, and
+    everything those call, however deep."""
+    library = {f.signature.name: f for f in meta_graph.graph_def.library.function}
+    nodes = {n.name: n for n in meta_graph.graph_def.node}
+    pending = []
+    for name in signatures:
+        for output in meta_graph.signature_def[name].outputs.values():
+            pending.extend(_called(nodes[output.name.split(":")[0]]))
+    found = {}
+    while pending:
+        name = pending.pop()
+        if name in found or name not in library:
+            continue
+        found[name] = library[name]
+        for node in library[name].node_def:
+            pending.extend(_called(node))
+    return list(found.values())
+
+
+def gpu_placement(export_dir: str, signatures: Optional[Iterable[str]] = None) -> GpuPlacement:
+    """What of an export's serving graph a GPU can run, by this TensorFlow's kernels.
+
+    Args:
+      export_dir: a SavedModel folder (one version).
+      signatures: the signatures to read (default: every one the export serves).
+
+    Returns:
+      GpuPlacement.
+    """
+    model = saved_model_pb2.SavedModel()
+    with open(os.path.join(export_dir, "saved_model.pb"), "rb") as f:
+        model.ParseFromString(f.read())
+    meta_graph = model.meta_graphs[0]
+    names = [name for name in (signatures or SIGNATURE_FUNCTIONS) if name in meta_graph.signature_def]
+    gpu, cpu_only, pinned = collections.Counter(), collections.Counter(), []
+    for function in _serving_functions(meta_graph, names):
+        for node in function.node_def:
+            (gpu if has_gpu_kernel(node) else cpu_only)[(node.op, _element_type(node))] += 1
+            if node.device:
+                pinned.append((function.signature.name, node.name))
+    return GpuPlacement(dict(gpu), dict(cpu_only), pinned)
