@@ -17,10 +17,12 @@ import os
 from typing import Dict, Iterable, Optional, Tuple
 
 import tensorflow as tf
+from google.protobuf.message import DecodeError
 from tensorflow.core.framework import types_pb2
 from tensorflow.core.protobuf import saved_model_pb2
 from tensorflow.python.framework import errors, kernels
 
+from twostage.serving.export import ModelError
 from twostage.serving.module import SIGNATURE_FUNCTIONS
 
 # The attr that names an op's main element type, first match wins: what the report groups
@@ -39,16 +41,19 @@ class GpuPlacement:
       cpu_only: the same for nodes no GPU kernel matches (or whose op this process does not
         know, such as ScaNN's when ``scann`` is not imported).
       pinned: (function, node) of nodes the export pins to a device.
+      kernels_known: whether this TensorFlow registers GPU kernels at all (else every node
+        reads as CPU only, whatever a GPU build would do).
     """
 
     gpu: Dict[Tuple[str, str], int]
     cpu_only: Dict[Tuple[str, str], int]
     pinned: list
+    kernels_known: bool = dataclasses.field(default_factory=tf.test.is_built_with_cuda)
 
     def as_dict(self) -> dict:
         def table(counts):
             return {f"{op}[{dtype}]" if dtype else op: n for (op, dtype), n in sorted(counts.items())}
-        return {"gpu_nodes": sum(self.gpu.values()), "cpu_only_nodes": sum(self.cpu_only.values()),
+        return {"gpu_kernels_known": self.kernels_known, "gpu_nodes": sum(self.gpu.values()), "cpu_only_nodes": sum(self.cpu_only.values()),
                 "cpu_only": table(self.cpu_only), "pinned": [f"{f}/{n}" for f, n in self.pinned]}
 
 
@@ -130,8 +135,12 @@ def gpu_placement(export_dir: str, signatures: Optional[Iterable[str]] = None) -
       GpuPlacement.
     """
     model = saved_model_pb2.SavedModel()
-    with open(os.path.join(export_dir, "saved_model.pb"), "rb") as f:
-        model.ParseFromString(f.read())
+    path = os.path.join(export_dir, "saved_model.pb")
+    try:
+        with open(path, "rb") as f:
+            model.ParseFromString(f.read())
+    except (OSError, DecodeError) as err:
+        raise ModelError(f"{path}: cannot read the SavedModel ({err})") from None
     meta_graph = model.meta_graphs[0]
     names = [name for name in (signatures or SIGNATURE_FUNCTIONS) if name in meta_graph.signature_def]
     gpu, cpu_only, pinned = collections.Counter(), collections.Counter(), []

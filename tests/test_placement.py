@@ -76,3 +76,14 @@ def test_gpu_check_command(brute_force_path, capsys):
     assert main(["-q", "gpu-check", "--model", brute_force_path, "--json"]) == 0
     report = json.loads(capsys.readouterr().out)
     assert report["index"] == "brute-force" and report["gpu_nodes"] > 100 and report["pinned"] == []
+
+
+def test_gpu_check_names_a_file_that_is_not_a_saved_model(tmp_path, capsys):
+    from twostage.cli import main
+
+    version = tmp_path / "twostage" / "1"
+    version.mkdir(parents=True)
+    (version / "saved_model.pb").write_bytes(b"not a protocol buffer")
+    assert main(["-q", "gpu-check", "--model", str(tmp_path)]) == 2
+    err = capsys.readouterr().err
+    assert "saved_model.pb: cannot read the SavedModel" in err and "Traceback" not in err

@@ -269,6 +269,9 @@ def _gpu_check(args) -> int:
     if args.json:
         print(json.dumps(report, indent=2))
         return 0
+    if not report["gpu_kernels_known"]:
+        print("note: this TensorFlow registers no GPU kernels (not a CUDA build), so every op reads as CPU "
+              "only; run this where the Linux pip TensorFlow is installed")
     total = report["gpu_nodes"] + report["cpu_only_nodes"]
     print(f"{path} ({report['index']} index): {report['gpu_nodes']} of {total} serving-graph nodes have a GPU "
           "kernel in this TensorFlow; these have none and stay on the CPU:")
