@@ -53,8 +53,9 @@ class GpuPlacement:
     def as_dict(self) -> dict:
         def table(counts):
             return {f"{op}[{dtype}]" if dtype else op: n for (op, dtype), n in sorted(counts.items())}
-        return {"gpu_kernels_known": self.kernels_known, "gpu_nodes": sum(self.gpu.values()), "cpu_only_nodes": sum(self.cpu_only.values()),
-                "cpu_only": table(self.cpu_only), "pinned": [f"{f}/{n}" for f, n in self.pinned]}
+        return {"gpu_kernels_known": self.kernels_known, "gpu_nodes": sum(self.gpu.values()),
+                "cpu_only_nodes": sum(self.cpu_only.values()), "cpu_only": table(self.cpu_only),
+                "pinned": [f"{f}/{n}" for f, n in self.pinned]}
 
 
 def _element_type(node) -> str:
@@ -112,7 +113,9 @@ def _serving_functions(meta_graph, signatures: Iterable[str]) -> list:
     pending = []
     for name in signatures:
         for output in meta_graph.signature_def[name].outputs.values():
-            pending.extend(_called(nodes[output.name.split(":")[0]]))
+            node = nodes.get(output.name.split(":")[0])
+            if node is not None:
+                pending.extend(_called(node))
     found = {}
     while pending:
         name = pending.pop()
