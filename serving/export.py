@@ -73,6 +73,22 @@ def read_metadata(version_dir: str) -> dict:
         raise ModelError(f"{version_dir}: not a twostage export ({METADATA_FILE} unreadable: {err})") from None
 
 
+def read_meta_graph(version_dir: str):
+    """The export's serving MetaGraphDef (graph, function library, SignatureDefs with their
+    input defaults), read from saved_model.pb without loading the model."""
+    from google.protobuf.message import DecodeError
+    from tensorflow.core.protobuf import saved_model_pb2
+
+    model = saved_model_pb2.SavedModel()
+    path = os.path.join(version_dir, "saved_model.pb")
+    try:
+        with open(path, "rb") as f:
+            model.ParseFromString(f.read())
+    except (OSError, DecodeError) as err:
+        raise ModelError(f"{path}: cannot read the SavedModel ({err})") from None
+    return model.meta_graphs[0]
+
+
 def load_export(path: str):
     """Loads the newest version under ``path`` (see :func:`resolve_model_path`).
 

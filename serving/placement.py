@@ -13,16 +13,13 @@ from __future__ import annotations
 
 import collections
 import dataclasses
-import os
 from typing import Dict, Iterable, Optional, Tuple
 
 import tensorflow as tf
-from google.protobuf.message import DecodeError
 from tensorflow.core.framework import types_pb2
-from tensorflow.core.protobuf import saved_model_pb2
 from tensorflow.python.framework import errors, kernels
 
-from twostage.serving.export import ModelError
+from twostage.serving.export import read_meta_graph
 from twostage.serving.module import SIGNATURE_FUNCTIONS
 
 # The attr that names an op's main element type, first match wins: what the report groups
@@ -137,14 +134,7 @@ def gpu_placement(export_dir: str, signatures: Optional[Iterable[str]] = None) -
     Returns:
       GpuPlacement.
     """
-    model = saved_model_pb2.SavedModel()
-    path = os.path.join(export_dir, "saved_model.pb")
-    try:
-        with open(path, "rb") as f:
-            model.ParseFromString(f.read())
-    except (OSError, DecodeError) as err:
-        raise ModelError(f"{path}: cannot read the SavedModel ({err})") from None
-    meta_graph = model.meta_graphs[0]
+    meta_graph = read_meta_graph(export_dir)
     names = [name for name in (signatures or SIGNATURE_FUNCTIONS) if name in meta_graph.signature_def]
     gpu, cpu_only, pinned = collections.Counter(), collections.Counter(), []
     for function in _serving_functions(meta_graph, names):

@@ -13,7 +13,8 @@ from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 
 import numpy as np
 import tensorflow as tf
-from tensorflow.core.protobuf import saved_model_pb2
+
+from twostage.serving.export import read_meta_graph
 
 
 class SavedModelRunner:
@@ -21,10 +22,7 @@ class SavedModelRunner:
         import scann  # noqa: F401  the test exports may hold a ScaNN index
 
         self.model = tf.saved_model.load(version_dir)
-        proto = saved_model_pb2.SavedModel()
-        with open(f"{version_dir}/saved_model.pb", "rb") as f:
-            proto.ParseFromString(f.read())
-        self.signatures = proto.meta_graphs[0].signature_def
+        self.signatures = read_meta_graph(version_dir).signature_def
 
     def run(self, signature: str, inputs: dict) -> dict:
         definition = self.signatures[signature]

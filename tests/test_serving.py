@@ -173,12 +173,9 @@ def test_k_beyond_the_export_maximum(recommender):
 
 
 def test_optional_inputs_have_defaults_in_the_signature(recommender):
-    from tensorflow.core.protobuf import saved_model_pb2
+    from twostage.serving.export import read_meta_graph
 
-    model = saved_model_pb2.SavedModel()
-    with open(os.path.join(recommender.path, "saved_model.pb"), "rb") as f:
-        model.ParseFromString(f.read())
-    signatures = model.meta_graphs[0].signature_def
+    signatures = read_meta_graph(recommender.path).signature_def
     for name in ("serving_default", "retrieve"):
         assert set(signatures[name].inputs) - set(signatures[name].defaults) == {"user_id"}
         assert signatures[name].defaults["k"].int_val == [10]
