@@ -38,14 +38,17 @@ class GpuPlacement:
       cpu_only: the same for nodes no GPU kernel matches (or whose op this process does not
         know, such as ScaNN's when ``scann`` is not imported).
       pinned: (function, node) of nodes the export pins to a device.
-      kernels_known: whether this TensorFlow registers GPU kernels at all (else every node
-        reads as CPU only, whatever a GPU build would do).
     """
 
     gpu: Dict[Tuple[str, str], int]
     cpu_only: Dict[Tuple[str, str], int]
     pinned: list
-    kernels_known: bool = dataclasses.field(default_factory=tf.test.is_built_with_cuda)
+
+    @property
+    def kernels_known(self) -> bool:
+        """Whether this TensorFlow registers GPU kernels at all (else every node reads as
+        CPU only, whatever a GPU build would do)."""
+        return tf.test.is_built_with_cuda()
 
     def as_dict(self) -> dict:
         def table(counts):
