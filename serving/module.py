@@ -304,8 +304,6 @@ class TwoStageModule(tf.Module):
     def _candidates(self, request: _Request):
         """The top num_candidates (scores, positions) per user, exclusions dropped
         ([batch, num_candidates]; -inf where the catalog ran out)."""
-        if self._exact:
-            return self.index.top_k_excluding(self._exact_scores(request), request.excluded, self.num_candidates)
         scores, positions, _ = self._searched(request, self._full_depth(request.counts))
         return scores, positions
 
@@ -317,7 +315,7 @@ class TwoStageModule(tf.Module):
         """How deep ``_searched`` must go to find num_candidates for users with these
         exclusion counts (an exact index drops them before its top-k)."""
         if self._exact:
-            return tf.constant(self.num_candidates)
+            return self.num_candidates
         return tf.minimum(self.num_candidates + tf.reduce_max(tf.concat([counts, [0]], 0)), self.max_depth)
 
     def _searched(self, request: _Request, depth):
@@ -333,9 +331,11 @@ class TwoStageModule(tf.Module):
         """
         if self._exact:
             scores, positions = self.index.top_k_excluding(self._exact_scores(request), request.excluded, depth)
-            padding = [[0, 0], [0, self.num_candidates - depth]]
-            return (tf.pad(scores, padding, constant_values=-np.inf), tf.pad(positions, padding),
-                    scores[:, -1])
+            deepest = scores[:, -1]
+            if not (isinstance(depth, int) and depth == self.num_candidates):  # else no padding ops
+                padding = [[0, 0], [0, self.num_candidates - depth]]
+                scores, positions = tf.pad(scores, padding, constant_values=-np.inf), tf.pad(positions, padding)
+            return scores, positions, deepest
         scores, positions = self.index(request.queries, k=depth)
         positions = tf.cast(positions, tf.int32)
         scores = tf.where(request.personal, scores, self.popular_scores[tf.newaxis, :depth])
