@@ -7,8 +7,8 @@ synthetic data), exports the same trained model with a ScaNN and a brute-force i
 * in-process Recommender (each flavour in a fresh process that only loads the export, as a
   server would), one user per call, k=10: p50 / p99 milliseconds;
 * batches of 1,000 users: users per second;
-* the share of CPU time the hypervisor took while the requests were timed (Linux; a
-  shared VM's slow spells show there);
+* the speed of a reference matrix product just before and after those timings (this shared
+  VM's speed moves by a quarter and more between runs);
 * a generated catalog of --catalog clustered 64-d embeddings: ScaNN (parameters chosen from
   the catalog size) recall@10 against brute force, and p50 per single query for both.
 
@@ -35,22 +35,21 @@ from twostage.retrieval.index import build_brute_force_index, build_scann_index,
 from twostage.serving.recommender import Recommender
 
 
-def _cpu_times():
-    """This machine's CPU time counters (/proc/stat's first line), or None off Linux."""
-    try:
-        with open("/proc/stat") as stat:
-            return [int(value) for value in stat.readline().split()[1:]]
-    except (OSError, ValueError):
-        return None
-
-
-def _steal_percent(before, after):
-    """Share of CPU time the hypervisor gave other machines between two ``_cpu_times``
-    (the 8th counter): a slowed-down VM shows here, not in the code being measured."""
-    if before is None or after is None or len(before) < 8:
-        return None
-    spent = [b - a for a, b in zip(before, after)]
-    return 100.0 * spent[7] / max(1, sum(spent[:8]))
+def reference_gflops(repeats: int = 5) -> float:
+    """This machine's speed right now: GFLOP/s of a float32 [100,000 x 256] . [256 x 64]
+    product (one rating layer over 100 candidates x 1,000 users), median of ``repeats``. On a
+    shared VM the same code runs faster or slower by as much as this figure moves."""
+    rng = np.random.default_rng(0)
+    left = tf.constant(rng.random((100_000, 256), np.float32))
+    right = tf.constant(rng.random((256, 64), np.float32))
+    product = tf.function(lambda: tf.reduce_sum(tf.matmul(left, right)))
+    product()
+    times = []
+    for _ in range(repeats):
+        start = time.perf_counter()
+        product().numpy()
+        times.append(time.perf_counter() - start)
+    return 2 * 100_000 * 256 * 64 / float(np.median(times)) / 1e9
 
 
 def _latency(call, repeats: int) -> dict:
@@ -68,7 +67,7 @@ def measure_export(path: str, repeats: int) -> dict:
     recommender = Recommender.load(path)
     load_seconds = time.perf_counter() - start
     users = recommender.known_users()
-    cpu_before = _cpu_times()
+    gflops_before = reference_gflops()
     rng = np.random.default_rng(0)
     for user in rng.choice(users, size=20).tolist():  # warm up the concrete functions
         recommender.recommend(user, k=10)
@@ -84,7 +83,7 @@ def measure_export(path: str, repeats: int) -> dict:
     users_per_second = calls * 1000 / (time.perf_counter() - start)
     return {"load_seconds": load_seconds, "single_user_k10": single,
             "batch_1000_users_per_second": users_per_second,
-            "cpu_steal_percent": _steal_percent(cpu_before, _cpu_times())}
+            "reference_gflops_before_after": [gflops_before, reference_gflops()]}
 
 
 def serve_flavours(data: str, repeats: int) -> dict:
