@@ -19,6 +19,14 @@ import tensorflow as tf
 from twostage.serving.blend import blend
 
 
+# A batch's first candidates are rated in this many slices of its users: the gather, add,
+# relu and product then pass over 4 MB of hidden layer a head at a time instead of 15 MB
+# (1,000 users, k = 10), and the two threads have more, smaller ops to interleave. That
+# stage alone: 15.7 -> 13.7 ms; a 1,000-user call: 3% faster on average side by side (2 and
+# 8 slices did less well). Same ratings bit for bit.
+RATING_SLICES = 4
+
+
 class CandidateRanking:
     """The rating model and the blend, applied to [batch, n] candidates.
 
@@ -79,7 +87,11 @@ class CandidateRanking:
 
     def first_ratings(self, user_id, rows, positions, k):
         """The first candidates' predicted ratings ([batch, first_count(k, n)])."""
-        return self.rating_scorer.rate_lists(user_id, rows, positions[:, :self.first_count(k, tf.shape(positions)[1])])
+        first = positions[:, :self.first_count(k, tf.shape(positions)[1])]
+        users = tf.shape(rows)[0]
+        bounds = [users * i // RATING_SLICES for i in range(RATING_SLICES + 1)]
+        return tf.concat([self.rating_scorer.rate_lists(user_id[a:b], rows[a:b], first[a:b])
+                          for a, b in zip(bounds, bounds[1:])], axis=0)
 
     def floor(self, rows, retrieval_scores, first, k):
         """[batch, 1] the k-th best final score of the first candidates, rated ``first``
