@@ -326,10 +326,11 @@ class TwoStageModule(tf.Module):
         the exclusions (at most num_candidates; the columns past it are -inf); for an
         approximate one, neighbours before them (at least num_candidates). ``few_users``:
         the request is known to be for a few users, which changes how an approximate
-        index's neighbours are compacted, not what comes back.
+        index's neighbours are compacted, not which come back or in what order.
 
         Returns:
-          scores, positions ([batch, num_candidates]; -inf where fewer were left) and
+          scores, positions ([batch, num_candidates]; where fewer were left, score -inf and
+          some catalog position) and
           [batch] the depth-th score found: nothing the search left out scores higher.
         """
         if self._exact:
