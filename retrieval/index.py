@@ -114,6 +114,14 @@ def build_scann_index(candidate_embeddings: np.ndarray, depth: int, config: Inde
     return index
 
 
+def top_k_excluding(scores: tf.Tensor, excluded: tf.Tensor, k) -> tuple:
+    """(scores, column indices) of the top k of [batch, n] scores where ``excluded`` (the same
+    shape, bool) is False; excluded ones score -inf. Ties keep column order (top-k puts the
+    lower index first), so scores already sorted stay in their order."""
+    scores = tf.where(excluded, tf.constant(-np.inf, scores.dtype), scores)
+    return tf.math.top_k(scores, k=k)
+
+
 class ExactIndex(tf.Module):
     """Exact top-k by dot product (matmul + top-k): stock TensorFlow ops only.
 
@@ -141,12 +149,8 @@ class ExactIndex(tf.Module):
         scores, positions = tf.math.top_k(self.scores(queries), k=self.depth if k is None else k)
         return scores, positions
 
-    @staticmethod
-    def top_k_excluding(scores: tf.Tensor, excluded: tf.Tensor, k) -> tuple:
-        """Top k of [batch, num candidates] scores where ``excluded`` (the same shape, bool) is
-        False; excluded ones score -inf."""
-        scores = tf.where(excluded, tf.constant(-np.inf, scores.dtype), scores)
-        return tf.math.top_k(scores, k=k)
+    # The serving graph asks an index for this to know it scores the whole catalog.
+    top_k_excluding = staticmethod(top_k_excluding)
 
 
 def build_brute_force_index(candidate_embeddings: np.ndarray, depth: int) -> ExactIndex:
