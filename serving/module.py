@@ -7,7 +7,6 @@ from typing import Dict, Optional
 
 import numpy as np
 import tensorflow as tf
-from tensorflow.core.framework import attr_value_pb2
 
 from twostage.data.features import USER_FEATURES
 from twostage.data.history import RaggedTable
@@ -55,21 +54,6 @@ _REQUEST = [_strings("user_id"), _K] + [_strings(name) for name in USER_FEATURES
 _NO_VALUES = tf.constant([], tf.string)
 _NO_EXCLUSIONS = tf.zeros([0, 0], tf.string)
 _FALSE = tf.constant(False)
-
-
-def _cond_running_one_branch(pred, true_fn, false_fn):
-    """``tf.cond`` whose branches stay functions when the graph runs.
-
-    TensorFlow lowers a cond into its graph with both branches inlined, and every run then
-    walks the untaken branch's nodes as well: the query tower's ~200 for a request with no
-    new user. Kept as a function, the taken branch alone runs, for the cost of one call.
-    """
-    outputs = tf.cond(pred, true_fn, false_fn)
-    op = tf.nest.flatten(outputs)[0].op
-    while op.type not in ("If", "StatelessIf"):
-        op = op.inputs[0].op  # cond's outputs pass through identities
-    op._set_attr("_lower_using_switch_merge", attr_value_pb2.AttrValue(b=False))  # pinned TensorFlow
-    return outputs
 
 
 def _variable(value, name: str) -> tf.Variable:
@@ -244,7 +228,12 @@ class TwoStageModule(tf.Module):
             queries = self.query_encoder.encode({"user_id": user_id, **given})
             return tf.where(known[:, tf.newaxis], precomputed, queries), known | has_features
 
-        return _cond_running_one_branch(tf.reduce_all(known), lambda: (precomputed, known), with_new_users)
+        # Plain tf.cond: TensorFlow lowers it into the graph, and the placer puts each branch op
+        # on a device of its own. Kept as an If op (to run the taken branch alone), it must sit
+        # on one device with every resource its branches read, and on a GPU machine the
+        # variables are on the GPU and the hash tables on the CPU: the call failed to place on an
+        # H100. On this CPU the two forms measured the same.
+        return tf.cond(tf.reduce_all(known), lambda: (precomputed, known), with_new_users)
 
     def _mask(self, rows, positions, batch):
         """[batch, catalog] bool, True at (rows[i], positions[i]); positions -1 are ignored."""
@@ -282,8 +271,7 @@ class TwoStageModule(tf.Module):
             return mask | extra_mask, counts + tf.reduce_sum(tf.cast(extra >= 0, tf.int32), axis=1)
 
         # Most requests exclude nothing: they skip the lookup and scatter.
-        return _cond_running_one_branch(tf.size(exclude_movie_ids) > 0, with_request_exclusions,
-                                        lambda: (mask, counts))
+        return tf.cond(tf.size(exclude_movie_ids) > 0, with_request_exclusions, lambda: (mask, counts))
 
     def _request(self, user_id, features, exclude_movie_ids, include_seen) -> _Request:
         """What retrieval needs of a request's users.
@@ -408,8 +396,7 @@ class TwoStageModule(tf.Module):
                          ((scores, new_scores), (positions, new_positions), (first, new_first), (floor, new_floor)))
 
         # Settled users keep their first pass, floor included.
-        return _cond_running_one_branch(tf.size(unsettled) > 0, search_again,
-                                        lambda: (scores, positions, first, floor))
+        return tf.cond(tf.size(unsettled) > 0, search_again, lambda: (scores, positions, first, floor))
 
     def _retrieve_and_rank(self, request: _Request, k, few_users: bool):
         """(retrieval scores, positions, final scores, predicted ratings) of each user's candidates.
@@ -430,8 +417,7 @@ class TwoStageModule(tf.Module):
 
         if few_users or self.ranking.rating_range is None:
             return rate_everything(few_users)
-        return _cond_running_one_branch(tf.size(request.rows) >= PRUNE_FROM_USERS, rate_the_reachable,
-                                        lambda: rate_everything(True))
+        return tf.cond(tf.size(request.rows) >= PRUNE_FROM_USERS, rate_the_reachable, lambda: rate_everything(True))
 
     # --- signatures ------------------------------------------------------------------------
     # Traced without AutoGraph: their control flow is explicit (tf.cond), and converting each
