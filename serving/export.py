@@ -89,6 +89,23 @@ def read_meta_graph(version_dir: str):
     return model.meta_graphs[0]
 
 
+def register_custom_ops(version_dir: str) -> dict:
+    """Registers the ops outside TensorFlow that a version's graph uses (ScaNN's, when it
+    holds a ScaNN index), as any loader of it must first.
+
+    Returns:
+      the version's metadata.
+    """
+    metadata = read_metadata(version_dir)
+    if metadata.get("index", {}).get("kind") == "scann":
+        try:
+            import scann  # noqa: F401  registers the Scann>... ops the graph uses
+        except ImportError:
+            raise ModelError(f"{version_dir} holds a ScaNN index: install scann[tf]==1.4.2 to load it, "
+                             "or export with --index brute-force") from None
+    return metadata
+
+
 def load_export(path: str):
     """Loads the newest version under ``path`` (see :func:`resolve_model_path`).
 
@@ -98,13 +115,7 @@ def load_export(path: str):
       (the loaded SavedModel object, its version folder, its metadata).
     """
     version_dir = resolve_model_path(path)
-    metadata = read_metadata(version_dir)
-    if metadata.get("index", {}).get("kind") == "scann":
-        try:
-            import scann  # noqa: F401  registers the Scann>... ops the graph uses
-        except ImportError:
-            raise ModelError(f"{version_dir} holds a ScaNN index: install scann[tf]==1.4.2 to load it, "
-                             "or export with --index brute-force") from None
+    metadata = register_custom_ops(version_dir)
     try:
         loaded = tf.saved_model.load(version_dir)
     except (tf.errors.OpError, OSError, ValueError) as err:

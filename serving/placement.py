@@ -6,20 +6,24 @@ This reads the serving signatures' graphs (every function they call, however dee
 asks the kernel registry of the running TensorFlow, so it answers on a machine without a
 GPU too: the pip TensorFlow registers its CUDA kernels whether or not a GPU is present.
 It does not see what the placer does beyond that (colocating an op with the variable it
-reads, keeping small int32 tensors in host memory), which only a GPU run shows.
+reads, keeping small int32 tensors in host memory), which only a run shows:
+:func:`traced_placement` runs signatures the way TF Serving does (a Session over the
+SavedModel) and reads where each executed op ran from the run's trace.
 """
 
 from __future__ import annotations
 
 import collections
 import dataclasses
-from typing import Dict, Iterable, Optional, Tuple
+import re
+from typing import Dict, Iterable, Mapping, Optional, Tuple
 
 import tensorflow as tf
 from tensorflow.core.framework import types_pb2
+from tensorflow.core.protobuf import config_pb2
 from tensorflow.python.framework import errors, kernels
 
-from twostage.serving.export import read_meta_graph
+from twostage.serving.export import read_meta_graph, register_custom_ops
 from twostage.serving.module import SIGNATURE_FUNCTIONS
 
 # The attr that names an op's main element type, first match wins: what the report groups
@@ -146,3 +150,89 @@ def gpu_placement(export_dir: str, signatures: Optional[Iterable[str]] = None) -
             if node.device:
                 pinned.append((function.signature.name, node.name))
     return GpuPlacement(dict(gpu), dict(cpu_only), pinned)
+
+
+# A device's name, as opposed to the GPU tracer's rows under it (".../GPU:0/stream:all").
+_DEVICE = re.compile(r"/device:([A-Z_]+):\d+$")
+# Nodes that move tensors between devices (one per tensor that crosses) ...
+_COPY_OPS = ("_Recv", "_HostRecv")
+# ... and the ones that only wire a graph together; neither is work a device does.
+_PLUMBING_OPS = frozenset({"_Send", "_HostSend", "_Arg", "_Retval", "_DeviceArg", "_DeviceRetval", "NoOp",
+                           "Identity", "IdentityN", "Const"})
+
+
+@dataclasses.dataclass
+class TracedPlacement:
+    """Where the ops of one signature call ran, read from the call's trace.
+
+    Attributes:
+      ops: device type ("CPU", "GPU") -> op type -> executions in the call, plumbing
+        (constants, identities, argument and send nodes) left out. The ops of functions the
+        graph calls (conditional branches, nested calls) count where they ran.
+      copies: device type -> tensor edges into that device from another one (each a copy
+        when the request runs), read from the graph partitions the Session ran.
+    """
+
+    ops: Dict[str, Dict[str, int]]
+    copies: Dict[str, int]
+
+    def as_dict(self) -> dict:
+        return {"ops": {device: dict(sorted(ops.items())) for device, ops in sorted(self.ops.items())},
+                "copies_onto": dict(sorted(self.copies.items()))}
+
+
+def _op_type(node_stats) -> str:
+    # The trace names each executed node "name = Op(inputs)".
+    label = node_stats.timeline_label.split(" = ", 1)
+    return label[1].split("(", 1)[0] if len(label) == 2 else ""
+
+
+def traced_placement(version_dir: str,
+                     requests: Mapping[str, Tuple[str, Mapping[str, object]]]) -> Dict[str, TracedPlacement]:
+    """Runs each request through its signature as TF Serving does, and reads which device
+    ran each op from the run's trace.
+
+    The SavedModel is loaded into a TF1 Session, TF Serving's way of running one: its
+    placer and graph optimisations are the ones a server applies. Each request runs twice,
+    the second time traced, so the trace holds the steady state, not the first run's
+    set-up.
+
+    Args:
+      version_dir: one version of an export.
+      requests: a label -> (signature name, {input name: value}); inputs left out take
+        the SignatureDef's defaults.
+
+    Returns:
+      label -> TracedPlacement, in the order given.
+    """
+    register_custom_ops(version_dir)
+    traced = {}
+    graph = tf.Graph()
+    with graph.as_default(), tf.compat.v1.Session(graph=graph) as session:
+        meta_graph = tf.compat.v1.saved_model.loader.load(session, [tf.saved_model.SERVING], version_dir)
+        for label, (name, inputs) in requests.items():
+            signature = meta_graph.signature_def[name]
+            feed = {signature.inputs[key].name: value for key, value in inputs.items()}
+            fetch = {key: value.name for key, value in signature.outputs.items()}
+            session.run(fetch, feed)
+            metadata = config_pb2.RunMetadata()
+            options = config_pb2.RunOptions(trace_level=config_pb2.RunOptions.FULL_TRACE, output_partition_graphs=True)
+            session.run(fetch, feed, options=options, run_metadata=metadata)
+            ops, copies = collections.defaultdict(collections.Counter), collections.Counter()
+            # A Session inlines the functions and lowers the conditionals a signature calls, so
+            # its per-device partitions hold every cross-device edge: a receive node each.
+            for partition in metadata.partition_graphs:
+                for node in partition.node:
+                    device = _DEVICE.search(node.device)
+                    if node.op in _COPY_OPS and device is not None:
+                        copies[device.group(1)] += 1
+            for device_stats in metadata.step_stats.dev_stats:
+                device = _DEVICE.search(device_stats.device)
+                if device is None:
+                    continue  # the GPU tracer's rows (".../GPU:0/stream:all", "/sync"): the same ops, seen from the GPU
+                for node_stats in device_stats.node_stats:
+                    op = _op_type(node_stats)
+                    if op and op not in _PLUMBING_OPS and op not in _COPY_OPS:
+                        ops[device.group(1)][op] += 1
+            traced[label] = TracedPlacement({device: dict(counts) for device, counts in ops.items()}, dict(copies))
+    return traced

@@ -1,5 +1,6 @@
 """What of an export a GPU can run, read from its graph and TensorFlow's kernel registry."""
 
+import collections
 import json
 
 import pytest
@@ -70,6 +71,22 @@ def test_the_scann_export_keeps_only_its_index_and_strings_off_the_gpu(exported_
     assert left <= {"LookupTableFindV2", "RaggedGather", "ResourceGather", "RaggedTensorToTensor"}, left
 
 
+@pytest.mark.parametrize("flavour", ["scann", "brute-force"])
+def test_no_conditional_is_kept_as_an_if_op(flavour, exported_model, brute_force_path):
+    """An If op kept as a function (not lowered into the graph) is placed with every resource
+    its branches read; on a GPU machine variables live on the GPU and hash tables on the CPU,
+    and the call cannot be placed (seen on an H100). Lowered, each branch op is placed alone."""
+    from twostage.serving.export import read_meta_graph
+
+    path = exported_model.export_path if flavour == "scann" else brute_force_path
+    ifs = [node for function in read_meta_graph(path).graph_def.library.function
+           for node in function.node_def if node.op in ("If", "StatelessIf")]
+    assert ifs  # the serving graph has conditionals: this test looks at them
+    kept = [node.name for node in ifs
+            if "_lower_using_switch_merge" in node.attr and not node.attr["_lower_using_switch_merge"].b]
+    assert not kept, kept
+
+
 def test_gpu_check_command(brute_force_path, capsys):
     from twostage.cli import main
 
@@ -87,3 +104,43 @@ def test_gpu_check_names_a_file_that_is_not_a_saved_model(tmp_path, capsys):
     assert main(["-q", "gpu-check", "--model", str(tmp_path)]) == 2
     err = capsys.readouterr().err
     assert "saved_model.pb: cannot read the SavedModel" in err and "Traceback" not in err
+
+
+def test_traced_placement_reads_where_each_executed_op_ran(brute_force_path):
+    """A traced Session run (TF Serving's way of running a signature) counts each executed
+    op on its device, the ops of the conditional branches a request takes included."""
+    from twostage.serving.placement import traced_placement
+    from twostage.serving.recommender import Recommender
+
+    recommender = Recommender.load(brute_force_path)
+    users = recommender.known_users()
+    movies, _ = recommender.catalog()
+    limits = recommender.limits
+    traced = traced_placement(recommender.path, {
+        "one_user": ("serving_default", limits.recommend(users[0], 10, None, None, False)),
+        "new_user": ("serving_default", limits.recommend("no-such-user", 10, None, None, False)),
+        "ratings": ("predict_rating", limits.ratings(users[:3].tolist(), movies[:3].tolist())),
+    })
+    assert list(traced) == ["one_user", "new_user", "ratings"]
+    devices = {"GPU", "CPU"} if tf.config.list_physical_devices("GPU") else {"CPU"}
+    for placement in traced.values():
+        assert set(placement.ops) <= devices
+        ran = collections.Counter()
+        for ops in placement.ops.values():
+            ran.update(ops)
+        assert any("MatMul" in op for op in ran) and ran["Relu"] >= 2, ran  # the rating layers
+        assert not ({"Const", "Identity", "_Send", "_Recv"} & set(ran))  # plumbing is left out
+        if devices == {"CPU"}:
+            assert placement.copies == {}
+    one_user, new_user = collections.Counter(), collections.Counter()
+    for counts, name in ((one_user, "one_user"), (new_user, "new_user")):
+        for ops in traced[name].ops.values():
+            counts.update(ops)
+    assert one_user["TopKV2"] >= 1
+
+    def matmuls(counts):
+        return sum(n for op, n in counts.items() if "MatMul" in op)
+
+    # Only a new user's request takes the conditional branch that runs the query tower.
+    assert matmuls(new_user) > matmuls(one_user)
+    assert traced["ratings"].as_dict()["copies_onto"] == traced["ratings"].copies
