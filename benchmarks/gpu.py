@@ -50,7 +50,8 @@ def devices() -> dict:
     gpus = tf.config.list_physical_devices("GPU")
     return {"tensorflow": tf.__version__, "built_with_cuda": tf.test.is_built_with_cuda(),
             "gpus": [tf.config.experimental.get_device_details(gpu) for gpu in gpus],
-            "tf32": bool(gpus) and tf.config.experimental.tensor_float_32_execution_enabled()}
+            "tf32": bool(gpus) and tf.config.experimental.tensor_float_32_execution_enabled()
+            and os.environ.get("NVIDIA_TF32_OVERRIDE") != "0"}  # the variable turns it off below TensorFlow
 
 
 def requests(recommender: Recommender, batch: int) -> dict:
