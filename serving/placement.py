@@ -169,8 +169,8 @@ class TracedPlacement:
       ops: device type ("CPU", "GPU") -> op type -> executions in the call, plumbing
         (constants, identities, argument and send nodes) left out. The ops of functions the
         graph calls (conditional branches, nested calls) count where they ran.
-      copies: device type -> tensor edges into that device from another one (each a copy
-        when the request runs), read from the graph partitions the Session ran.
+      copies: device type -> tensor edges into that device from another one in the graph
+        the Session ran (a copy each time a request takes one; untaken branches' included).
     """
 
     ops: Dict[str, Dict[str, int]]
@@ -181,10 +181,33 @@ class TracedPlacement:
                 "copies_onto": dict(sorted(self.copies.items()))}
 
 
-def _op_type(node_stats) -> str:
-    # The trace names each executed node "name = Op(inputs)".
-    label = node_stats.timeline_label.split(" = ", 1)
-    return label[1].split("(", 1)[0] if len(label) == 2 else ""
+def _executed_ops(metadata) -> Dict[str, Dict[str, int]]:
+    """device type -> op type -> executions, from a traced run's step stats."""
+    ops = collections.defaultdict(collections.Counter)
+    for device_stats in metadata.step_stats.dev_stats:
+        device = _DEVICE.search(device_stats.device)
+        if device is None:
+            continue  # the GPU tracer's rows (".../GPU:0/stream:all", "/sync"): the same ops, seen from the GPU
+        for node_stats in device_stats.node_stats:
+            # The trace names each executed node "name = Op(inputs)".
+            label = node_stats.timeline_label.split(" = ", 1)
+            op = label[1].split("(", 1)[0] if len(label) == 2 else ""
+            if op and op not in _PLUMBING_OPS and op not in _COPY_OPS:
+                ops[device.group(1)][op] += 1
+    return {device: dict(counts) for device, counts in ops.items()}
+
+
+def _cross_device_edges(metadata) -> Dict[str, int]:
+    """device type -> edges into it from another device, from a run's graph partitions. A
+    Session inlines the functions a signature calls and lowers its conditionals, so the
+    partitions hold every such edge: a receive node each."""
+    edges = collections.Counter()
+    for partition in metadata.partition_graphs:
+        for node in partition.node:
+            device = _DEVICE.search(node.device)
+            if node.op in _COPY_OPS and device is not None:
+                edges[device.group(1)] += 1
+    return dict(edges)
 
 
 def traced_placement(version_dir: str,
@@ -206,6 +229,7 @@ def traced_placement(version_dir: str,
       label -> TracedPlacement, in the order given.
     """
     register_custom_ops(version_dir)
+    options = config_pb2.RunOptions(trace_level=config_pb2.RunOptions.FULL_TRACE, output_partition_graphs=True)
     traced = {}
     graph = tf.Graph()
     with graph.as_default(), tf.compat.v1.Session(graph=graph) as session:
@@ -216,23 +240,6 @@ def traced_placement(version_dir: str,
             fetch = {key: value.name for key, value in signature.outputs.items()}
             session.run(fetch, feed)
             metadata = config_pb2.RunMetadata()
-            options = config_pb2.RunOptions(trace_level=config_pb2.RunOptions.FULL_TRACE, output_partition_graphs=True)
             session.run(fetch, feed, options=options, run_metadata=metadata)
-            ops, copies = collections.defaultdict(collections.Counter), collections.Counter()
-            # A Session inlines the functions and lowers the conditionals a signature calls, so
-            # its per-device partitions hold every cross-device edge: a receive node each.
-            for partition in metadata.partition_graphs:
-                for node in partition.node:
-                    device = _DEVICE.search(node.device)
-                    if node.op in _COPY_OPS and device is not None:
-                        copies[device.group(1)] += 1
-            for device_stats in metadata.step_stats.dev_stats:
-                device = _DEVICE.search(device_stats.device)
-                if device is None:
-                    continue  # the GPU tracer's rows (".../GPU:0/stream:all", "/sync"): the same ops, seen from the GPU
-                for node_stats in device_stats.node_stats:
-                    op = _op_type(node_stats)
-                    if op and op not in _PLUMBING_OPS and op not in _COPY_OPS:
-                        ops[device.group(1)][op] += 1
-            traced[label] = TracedPlacement({device: dict(counts) for device, counts in ops.items()}, dict(copies))
+            traced[label] = TracedPlacement(_executed_ops(metadata), _cross_device_edges(metadata))
     return traced
