@@ -12,7 +12,8 @@ Prints one JSON object:
 * the devices TensorFlow sees, and whether float32 matrix products may use TF32 (TensorFlow's
   default on Ampere and later GPUs: 10-bit mantissas, so scores differ in the fourth digit);
 * for each request kind (one user, a batch, a new user, similar movies, ratings, retrieval),
-  the ops each device ran and the tensors copied onto each, read from a traced run of the
+  the ops each device ran and the graph's edges onto each from another device (a copy when
+  a request takes one), read from a traced run of the
   signature in a Session, which is how TF Serving runs it (see
   ``twostage.serving.placement.traced_placement``);
 * with --compare-answers: per request kind, the share of result lists identical to the

@@ -204,8 +204,8 @@ def _cross_device_edges(metadata) -> Dict[str, int]:
     edges = collections.Counter()
     for partition in metadata.partition_graphs:
         for node in partition.node:
-            device = _DEVICE.search(node.device)
-            if node.op in _COPY_OPS and device is not None:
+            device = _DEVICE.search(node.device) if node.op in _COPY_OPS else None
+            if device is not None:
                 edges[device.group(1)] += 1
     return dict(edges)
 

@@ -122,20 +122,19 @@ def test_traced_placement_reads_where_each_executed_op_ran(brute_force_path):
         "ratings": ("predict_rating", limits.ratings(users[:3].tolist(), movies[:3].tolist())),
     })
     assert list(traced) == ["one_user", "new_user", "ratings"]
+
+    def executed(placement):  # op type -> executions, on whichever device
+        return sum(map(collections.Counter, placement.ops.values()), collections.Counter())
+
     devices = {"GPU", "CPU"} if tf.config.list_physical_devices("GPU") else {"CPU"}
     for placement in traced.values():
         assert set(placement.ops) <= devices
-        ran = collections.Counter()
-        for ops in placement.ops.values():
-            ran.update(ops)
+        ran = executed(placement)
         assert any("MatMul" in op for op in ran) and ran["Relu"] >= 2, ran  # the rating layers
         assert not ({"Const", "Identity", "_Send", "_Recv"} & set(ran))  # plumbing is left out
         if devices == {"CPU"}:
             assert placement.copies == {}
-    one_user, new_user = collections.Counter(), collections.Counter()
-    for counts, name in ((one_user, "one_user"), (new_user, "new_user")):
-        for ops in traced[name].ops.values():
-            counts.update(ops)
+    one_user, new_user = executed(traced["one_user"]), executed(traced["new_user"])
     assert one_user["TopKV2"] >= 1
 
     def matmuls(counts):
