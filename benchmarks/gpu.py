@@ -13,9 +13,8 @@ Prints one JSON object:
   default on Ampere and later GPUs: 10-bit mantissas, so scores differ in the fourth digit);
 * for each request kind (one user, a batch, a new user, similar movies, ratings, retrieval),
   the ops each device ran and the graph's edges onto each from another device (a copy when
-  a request takes one), read from a traced run of the
-  signature in a Session, which is how TF Serving runs it (see
-  ``twostage.serving.placement.traced_placement``);
+  a request takes one), read from a traced run of the signature in a Session, which is how
+  TF Serving runs it (see ``twostage.serving.placement.traced_placement``);
 * with --compare-answers: per request kind, the share of result lists identical to the
   CPU's and the largest score difference;
 * in-process Recommender timings as ``benchmarks/serving.py`` measures them (load, one user
