@@ -14,7 +14,7 @@ Prints one JSON object:
 * for each request kind (one user, a batch, a new user, similar movies, ratings, retrieval),
   the ops each device ran and the graph's edges onto each from another device (a copy when
   a request takes one), read from a traced run of the signature in a Session, which is how
-  TF Serving runs it (see ``twostage.serving.placement.traced_placement``);
+  TF Serving runs it (see ``twostage.serving.diagnostics.placement.traced_placement``);
 * with --compare-answers: per request kind, the share of result lists identical to the
   CPU's and the largest score difference;
 * in-process Recommender timings as ``benchmarks/serving.py`` measures them (load, one user
@@ -31,8 +31,8 @@ import numpy as np
 
 import twostage  # noqa: F401  (before tensorflow: selects the legacy Keras)
 import tensorflow as tf
-from twostage.serving.placement import traced_placement
-from twostage.serving.recommender import Recommender
+from twostage.serving.diagnostics.placement import traced_placement
+from twostage.serving.clients.recommender import Recommender
 
 UNKNOWN_USER = "twostage-gpu-check-new-user"
 

@@ -32,7 +32,7 @@ from twostage.data import DataConfig
 from twostage.pipeline import PipelineConfig, export, train_stages
 from twostage.retrieval.config import IndexConfig
 from twostage.retrieval.index import build_brute_force_index, build_scann_index, scann_parameters
-from twostage.serving.recommender import Recommender
+from twostage.serving.clients.recommender import Recommender
 
 
 def reference_gflops(repeats: int = 5) -> float:

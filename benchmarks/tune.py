@@ -16,10 +16,10 @@ import logging
 import time
 
 import twostage  # noqa: F401
-from twostage.data import SplitConfig, load_dataset, split
-from twostage.data.features import build_vocabularies
+from twostage.data import DataConfig
+from twostage.data.prepared import prepare
 from twostage.ranking.config import RankingConfig
-from twostage.ranking.train import train_ranking
+from twostage.ranking.train import rating_errors, train_ranking
 from twostage.retrieval.config import RetrievalConfig
 from twostage.retrieval.train import train_retrieval
 
@@ -55,30 +55,23 @@ def main():
                              "refit=True with refit=False)")
     args = parser.parse_args()
     logging.basicConfig(level=logging.WARNING)
-    data = load_dataset(args.data)
-    split_config = SplitConfig()
-    train, _ = split(data.ratings, split_config)  # the test part is dropped here, unseen
-    fit, validation = split(train, split_config.for_validation(0.1))
-    vocabularies = build_vocabularies(fit, data.movies, data.users)
+    # The test part is never looked at: every setting is trained on the fit part and scored
+    # on the validation part (nested: chosen on an inner part, scored on the validation part).
+    prepared = prepare(DataConfig(source=args.data)).for_tuning(nested=args.nested)
     rows = []
     for settings in json.loads(args.settings) if args.settings else GRIDS[args.stage][args.grid]:
         start = time.perf_counter()
         if args.stage == "retrieval":
             config = dataclasses.replace(RetrievalConfig(refit=False), **settings)
-            result = train_retrieval(fit, fit, validation, data.movies, data.users, vocabularies, config).fit
+            result = train_retrieval(prepared, config).fit
         elif args.nested:
-            from twostage.ranking.train import rating_errors
-
             config = dataclasses.replace(RankingConfig(), **settings)
-            inner_fit, inner_validation = split(fit, split_config.for_validation(0.1))
-            trained = train_ranking(fit, inner_fit, inner_validation, data.movies, data.users, vocabularies,
-                                    data.rating_scale, config)
+            trained = train_ranking(prepared, config)
             result = trained.fit
-            best = rating_errors(trained.model, trained.inputs, validation)
+            best = rating_errors(trained.model, trained.inputs, prepared.test)
         else:
             config = dataclasses.replace(RankingConfig(refit=False), **settings)
-            result = train_ranking(fit, fit, validation, data.movies, data.users, vocabularies, data.rating_scale,
-                                   config).fit
+            result = train_ranking(prepared, config).fit
         if not args.nested:
             best = result.history[result.best_epoch - 1]["validation"]
         row = {"settings": settings, "best_epoch": result.best_epoch,

@@ -1,12 +1,18 @@
 """Errors a user can act on.
 
 Every stage raises a subclass of :class:`TwostageError` for problems in what the user gave
-it (files, ids, flags). The command line prints these as one sentence, never a traceback.
+it: :class:`DataError` for files and data sources, :class:`ConfigError` for settings, and
+the serving errors for requests and exports. The command line prints these as one
+sentence with exit code 2, never a traceback.
 """
 
 
 class TwostageError(Exception):
     """Base class for errors caused by user input rather than by a bug."""
+
+
+class ConfigError(TwostageError):
+    """A setting (a command-line flag, a config field) is out of range or unknown."""
 
 
 class DataError(TwostageError):

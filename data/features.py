@@ -20,6 +20,11 @@ import numpy as np
 
 from twostage.data.schema import Movies, Ratings, Users
 
+# Every per-user table (the pooled and the excluded histories, the serving embeddings and
+# lookups) keeps this row for a user the model has never seen, and the users of
+# FeatureVocabularies.user_ids in rows 1..n: a StringLookup's one out-of-vocabulary index
+# comes first, so looking an id up gives its row in every table.
+UNKNOWN_USER_ROW = 0
 USER_FEATURES = ("user_age", "user_gender", "user_occupation", "user_zip")
 MOVIE_FEATURES = ("movie_genres", "movie_title", "movie_year")
 _YEAR_SUFFIX = re.compile(r"\s*\(\d{4}[^)]*\)\s*$")

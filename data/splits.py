@@ -12,7 +12,7 @@ import dataclasses
 
 import numpy as np
 
-from twostage.data.errors import DataError
+from twostage.data.errors import ConfigError, DataError
 from twostage.data.schema import Ratings
 
 METHODS = ("random", "temporal")
@@ -34,9 +34,9 @@ class SplitConfig:
 
     def __post_init__(self):
         if self.method not in METHODS:
-            raise DataError(f"unknown split {self.method!r}; use one of {', '.join(METHODS)}")
+            raise ConfigError(f"unknown split {self.method!r}; use one of {', '.join(METHODS)}")
         if not 0.0 < self.test_fraction < 1.0:
-            raise DataError(f"test fraction must be between 0 and 1, got {self.test_fraction}")
+            raise ConfigError(f"test fraction must be between 0 and 1, got {self.test_fraction}")
 
     def for_validation(self, validation_fraction: float) -> "SplitConfig":
         """The config that carves a validation part out of a training part.

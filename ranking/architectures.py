@@ -23,13 +23,15 @@ import tensorflow_recommenders as tfrs
 
 from twostage.data.features import FeatureVocabularies
 from twostage.data.history import RaggedTable
-from twostage.data.layers import IdEmbedding, PooledTokens
-from twostage.data.tf_setup import require_legacy_keras
+from twostage.modeling.encoders import feature_encoders
+from twostage.modeling.layers import IdEmbedding
+from twostage.modeling.tf_setup import require_legacy_keras
+from twostage.data.errors import ConfigError
+from twostage.ranking.config import ARCHITECTURES
 from twostage.ranking.model import RatingModel, RatingTaskModel
 
 keras = require_legacy_keras()
 
-ARCHITECTURES = ("default", "svd", "rsvd", "nn", "genre-mlp", "text-cnn", "dcn")
 
 
 class DotProductModel(RatingTaskModel):
@@ -45,7 +47,6 @@ class DotProductModel(RatingTaskModel):
     def __init__(self, vocabularies: FeatureVocabularies, rating_scale, global_mean, embedding_dim: int = 32,
                  biases: bool = False, output: str = "sigmoid", l2: float = 0.0, **kwargs):
         super().__init__(rating_scale, global_mean, output, l2, **kwargs)
-        self.feature_names = ()
         self.user_embedding = IdEmbedding(vocabularies.user_ids, embedding_dim, name="user_factors")
         self.movie_embedding = IdEmbedding(vocabularies.movie_ids, embedding_dim, name="movie_factors")
         self.user_bias = IdEmbedding(vocabularies.user_ids, 1, name="user_bias") if biases else None
@@ -122,12 +123,11 @@ class TextCNNModel(RatingTaskModel):
                  output: str = "sigmoid", l2: float = 0.0, **kwargs):
         super().__init__(rating_scale, global_mean, output, l2, **kwargs)
         self.user_embedding = IdEmbedding(vocabularies.user_ids, embedding_dim, name="user_embedding")
-        self.user_features = {name: IdEmbedding(values, embedding_dim // 2, name=name)
-                              for name, values in vocabularies.user_features.items()
-                              if name in ("user_gender", "user_age", "user_occupation")}
+        self.user_features = feature_encoders(vocabularies, embedding_dim // 2, sides=("user",),
+                                              only=("user_gender", "user_age", "user_occupation"))
         self.movie_embedding = IdEmbedding(vocabularies.movie_ids, embedding_dim, name="movie_embedding")
-        self.genres = PooledTokens(vocabularies.genres, embedding_dim, "|", name="movie_genres") \
-            if vocabularies.genres else None
+        self.genres = feature_encoders(vocabularies, embedding_dim, sides=("movie",), only=("movie_genres",)
+                                       ).get("movie_genres")
         self.title_tokens = keras.layers.TextVectorization(standardize=None, split="whitespace",
                                                            vocabulary=list(vocabularies.title_tokens) or ["<none>"],
                                                            output_sequence_length=title_length)
@@ -206,4 +206,4 @@ def build_rating_model(architecture: str, vocabularies: FeatureVocabularies, rat
                               genres=architecture == "genre-mlp", l2=config.l2, **common)
     if architecture == "text-cnn":
         return TextCNNModel(vocabularies, embedding_dim=config.embedding_dim, l2=config.l2, **common)
-    raise ValueError(f"unknown ranking architecture {architecture!r}; use one of {', '.join(ARCHITECTURES)}")
+    raise ConfigError(f"unknown ranking architecture {architecture!r}; use one of {', '.join(ARCHITECTURES)}")

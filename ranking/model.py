@@ -10,12 +10,13 @@ import tensorflow_recommenders as tfrs
 
 from twostage.data.features import FeatureVocabularies
 from twostage.data.history import RaggedTable
-from twostage.data.layers import IdEmbedding, PooledTokens, RatedMoviesPooling
-from twostage.data.tf_setup import require_legacy_keras
+from twostage.modeling.encoders import feature_encoders
+from twostage.ranking.config import OUTPUTS
+from twostage.modeling.layers import IdEmbedding, RatedMoviesPooling
+from twostage.modeling.tf_setup import require_legacy_keras
 
 keras = require_legacy_keras()
 
-OUTPUTS = ("sigmoid", "clip", "linear")
 # Outputs kept inside [lowest, highest] rating.
 BOUNDED_OUTPUTS = ("sigmoid", "clip")
 
@@ -76,8 +77,19 @@ class RatingTaskModel(tfrs.models.Model):
         self.task = tfrs.tasks.Ranking(loss=keras.losses.MeanSquaredError(),
                                        metrics=[keras.metrics.RootMeanSquaredError()])
 
+    # The feature columns the model reads besides user_id and movie_id (none here).
+    feature_names: tuple = ()
+
     def _raw(self, features: Dict[str, tf.Tensor], training: bool):
         raise NotImplementedError
+
+    def index_features(self, features: Dict[str, tf.Tensor]) -> Dict[str, tf.Tensor]:
+        """The features as training steps read them; a model that looks strings up once
+        before training (RatingModel) returns them looked up, this one as they are."""
+        return features
+
+    def set_history(self, history: RaggedTable):
+        """Pools ``history`` from now on; a model that reads no history ignores it."""
 
     def _rating(self, raw: tf.Tensor) -> tf.Tensor:
         return bounded_rating(raw, self.low, self.high, self.global_mean, self.output_kind)
@@ -140,18 +152,7 @@ class RatingModel(RatingTaskModel):
         super().__init__(rating_scale, global_mean, output, l2, **kwargs)
         self.user_embedding = IdEmbedding(vocabularies.user_ids, embedding_dim, name="user_embedding")
         self.movie_embedding = IdEmbedding(vocabularies.movie_ids, embedding_dim, name="movie_embedding")
-        self.feature_layers = {}
-        if use_features:
-            for name, values in vocabularies.user_features.items():
-                self.feature_layers[name] = IdEmbedding(values, feature_dim, name=name)
-            if vocabularies.genres:
-                self.feature_layers["movie_genres"] = PooledTokens(vocabularies.genres, feature_dim, "|",
-                                                                   name="movie_genres")
-            if vocabularies.title_tokens:
-                self.feature_layers["movie_title"] = PooledTokens(vocabularies.title_tokens, feature_dim, " ",
-                                                                  name="movie_title")
-            if vocabularies.years:
-                self.feature_layers["movie_year"] = IdEmbedding(vocabularies.years, feature_dim, name="movie_year")
+        self.feature_layers = feature_encoders(vocabularies, feature_dim) if use_features else {}
         self.feature_names = tuple(sorted(self.feature_layers))
         self.user_feature_names = tuple(n for n in self.feature_names if n in vocabularies.user_features)
         self.movie_feature_names = tuple(n for n in self.feature_names if n not in vocabularies.user_features)
@@ -243,7 +244,7 @@ class AveragedRatingModel(keras.Model):
     @property
     def feature_names(self) -> tuple:
         """The features the members read (all of them, when they differ)."""
-        return tuple(sorted({name for member in self.members for name in getattr(member, "feature_names", ())}))
+        return tuple(sorted({name for member in self.members for name in member.feature_names}))
 
     def call(self, features: Dict[str, tf.Tensor], training: bool = False) -> tf.Tensor:
         return tf.add_n([member(features, training=training) for member in self.members]) / len(self.members)
@@ -251,5 +252,4 @@ class AveragedRatingModel(keras.Model):
     def set_history(self, history: RaggedTable):
         """Makes every member that reads a history pool ``history``."""
         for member in self.members:
-            if hasattr(member, "set_history"):
-                member.set_history(history)
+            member.set_history(history)

@@ -1,7 +1,8 @@
 """A trained rating model in the shape serving needs: (user rows, catalog positions) -> ratings.
 
 Serving asks for the ratings of a user's candidates, each a catalog position, for users
-it knows by row (1..n in the user vocabulary's order, 0 for a user it has never seen).
+it knows by row (1..n in the user vocabulary's order, data.features.UNKNOWN_USER_ROW for a
+user it has never seen).
 Both scorers answer ``rate(user_id, user_rows, positions)``, a ``tf.function`` with a fixed
 input signature, so that an exported model can be exported again (with another index)
 from the SavedModel alone.
@@ -16,18 +17,16 @@ from the SavedModel alone.
 
 A scorer whose ratings are kept inside the rating scale (sigmoid or clipped outputs) also
 carries ``rating_range`` ([lowest, highest]): serving uses it to skip rating candidates that
-cannot reach a user's top k.
+cannot reach a user's top k. Both follow the :class:`RatingScorer` protocol.
 """
 
 from __future__ import annotations
 
-from typing import Dict, Optional, Sequence
+from typing import Dict, Optional, Protocol, Sequence
 
 import numpy as np
 import tensorflow as tf
 
-from twostage.data.features import movie_feature_columns
-from twostage.data.schema import Movies
 from twostage.ranking.model import (BOUNDED_OUTPUTS, AveragedRatingModel, RatingModel, RatingTaskModel,
                                     rating_offset, squashed_rating)
 
@@ -38,6 +37,26 @@ RATE_SIGNATURE = [tf.TensorSpec([None], tf.string, name="user_id"),
 RATE_LISTS_SIGNATURE = [tf.TensorSpec([None], tf.string, name="user_id"),
                         tf.TensorSpec([None], tf.int64, name="user_rows"),
                         tf.TensorSpec([None, None], tf.int32, name="positions")]
+
+
+class RatingScorer(Protocol):
+    """What serving needs of a trained rating model.
+
+    Attributes:
+      rating_range: [2] the lowest and highest rating it can predict (a hair wider), or
+        None for an unbounded output (serving then rates every candidate).
+      highest_ratings: [user rows] the highest rating it gives each user anywhere in the
+        catalog, or None (the range's top bounds every user).
+    """
+
+    rating_range: Optional[tf.Variable]
+    highest_ratings: Optional[tf.Variable]
+
+    def rate(self, user_id: tf.Tensor, user_rows: tf.Tensor, positions: tf.Tensor) -> tf.Tensor:
+        """[n] ratings of [n] (user id, user row, catalog position) pairs; position -1: not in the catalog."""
+
+    def rate_lists(self, user_id: tf.Tensor, user_rows: tf.Tensor, positions: tf.Tensor) -> tf.Tensor:
+        """[users, n] ratings of [users, n] catalog positions for [users] users."""
 
 
 def _in_batches(fn, columns: Dict[str, np.ndarray], batch_size: int = 4096) -> np.ndarray:
@@ -60,7 +79,7 @@ def _rounding_margin(low: float, high: float) -> float:
 def _rating_range(model: RatingTaskModel) -> Optional[tf.Variable]:
     """[lowest, highest] rating ``model`` can predict, or None when its output is unbounded."""
     members = _members(model)
-    if any(getattr(m, "output_kind", "linear") not in BOUNDED_OUTPUTS for m in members):
+    if any(m.output_kind not in BOUNDED_OUTPUTS for m in members):
         return None
     # A mean stays inside its members' widest range. A hair wider than the scale: float32
     # rounding of a scaled sigmoid or of a mean may land an ulp past it, and serving relies
@@ -71,12 +90,13 @@ def _rating_range(model: RatingTaskModel) -> Optional[tf.Variable]:
 
 
 # Up to this many (known user, catalog movie) pairs, the precomputed scorer rates every pair
-# once at export and keeps each user's highest rating: about 1.2 s per million pairs on the
-# 2-core machine (ml-100k: 1.6M pairs; ml-1m's 22M go without).
+# once at export and keeps each user's highest rating; past it that costs the export more
+# time than the tighter bound saves (docs/serving.md).
 HIGHEST_RATINGS_MAX_PAIRS = 4_000_000
 
 
 def _with_unknown_first(values: np.ndarray) -> np.ndarray:
+    """Per-user values as user-row tables hold them: the unknown user's "" first (data.features.UNKNOWN_USER_ROW)."""
     return np.concatenate([np.asarray([""], dtype=object), np.asarray(values, dtype=object)])
 
 
@@ -85,7 +105,7 @@ class _SplitRatingHead(tf.Module):
 
     Args:
       model: the trained RatingModel.
-      users: user columns (row 0 for an unknown user), as the model reads them.
+      users: user columns (the unknown user's row first), as the model reads them.
       movie_inputs: movie columns (one row past the catalog for a movie it does not hold).
     """
 
@@ -148,18 +168,18 @@ class PrecomputedRatingScorer(tf.Module):
         inputs already pooling the whole training part).
       user_ids: the known users, in row order (row i + 1).
       user_columns: each user feature the model reads -> values of those users.
-      movies: the catalog (position order).
+      movie_columns: the catalog's feature columns, position order (data.features.movie_feature_columns).
     """
 
     def __init__(self, model: RatingTaskModel, user_ids: Sequence[str], user_columns: Dict[str, np.ndarray],
-                 movies: Movies):
+                 movie_columns: Dict[str, np.ndarray]):
         super().__init__(name="precomputed_ratings")
         members = _split_members(model)
         if members is None:
             raise ValueError("only RatingModels that split their first layer (or their mean) can be precomputed")
         users = {"user_id": _with_unknown_first(user_ids)}
         users.update({name: _with_unknown_first(values) for name, values in user_columns.items()})
-        catalog = movie_feature_columns(movies)
+        catalog = movie_columns
         # One row past the catalog stands for a movie it does not hold.
         movie_inputs = {name: np.concatenate([values, [""]]).astype(object) for name, values in catalog.items()}
         self.heads = [_SplitRatingHead(member, users, movie_inputs) for member in members]
@@ -178,9 +198,8 @@ class PrecomputedRatingScorer(tf.Module):
 
     def _highest_ratings(self, num_rows: int, num_movies: int, users_per_step: int = 64) -> Optional[tf.Variable]:
         """[user rows] the highest rating each known user gets anywhere in the catalog, a hair
-        above it (as ``rating_range``), within the range; row 0 (users never seen): the
-        range's top. A tighter bound than the scale's top for serving's pruning: on ml-100k,
-        an eighth fewer candidates rated. None for an unbounded output, or past
+        above it (as ``rating_range``), within the range; the unknown user's row: the
+        range's top. A tighter bound than the scale's top for serving's pruning. None for an unbounded output, or past
         HIGHEST_RATINGS_MAX_PAIRS pairs.
         """
         if self.rating_range is None or (num_rows - 1) * num_movies > HIGHEST_RATINGS_MAX_PAIRS:
@@ -230,18 +249,20 @@ class ModelRatingScorer(tf.Module):
     Args:
       model: the trained rating model.
       user_columns: each user feature the model reads -> values of the known users (row order).
-      movies: the catalog (position order).
+      movie_columns: the catalog's feature columns, position order.
     """
 
-    def __init__(self, model: RatingTaskModel, user_columns: Dict[str, np.ndarray], movies: Movies):
+    def __init__(self, model: RatingTaskModel, user_columns: Dict[str, np.ndarray],
+                 movie_columns: Dict[str, np.ndarray]):
         super().__init__(name="model_ratings")
         self.model = model
-        catalog = movie_feature_columns(movies)
+        catalog = movie_columns
         self.movie_columns = {name: tf.Variable(catalog[name].astype(object), trainable=False, name=name)
                               for name in ("movie_id",) + tuple(model.feature_names) if name in catalog}
         self.user_columns = {name: tf.Variable(_with_unknown_first(user_columns[name]), trainable=False, name=name)
                              for name in model.feature_names if name not in catalog}
         self.rating_range = _rating_range(model)
+        self.highest_ratings = None  # rating every pair of a large catalog at export would cost too much
 
     @tf.function(autograph=False, input_signature=RATE_SIGNATURE)
     def rate(self, user_id, user_rows, positions):
@@ -263,8 +284,15 @@ class ModelRatingScorer(tf.Module):
 
 
 def build_rating_scorer(model: RatingTaskModel, user_ids: Sequence[str], user_columns: Dict[str, np.ndarray],
-                        movies: Movies) -> tf.Module:
-    """The fastest exact scorer for ``model`` (see the module docstring)."""
+                        movie_columns: Dict[str, np.ndarray]) -> RatingScorer:
+    """The fastest exact scorer for ``model`` (see the module docstring).
+
+    Args:
+      model: the trained rating model.
+      user_ids: the known users, in row order.
+      user_columns: each user feature -> values of those users.
+      movie_columns: the catalog's feature columns (data.features.movie_feature_columns).
+    """
     if _split_members(model) is not None:
-        return PrecomputedRatingScorer(model, user_ids, user_columns, movies)
-    return ModelRatingScorer(model, user_columns, movies)
+        return PrecomputedRatingScorer(model, user_ids, user_columns, movie_columns)
+    return ModelRatingScorer(model, user_columns, movie_columns)

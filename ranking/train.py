@@ -3,15 +3,14 @@
 from __future__ import annotations
 
 import dataclasses
-from typing import Optional, Sequence
+from typing import Optional
 
 import numpy as np
 import tensorflow as tf
 
-from twostage.data.features import FeatureVocabularies, rating_feature_columns
-from twostage.data.history import training_history
-from twostage.data.schema import Movies, Ratings, Users
-from twostage.data.training import EpochSchedule, FitResult, fit_choosing_epochs, make_dataset
+from twostage.data.prepared import Prepared
+from twostage.data.schema import Ratings
+from twostage.modeling.training import EpochSchedule, FitResult, fit_choosing_epochs, make_dataset
 from twostage.ranking.config import RankingConfig
 from twostage.ranking.architectures import build_rating_model
 from twostage.ranking.model import AveragedRatingModel, RatingTaskModel
@@ -40,16 +39,14 @@ class RatingInputs:
     """Joins the features a rating model reads onto (user, movie) rows.
 
     Args:
-      movies: the catalog.
-      users: user demographics, or None.
-      vocabularies: the vocabularies the model was built with.
+      prepared: the data the model was built from (its catalog, users and vocabularies).
     """
 
-    def __init__(self, movies: Movies, users: Optional[Users], vocabularies: FeatureVocabularies):
-        self.movies, self.users, self.vocabularies = movies, users, vocabularies
+    def __init__(self, prepared: Prepared):
+        self.prepared = prepared
 
     def __call__(self, ratings: Ratings, with_labels: bool = False) -> dict:
-        columns = rating_feature_columns(ratings, self.movies, self.users, self.vocabularies)
+        columns = self.prepared.rating_columns(ratings)
         if with_labels:
             columns["rating"] = ratings.rating
         return columns
@@ -73,8 +70,6 @@ def rating_errors(model: RatingTaskModel, inputs: RatingInputs, ratings: Ratings
 
 def _indexed(model: RatingTaskModel, columns: dict) -> dict:
     """``columns`` as the model's training steps read them: looked up once, where it can."""
-    if not hasattr(model, "index_features"):
-        return columns
     return model.index_features({name: tf.constant(values) for name, values in columns.items()})
 
 
@@ -84,8 +79,6 @@ def _validator(inputs: RatingInputs, ratings: Ratings):
     columns, indexed = inputs(ratings), {}
 
     def validate(model: RatingTaskModel) -> dict:
-        if not hasattr(model, "index_features"):
-            return rating_errors(model, inputs, ratings)
         if indexed.get("model") is not model:
             indexed.update(model=model, features=list(make_dataset(_indexed(model, columns), 8192)))
         predicted = np.concatenate([model(batch).numpy()[:, 0] for batch in indexed["features"]])
@@ -94,20 +87,14 @@ def _validator(inputs: RatingInputs, ratings: Ratings):
     return validate
 
 
-def train_ranking(train: Ratings, fit: Ratings, validation: Ratings, movies: Movies, users: Optional[Users],
-                  vocabularies: FeatureVocabularies, rating_scale: Sequence[float], config: RankingConfig,
-                  validation_pairs: Optional[Ratings] = None,
+def train_ranking(prepared: Prepared, config: RankingConfig, validation_pairs: Optional[Ratings] = None,
                   strategy: Optional[tf.distribute.Strategy] = None) -> TrainedRanking:
     """Trains the rating model, choosing the epoch count on validation RMSE.
 
     Args:
-      train: the whole training part (refit data and user vocabulary).
-      fit: the training part minus the validation part.
-      validation: the validation part carved from the training part.
-      movies: the catalog (movie vocabulary).
-      users: user demographics, or None.
-      vocabularies: feature vocabularies built from the training part.
-      rating_scale: (lowest, highest) rating.
+      prepared: the data: the fit part is trained on while choosing epochs, the validation
+        part chooses them, the whole training part is refitted on; the catalog and the user
+        vocabulary are the model's.
       config: model and training settings.
       validation_pairs: (user, movie) pairs of validation users to predict with the model
         chosen on the fit part (e.g. retrieval's validation candidates).
@@ -116,16 +103,16 @@ def train_ranking(train: Ratings, fit: Ratings, validation: Ratings, movies: Mov
     Returns:
       The trained model and its fit history.
     """
-    inputs = RatingInputs(movies, users, vocabularies)
+    train, fit = prepared.train, prepared.fit
+    inputs = RatingInputs(prepared)
 
     def build(refit: bool) -> RatingTaskModel:
         tf.keras.utils.set_random_seed(config.seed)
         part = train if refit else fit  # what the model may know: never the validation part
         # build_rating_model knows which architectures read the history.
-        history = training_history(part, vocabularies.user_ids, movies, config.history_ratings) \
-            if config.use_history else None
-        model = build_rating_model(config.architecture, vocabularies, rating_scale, float(part.rating.mean()),
-                                   history, config)
+        history = prepared.history(part, config.history_ratings) if config.use_history else None
+        model = build_rating_model(config.architecture, prepared.vocabularies, prepared.rating_scale,
+                                   float(part.rating.mean()), history, config)
         averaging = dict(use_ema=True, ema_momentum=config.weight_averaging) if config.weight_averaging else {}
         model.compile(optimizer=tf.keras.optimizers.Adam(config.learning_rate, **averaging))
         return model
@@ -141,11 +128,10 @@ def train_ranking(train: Ratings, fit: Ratings, validation: Ratings, movies: Mov
         return for_model
 
     def pool_whole_training_part(model: RatingTaskModel) -> None:
-        if hasattr(model, "set_history"):
-            model.set_history(training_history(train, vocabularies.user_ids, movies, config.history_ratings))
+        model.set_history(prepared.history(train, config.history_ratings))
 
     result = fit_choosing_epochs(
-        "ranking", build, examples(fit), _validator(inputs, validation),
+        "ranking", build, examples(fit), _validator(inputs, prepared.validation),
         EpochSchedule(config.epochs, "rmse", config.patience, higher_is_better=False, refit=config.refit),
         full_data=examples(train) if config.refit else None,
         strategy=strategy,

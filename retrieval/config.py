@@ -5,6 +5,8 @@ from __future__ import annotations
 import dataclasses
 from typing import Optional
 
+from twostage.data.errors import ConfigError
+
 OPTIMIZERS = ("adagrad", "adam")
 LOSSES = ("auto", "full-softmax", "in-batch")
 INDEX_KINDS = ("scann", "brute-force")
@@ -73,11 +75,18 @@ class RetrievalConfig:
 
     def __post_init__(self):
         if self.loss not in LOSSES:
-            raise ValueError(f"unknown retrieval loss {self.loss!r}; use one of {LOSSES}")
+            raise ConfigError(f"unknown retrieval loss {self.loss!r}; use one of {', '.join(LOSSES)}")
         if self.optimizer not in OPTIMIZERS:
-            raise ValueError(f"unknown optimizer {self.optimizer!r}; use one of {OPTIMIZERS}")
-        if self.embedding_dim < 1 or self.batch_size < 1 or self.epochs < 1:
-            raise ValueError("embedding_dim, batch_size and epochs must be positive")
+            raise ConfigError(f"unknown optimizer {self.optimizer!r}; use one of {', '.join(OPTIMIZERS)}")
+        for name in ("embedding_dim", "batch_size", "epochs", "feature_dim", "steps_per_execution"):
+            if getattr(self, name) < 1:
+                raise ConfigError(f"retrieval {name} must be at least 1, got {getattr(self, name)}")
+        if self.patience < 1:
+            raise ConfigError(f"retrieval patience must be at least 1 epoch, got {self.patience}")
+        if not 0.0 <= self.id_dropout < 1.0:
+            raise ConfigError(f"retrieval id_dropout must be in [0, 1), got {self.id_dropout}")
+        if self.learning_rate <= 0:
+            raise ConfigError(f"retrieval learning_rate must be positive, got {self.learning_rate}")
 
 
 @dataclasses.dataclass(frozen=True)
@@ -99,4 +108,7 @@ class IndexConfig:
 
     def __post_init__(self):
         if self.kind not in INDEX_KINDS:
-            raise ValueError(f"unknown index {self.kind!r}; use one of {', '.join(INDEX_KINDS)}")
+            raise ConfigError(f"unknown index {self.kind!r}; use one of {', '.join(INDEX_KINDS)}")
+        for name in ("num_leaves", "num_leaves_to_search", "num_reordering_candidates"):
+            if getattr(self, name) is not None and getattr(self, name) < 1:
+                raise ConfigError(f"ScaNN {name} must be at least 1, got {getattr(self, name)}")

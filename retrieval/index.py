@@ -1,7 +1,8 @@
 """Nearest-neighbour indexes over the candidate embeddings.
 
-Both indexes answer ``index(query_embeddings, k=depth) -> (scores, catalog positions)``,
-so the serving graph does not care which one it holds.
+Both indexes answer ``index(query_embeddings, k=depth) -> (scores, catalog positions)``
+(the :class:`NeighbourIndex` protocol); an exact one also scores the whole catalog in the
+open, so that a serving graph can drop exclusions before its top-k (:class:`ExactNeighbourIndex`).
 """
 
 from __future__ import annotations
@@ -10,6 +11,7 @@ import logging
 import math
 import time
 import uuid
+from typing import Protocol
 
 import numpy as np
 import tensorflow as tf
@@ -19,9 +21,30 @@ from twostage.retrieval.config import IndexConfig
 log = logging.getLogger("twostage")
 
 # Below this many candidates ScaNN scores every candidate exactly (its brute-force scorer):
-# partitioning and hashing buy no speed on a catalog this small, and the tree searched in
-# full with every candidate re-scored, as before, cost a one-user request ~40 µs more.
+# partitioning and hashing buy no speed on a catalog this small (docs/serving.md).
 SMALL_CATALOG = 20_000
+
+
+class NeighbourIndex(Protocol):
+    """What a serving graph needs of an index (compare TFRS's abstract ``TopK``)."""
+
+    def is_exact(self) -> bool:
+        """Whether the index is an :class:`ExactNeighbourIndex`: it scores every candidate
+        in the open, so exclusions can be dropped before its top-k instead of retrieving
+        extra neighbours to make room for them."""
+
+    def __call__(self, queries: tf.Tensor, k=None) -> tuple[tf.Tensor, tf.Tensor]:
+        """(scores, catalog positions) of the top k candidates of [batch, dim] queries, [batch, k] each."""
+
+
+class ExactNeighbourIndex(NeighbourIndex, Protocol):
+    """An index that scores the whole catalog (``is_exact()`` is True)."""
+
+    def scores(self, queries: tf.Tensor) -> tf.Tensor:
+        """[batch, num candidates] scores of every candidate."""
+
+    def top_k_excluding(self, scores: tf.Tensor, excluded: tf.Tensor, k) -> tuple[tf.Tensor, tf.Tensor]:
+        """(scores, columns) of the top k of ``scores`` where ``excluded`` is False."""
 
 
 def scann_parameters(num_candidates: int, depth: int, config: IndexConfig = IndexConfig()) -> dict:
@@ -40,9 +63,8 @@ def scann_parameters(num_candidates: int, depth: int, config: IndexConfig = Inde
     explicit = (config.num_leaves, config.num_leaves_to_search, config.num_reordering_candidates)
     if num_candidates < SMALL_CATALOG and not any(explicit):
         return {"scoring": "brute-force"}
-    # About sqrt(n) partitions, a tenth of them searched: on 1M clustered 64-d embeddings
-    # (benchmarks/serving.py) recall@10 0.997 at 18x brute force, where 2*sqrt(n) leaves
-    # with a twentieth searched gave 0.915 and an eighth 0.962.
+    # About sqrt(n) partitions, a tenth of them searched: recall@10 near 0.997 on a million
+    # clustered embeddings at 18x brute force's speed (docs/benchmarks.md).
     leaves = max(1, int(math.sqrt(num_candidates)))
     params = {
         "scoring": "asymmetric-hashing",
@@ -86,6 +108,10 @@ class ScannIndex(tf.Module):
         # A unique name: two indexes in one process must not share a searcher.
         self.searcher = builder.build(shared_name=f"scann_index/{uuid.uuid4()}").serialize_to_module()
         self.depth = depth
+
+    def is_exact(self) -> bool:
+        """False: ScaNN returns neighbours, not the whole catalog's scores (even where it scores them all)."""
+        return False
 
     def __call__(self, queries: tf.Tensor, k=None):
         """(scores, catalog positions) of the top k candidates, [batch, k] each."""
@@ -140,6 +166,9 @@ class ExactIndex(tf.Module):
                                       name="candidates")
         self.depth = depth
 
+    def is_exact(self) -> bool:
+        return True
+
     def scores(self, queries: tf.Tensor) -> tf.Tensor:
         """[batch, num candidates] dot products."""
         return tf.matmul(queries, self.candidates, transpose_b=True)
@@ -149,7 +178,6 @@ class ExactIndex(tf.Module):
         scores, positions = tf.math.top_k(self.scores(queries), k=self.depth if k is None else k)
         return scores, positions
 
-    # The serving graph asks an index for this to know it scores the whole catalog.
     top_k_excluding = staticmethod(top_k_excluding)
 
 
@@ -166,7 +194,7 @@ def build_brute_force_index(candidate_embeddings: np.ndarray, depth: int) -> Exa
     return ExactIndex(candidate_embeddings, depth)
 
 
-def build_index(candidate_embeddings: np.ndarray, depth: int, config: IndexConfig = IndexConfig()):
+def build_index(candidate_embeddings: np.ndarray, depth: int, config: IndexConfig = IndexConfig()) -> NeighbourIndex:
     """The index ``config.kind`` names (see build_scann_index / build_brute_force_index)."""
     if config.kind == "scann":
         return build_scann_index(candidate_embeddings, depth, config)

@@ -9,8 +9,9 @@ import tensorflow_recommenders as tfrs
 
 from twostage.data.features import USER_FEATURES, FeatureVocabularies
 from twostage.data.history import RaggedTable
-from twostage.data.layers import IdEmbedding, PooledTokens, RatedMoviesPooling
-from twostage.data.tf_setup import require_legacy_keras
+from twostage.modeling.encoders import feature_encoders
+from twostage.modeling.layers import IdEmbedding, RatedMoviesPooling
+from twostage.modeling.tf_setup import require_legacy_keras
 
 keras = require_legacy_keras()
 
@@ -74,10 +75,7 @@ class QueryTower(_FeatureTower):
     def __init__(self, vocabularies: FeatureVocabularies, embedding_dim: int, feature_dim: int = 16,
                  use_features: bool = True, id_dropout: float = 0.0, history: Optional[RaggedTable] = None,
                  **kwargs):
-        features = {}
-        if use_features:
-            features = {name: IdEmbedding(values, feature_dim, name=name)
-                        for name, values in vocabularies.user_features.items()}
+        features = feature_encoders(vocabularies, feature_dim, sides=("user",)) if use_features else {}
         super().__init__("user_id", vocabularies.user_ids, features, embedding_dim, id_dropout, **kwargs)
         self.feature_names = tuple(sorted(features))
         self.rated_movies = None
@@ -119,15 +117,7 @@ class CandidateTower(_FeatureTower):
 
     def __init__(self, vocabularies: FeatureVocabularies, embedding_dim: int, feature_dim: int = 16,
                  use_features: bool = True, id_dropout: float = 0.0, **kwargs):
-        features = {}
-        if use_features:
-            if vocabularies.genres:
-                features["movie_genres"] = PooledTokens(vocabularies.genres, feature_dim, "|", name="movie_genres")
-            if vocabularies.title_tokens:
-                features["movie_title"] = PooledTokens(vocabularies.title_tokens, feature_dim, " ",
-                                                       name="movie_title")
-            if vocabularies.years:
-                features["movie_year"] = IdEmbedding(vocabularies.years, feature_dim, name="movie_year")
+        features = feature_encoders(vocabularies, feature_dim, sides=("movie",)) if use_features else {}
         super().__init__("movie_id", vocabularies.movie_ids, features, embedding_dim, id_dropout, **kwargs)
         self.feature_names = tuple(sorted(features))
 

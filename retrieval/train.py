@@ -3,17 +3,15 @@
 from __future__ import annotations
 
 import dataclasses
-from typing import Optional
+from typing import Callable, Dict, Optional
 
 import numpy as np
 import tensorflow as tf
 
-from twostage.data.features import (FeatureVocabularies, movie_feature_columns, rating_feature_columns,
-                                    user_feature_lookup)
-from twostage.data.history import training_history
 from twostage.data.metrics import HeldOutEvaluator
-from twostage.data.schema import Movies, Ratings, Users
-from twostage.data.training import EpochSchedule, FitResult, fit_choosing_epochs, make_dataset
+from twostage.data.prepared import Prepared
+from twostage.data.schema import Ratings
+from twostage.modeling.training import EpochSchedule, FitResult, fit_choosing_epochs, make_dataset
 from twostage.retrieval.config import RetrievalConfig
 from twostage.retrieval.model import CandidateTower, QueryTower, TwoTowerModel
 
@@ -57,40 +55,37 @@ class TrainedRetrieval:
         return self.model.candidate_tower
 
 
-def candidate_embeddings(candidate_tower: CandidateTower, movies: Movies, batch_size: int = 4096) -> np.ndarray:
-    """[num movies, dim] embeddings of the whole catalog, in catalog order."""
-    dataset = tf.data.Dataset.from_tensor_slices(movie_feature_columns(movies)).batch(batch_size)
+def candidate_embeddings(candidate_tower: CandidateTower, movie_columns: Dict[str, np.ndarray],
+                         batch_size: int = 4096) -> np.ndarray:
+    """[num movies, dim] embeddings of the whole catalog, in catalog order.
+
+    Args:
+      candidate_tower: the trained candidate tower.
+      movie_columns: the catalog's feature columns (Prepared.movie_columns).
+      batch_size: movies per call.
+    """
+    dataset = tf.data.Dataset.from_tensor_slices(movie_columns).batch(batch_size)
     return np.concatenate([candidate_tower(batch).numpy() for batch in dataset], axis=0)
 
 
-def query_embeddings(query_tower: QueryTower, user_inputs, user_ids: np.ndarray) -> np.ndarray:
+def query_embeddings(query_tower: QueryTower, user_inputs: Callable, user_ids: np.ndarray) -> np.ndarray:
     """[users, dim] query embeddings; ``user_inputs`` maps ids to the tower's input columns."""
     return query_tower({k: tf.constant(v) for k, v in user_inputs(user_ids).items()}).numpy()
 
 
-def catalog_scorer(model: TwoTowerModel, movies: Movies, user_inputs):
+def catalog_scorer(model: TwoTowerModel, prepared: Prepared):
     """Returns user ids -> [users, catalog] dot-product scores, for HeldOutEvaluator.
 
     Args:
       model: the two-tower model.
-      movies: the catalog.
-      user_inputs: user ids -> query-tower input columns (data.features.user_feature_lookup).
+      prepared: the data it was trained on (catalog features, user feature columns).
     """
-    catalog = candidate_embeddings(model.candidate_tower, movies)
+    catalog = candidate_embeddings(model.candidate_tower, prepared.movie_columns)
 
     def score(user_ids: np.ndarray) -> np.ndarray:
-        return query_embeddings(model.query_tower, user_inputs, user_ids) @ catalog.T
+        return query_embeddings(model.query_tower, prepared.user_inputs, user_ids) @ catalog.T
 
     return score
-
-
-def _columns(ratings: Ratings, movies: Movies, users: Optional[Users], vocabularies: FeatureVocabularies,
-             sampling_probability: dict) -> dict:
-    """Training examples with their features; each carries its movie's sampling probability (logQ)."""
-    columns = rating_feature_columns(ratings, movies, users, vocabularies)
-    columns["sampling_probability"] = np.fromiter((sampling_probability[m] for m in ratings.movie_id.tolist()),
-                                                  np.float32, len(ratings))
-    return columns
 
 
 def sampling_probabilities(ratings: Ratings) -> dict:
@@ -99,18 +94,22 @@ def sampling_probabilities(ratings: Ratings) -> dict:
     return dict(zip(movies.tolist(), (counts / counts.sum()).tolist()))
 
 
-def train_retrieval(train: Ratings, fit: Ratings, validation: Ratings, movies: Movies, users: Optional[Users],
-                    vocabularies: FeatureVocabularies, config: RetrievalConfig, candidates: int = 100,
+def training_columns(prepared: Prepared, ratings: Ratings, sampling_probability: dict) -> dict:
+    """Training examples with their features; each carries its movie's sampling probability (logQ)."""
+    columns = prepared.rating_columns(ratings)
+    columns["sampling_probability"] = np.fromiter((sampling_probability[m] for m in ratings.movie_id.tolist()),
+                                                  np.float32, len(ratings))
+    return columns
+
+
+def train_retrieval(prepared: Prepared, config: RetrievalConfig, candidates: int = 100,
                     strategy: Optional[tf.distribute.Strategy] = None) -> TrainedRetrieval:
     """Trains the two-tower model, choosing the epoch count on validation.
 
     Args:
-      train: the whole training part (used for the refit and the user vocabulary).
-      fit: the training part minus the validation part.
-      validation: the validation part carved from the training part.
-      movies: the catalog (the candidate vocabulary and the index).
-      users: user demographics, or None.
-      vocabularies: feature vocabularies built from the training part.
+      prepared: the data: the fit part is trained on while choosing epochs, the validation
+        part chooses them, the whole training part is refitted on (and pooled by the
+        queries), the catalog is the candidate vocabulary.
       config: model and training settings.
       candidates: how many candidates per validation user to record.
       strategy: tf.distribute strategy (default: the current one).
@@ -118,22 +117,21 @@ def train_retrieval(train: Ratings, fit: Ratings, validation: Ratings, movies: M
     Returns:
       The trained model, its fit history and its validation candidates.
     """
-    evaluator = HeldOutEvaluator(movies.movie_id, fit, validation)
-    loss = config.loss_for(len(movies))
+    train, fit = prepared.train, prepared.fit
+    evaluator = HeldOutEvaluator(prepared.movies.movie_id, fit, prepared.validation)
+    loss = config.loss_for(len(prepared.movies))
     probability = sampling_probabilities(train)
-    user_inputs = user_feature_lookup(users, vocabularies)
 
     def build(refit: bool) -> TwoTowerModel:
         tf.keras.utils.set_random_seed(config.seed)
         # The history the tower pools is that of the part it is trained on: the fit part's
         # while choosing epochs, so that validation ratings never leak into the queries.
-        history = training_history(train if refit else fit, vocabularies.user_ids, movies) \
-            if config.use_history else None
-        query = QueryTower(vocabularies, config.embedding_dim, config.feature_dim, config.use_user_features,
+        history = prepared.history(train if refit else fit) if config.use_history else None
+        query = QueryTower(prepared.vocabularies, config.embedding_dim, config.feature_dim, config.use_user_features,
                            config.id_dropout, history, name="query_tower")
-        candidate = CandidateTower(vocabularies, config.embedding_dim, config.feature_dim, config.use_movie_features,
-                                   config.id_dropout, name="candidate_tower")
-        model = TwoTowerModel(query, candidate, loss=loss, catalog=movie_feature_columns(movies),
+        candidate = CandidateTower(prepared.vocabularies, config.embedding_dim, config.feature_dim,
+                                   config.use_movie_features, config.id_dropout, name="candidate_tower")
+        model = TwoTowerModel(query, candidate, loss=loss, catalog=prepared.movie_columns,
                               temperature=config.temperature, l2=config.l2)
         optimizer = (tf.keras.optimizers.Adagrad(config.learning_rate) if config.optimizer == "adagrad"
                      else tf.keras.optimizers.Adam(config.learning_rate))
@@ -141,12 +139,11 @@ def train_retrieval(train: Ratings, fit: Ratings, validation: Ratings, movies: M
         return model
 
     def validate(model: TwoTowerModel) -> dict:
-        return evaluator.score_metrics(catalog_scorer(model, movies, user_inputs), ks=(10, 100))
+        return evaluator.score_metrics(catalog_scorer(model, prepared), ks=(10, 100))
 
     def examples(ratings: Ratings) -> tf.data.Dataset:
-        return make_dataset(_columns(ratings, movies, users, vocabularies, probability), config.batch_size,
-                            shuffle_seed=config.seed,
-                            drop_remainder=True)
+        return make_dataset(training_columns(prepared, ratings, probability), config.batch_size,
+                            shuffle_seed=config.seed, drop_remainder=True)
 
     result = fit_choosing_epochs(
         "retrieval", build, examples(fit), validate,
@@ -154,10 +151,10 @@ def train_retrieval(train: Ratings, fit: Ratings, validation: Ratings, movies: M
         full_data=examples(train) if config.refit else None,
         strategy=strategy,
     )
-    columns, scores = evaluator.top_unseen(catalog_scorer(result.validation_model, movies, user_inputs), candidates)
+    columns, scores = evaluator.top_unseen(catalog_scorer(result.validation_model, prepared), candidates)
     validation_candidates = ValidationCandidates(evaluator.user_ids, columns, scores)
     if config.use_history and not config.refit:
         # The weights were chosen on the fit part; the queries may still pool every
         # training rating, validation ones included: they are the user's real history.
-        result.model.query_tower.set_history(training_history(train, vocabularies.user_ids, movies))
+        result.model.query_tower.set_history(prepared.history(train))
     return TrainedRetrieval(model=result.model, fit=result, validation_candidates=validation_candidates)

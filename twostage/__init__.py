@@ -1,12 +1,13 @@
 """twostage: a two-stage movie recommender built on TensorFlow Recommenders.
 
-Layout (data flows one way):
+Layout (data flows one way; docs/design.md says what each folder owns):
 
-    twostage.data       raw MovieLens-shaped rows -> typed tables, splits, metrics
+    twostage.data       raw MovieLens-shaped rows -> typed tables, splits, vocabularies, metrics
+    twostage.modeling   Keras layers and feature encoders both stages share, the fit loop
     twostage.retrieval  two-tower model (TFRS) + ScaNN / brute-force index
     twostage.ranking    rating model (TFRS Ranking task)
-    twostage.serving    both stages stitched into one SavedModel + the Recommender client
-    twostage            (this package) command line, pipeline, public API
+    twostage.serving    both stages in one SavedModel (graph, artifact) and its clients
+    twostage            (this package) command line, pipeline, evaluation, report, public API
 
 TFRS 0.7 is written against Keras 2, so the legacy Keras (tf-keras) must be selected
 before TensorFlow is imported for the first time. Every stage module is imported through
@@ -29,7 +30,7 @@ __all__ = ["Recommender", "__version__"]
 def __getattr__(name):
     # The public API is imported lazily so `twostage --help` does not pay for TensorFlow.
     if name == "Recommender":
-        from twostage.serving.recommender import Recommender
+        from twostage.serving.clients.recommender import Recommender
 
         return Recommender
     raise AttributeError(f"module 'twostage' has no attribute {name!r}")

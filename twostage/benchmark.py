@@ -7,16 +7,15 @@ import logging
 import time
 from typing import Optional, Sequence
 
-from twostage.data import load_dataset, split
-from twostage.data.features import build_vocabularies
-from twostage.pipeline import PipelineConfig
+from twostage.data.prepared import Prepared
 from twostage.ranking.architectures import ARCHITECTURES
+from twostage.ranking.config import RankingConfig
 from twostage.ranking.train import rating_errors, train_ranking
 
 log = logging.getLogger("twostage")
 
 
-def benchmark_ranking(config: PipelineConfig, architectures: Sequence[str] = ARCHITECTURES,
+def benchmark_ranking(prepared: Prepared, config: RankingConfig, architectures: Sequence[str] = ARCHITECTURES,
                       trained: Optional[dict] = None) -> list[dict]:
     """Trains each architecture on the training part and scores it on the test part.
 
@@ -24,25 +23,21 @@ def benchmark_ranking(config: PipelineConfig, architectures: Sequence[str] = ARC
     ``twostage train`` does; only the final figures are measured on the test part.
 
     Args:
-      config: data, split and ranking settings (the architecture is replaced in turn).
+      prepared: the data, split and validation part.
+      config: the ranking settings (the architecture is replaced in turn).
       architectures: which to run.
       trained: if given, filled with architecture -> TrainedRanking (for the report's lists).
 
     Returns:
       One row per architecture: architecture, rmse, mae, fit_seconds, parameters, epochs.
     """
-    data = load_dataset(config.data.source, config.data.synthetic)
-    train, test = split(data.ratings, config.data.split)
-    fit, validation = split(train, config.data.split.for_validation(config.data.validation_fraction))
-    vocabularies = build_vocabularies(train, data.movies, data.users)
     rows = []
     for architecture in architectures:
         log.info("benchmark: %s", architecture)
         start = time.perf_counter()
-        ranking = train_ranking(train, fit, validation, data.movies, data.users, vocabularies, data.rating_scale,
-                                dataclasses.replace(config.ranking, architecture=architecture))
+        ranking = train_ranking(prepared, dataclasses.replace(config, architecture=architecture))
         seconds = time.perf_counter() - start
-        errors = rating_errors(ranking.model, ranking.inputs, test)
+        errors = rating_errors(ranking.model, ranking.inputs, prepared.test)
         rows.append({"architecture": architecture, "rmse": errors["rmse"], "mae": errors["mae"],
                      "fit_seconds": seconds, "parameters": int(ranking.model.count_params()),
                      "epochs": ranking.fit.best_epoch})

@@ -116,7 +116,7 @@ def _train(args) -> int:
     config = PipelineConfig(data=DataConfig(source=args.data, split=SplitConfig(args.split, args.seed,
                                                                                   args.test_fraction)),
                             index=IndexConfig(kind=args.index))
-    if args.epochs:
+    if args.epochs is not None:
         config = dataclasses.replace(config, retrieval=dataclasses.replace(config.retrieval, epochs=args.epochs),
                                      ranking=dataclasses.replace(config.ranking, epochs=args.epochs))
     start = time.perf_counter()
@@ -127,7 +127,7 @@ def _train(args) -> int:
 
 
 def _recommend(args) -> int:
-    from twostage.serving.recommender import Recommender
+    from twostage.serving.clients.recommender import Recommender
 
     recommender = Recommender.load(args.model)
     features = {name: getattr(args, name) for name in ("age", "gender", "occupation", "zip_code")
@@ -146,7 +146,7 @@ def _recommend(args) -> int:
 
 
 def _related(args) -> int:
-    from twostage.serving.recommender import Recommender
+    from twostage.serving.clients.recommender import Recommender
 
     recommender = Recommender.load(args.model)
     method = recommender.similar_movies if args.command == "similar" else recommender.also_liked
@@ -163,7 +163,7 @@ def _related(args) -> int:
 
 def _export(args) -> int:
     from twostage.retrieval.config import IndexConfig
-    from twostage.serving.reexport import export_again
+    from twostage.serving.artifact.reexport import export_again
 
     start = time.perf_counter()
     path = export_again(args.model, IndexConfig(kind=args.index), args.out)
@@ -174,8 +174,8 @@ def _export(args) -> int:
 def _serving_config(args) -> int:
     import os
 
-    from twostage.serving.export import ModelError, model_names, read_metadata, versions
-    from twostage.serving.tf_serving import models_config, server_instructions
+    from twostage.serving.artifact.layout import ModelError, model_names, read_metadata, versions
+    from twostage.serving.artifact.tf_serving_config import models_config, server_instructions
 
     root = args.model
     names = model_names(root)
@@ -199,18 +199,13 @@ def _serving_config(args) -> int:
 def _benchmark(args) -> int:
     from twostage.benchmark import benchmark_ranking, format_table
     from twostage.data import DataConfig, SplitConfig
-    from twostage.pipeline import PipelineConfig
+    from twostage.data.prepared import prepare
     from twostage.ranking.architectures import ARCHITECTURES
+    from twostage.ranking.config import RankingConfig
 
-    chosen = args.architectures.split(",") if args.architectures else list(ARCHITECTURES)
-    unknown = sorted(set(chosen) - set(ARCHITECTURES))
-    if unknown:
-        print(f"twostage benchmark: error: unknown architecture(s) {', '.join(unknown)}; "
-              f"use {', '.join(ARCHITECTURES)}", file=sys.stderr)
-        return 2
-    config = PipelineConfig(data=DataConfig(source=args.data, split=SplitConfig(args.split, args.seed,
-                                                                                  args.test_fraction)))
-    rows = benchmark_ranking(config, chosen)
+    chosen = _architectures(args.architectures) or list(ARCHITECTURES)
+    prepared = prepare(DataConfig(source=args.data, split=SplitConfig(args.split, args.seed, args.test_fraction)))
+    rows = benchmark_ranking(prepared, RankingConfig(), chosen)
     print(json.dumps(rows, indent=2) if args.json else format_table(rows))
     return 0
 
@@ -259,8 +254,8 @@ def _serve_ui(args) -> int:
 
 
 def _gpu_check(args) -> int:
-    from twostage.serving.export import read_metadata, resolve_model_path
-    from twostage.serving.placement import gpu_placement
+    from twostage.serving.artifact.layout import read_metadata, resolve_model_path
+    from twostage.serving.diagnostics.placement import gpu_placement
 
     path = resolve_model_path(args.model)
     report = gpu_placement(path).as_dict()

@@ -2,16 +2,18 @@
 
 from __future__ import annotations
 
+import dataclasses
 import logging
 from typing import Optional
 
 import numpy as np
 
-from twostage.data import HeldOutEvaluator, TwostageError, load_dataset, split
+from twostage.data import HeldOutEvaluator, TwostageError
 from twostage.data.metrics import popularity_scorer
+from twostage.data.prepared import Prepared, prepare
 from twostage.data.splits import SplitConfig
-from twostage.serving.recommender import Recommender
 from twostage.pipeline import data_config_from_record
+from twostage.serving.clients.recommender import Recommender
 
 log = logging.getLogger("twostage")
 
@@ -41,8 +43,8 @@ def evaluate(model_path: str, source: Optional[str] = None, method: Optional[str
       EvaluationError: the test part holds ratings the model was trained on.
     """
     recommender = Recommender.load(model_path)
-    data, train_part, test_part, evaluator, split_config, source = held_out(recommender, source, method, seed,
-                                                                            test_fraction)
+    prepared, evaluator = held_out(recommender, source, method, seed, test_fraction)
+    train_part, test_part, split_config = prepared.train, prepared.test, prepared.config.split
     catalog_ids = evaluator.catalog_ids
     log.info("evaluating on %d held-out ratings of %d users", len(test_part), len(evaluator.user_ids))
     retrieval = evaluator.score_metrics(
@@ -65,32 +67,31 @@ def evaluate(model_path: str, source: Optional[str] = None, method: Optional[str
         "two_stage": {f"{m}@{k}": two_stage[f"{m}@{k}"] for k in TWO_STAGE_KS for m in ("recall", "ndcg")},
         "train_seconds": recommender.metadata["train_seconds"],
         "baselines": {"popularity": _retrieval_figures(popularity)},
-        "data": {"source": source, "split": split_config.method, "seed": split_config.seed,
+        "data": {"source": prepared.config.source, "split": split_config.method, "seed": split_config.seed,
                  "test_fraction": split_config.test_fraction, "test_ratings": len(test_part),
                  "test_users": len(evaluator.user_ids)},
     }
 
 
 def held_out(recommender: Recommender, source: Optional[str] = None, method: Optional[str] = None,
-             seed: Optional[int] = None, test_fraction: Optional[float] = None):
+             seed: Optional[int] = None, test_fraction: Optional[float] = None) -> tuple[Prepared, HeldOutEvaluator]:
     """The data and split a model is scored on (by default the ones it was trained with).
 
     Returns:
-      (data, training part, test part, HeldOutEvaluator, SplitConfig, source).
+      The prepared data (its test part is what is scored) and a HeldOutEvaluator of its test
+      part against its training part.
 
     Raises:
       EvaluationError: the test part holds ratings the model was trained on.
     """
     trained = data_config_from_record(recommender.metadata["data"])
-    source = source or trained.source
     split_config = SplitConfig(method or trained.split.method, trained.split.seed if seed is None else seed,
                                trained.split.test_fraction if test_fraction is None else test_fraction)
-    data = load_dataset(source, trained.synthetic)
-    train_part, test_part = split(data.ratings, split_config)
+    prepared = prepare(dataclasses.replace(trained, source=source or trained.source, split=split_config))
     catalog_ids, _ = recommender.catalog()
-    evaluator = HeldOutEvaluator(catalog_ids, train_part, test_part)
-    _refuse_training_ratings(recommender, evaluator.user_ids, test_part, split_config)
-    return data, train_part, test_part, evaluator, split_config, source
+    evaluator = HeldOutEvaluator(catalog_ids, prepared.train, prepared.test)
+    _refuse_training_ratings(recommender, evaluator.user_ids, prepared.test, split_config)
+    return prepared, evaluator
 
 
 def _retrieval_figures(metrics: dict) -> dict:

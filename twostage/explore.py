@@ -18,8 +18,8 @@ from typing import Optional
 
 import numpy as np
 
-from twostage.serving.export import load_export
-from twostage.serving.recommender import Recommender
+from twostage.serving.artifact.loading import load_export
+from twostage.serving.clients.recommender import Recommender
 
 log = logging.getLogger("twostage")
 

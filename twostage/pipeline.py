@@ -7,18 +7,18 @@ import logging
 import os
 import time
 
-from twostage.data import DataConfig, MovieLensData, load_dataset, split
-from twostage.data.features import build_vocabularies
+from twostage.data import DataConfig, MovieLensData
+from twostage.data.prepared import Prepared, prepare
 from twostage.data.splits import SplitConfig
 from twostage.data.synthetic import SyntheticConfig
 from twostage.ranking.config import RankingConfig
 from twostage.ranking.train import train_ranking
 from twostage.retrieval.config import IndexConfig, RetrievalConfig
 from twostage.retrieval.train import train_retrieval
-from twostage.serving.assemble import assemble
-from twostage.serving.blend import candidate_pairs, choose_blend_weight
+from twostage.blend import candidate_pairs, choose_blend_weight
+from twostage.serving.artifact.assemble import assemble
+from twostage.serving.artifact.export import export_module
 from twostage.serving.config import ServingConfig
-from twostage.serving.export import export_module
 
 log = logging.getLogger("twostage")
 
@@ -67,12 +67,10 @@ def data_config_from_record(record: dict) -> DataConfig:
 
 @dataclasses.dataclass
 class TrainedStages:
-    """Both trained stages and what the export needs of the data, before any export."""
+    """Both trained stages and the data they were trained on, before any export."""
 
     config: PipelineConfig
-    data: MovieLensData
-    train_part: object
-    vocabularies: object
+    prepared: Prepared
     retrieval: object
     ranking: object
     blend_weight: float
@@ -91,25 +89,16 @@ def train_stages(config: PipelineConfig, data: MovieLensData | None = None) -> T
       The trained stages, ready to export (once or several times, with different indexes).
     """
     start = time.perf_counter()
-    data = data or load_dataset(config.data.source, config.data.synthetic)
-    train_part, test_part = split(data.ratings, config.data.split)
-    fit_part, validation_part = split(train_part, config.data.split.for_validation(config.data.validation_fraction))
-    log.info("data %s: %d ratings, %d movies; training on %d (fit %d + validation %d), %d held out",
-             data.name, len(data.ratings), len(data.movies), len(train_part), len(fit_part), len(validation_part),
-             len(test_part))
-    vocabularies = build_vocabularies(train_part, data.movies, data.users)
-    retrieval = train_retrieval(train_part, fit_part, validation_part, data.movies, data.users, vocabularies,
-                                config.retrieval, candidates=config.serving.num_candidates)
-    ranking = train_ranking(train_part, fit_part, validation_part, data.movies, data.users, vocabularies,
-                            data.rating_scale, config.ranking,
-                            validation_pairs=candidate_pairs(retrieval.validation_candidates, data.movies))
+    prepared = prepare(config.data, data)
+    retrieval = train_retrieval(prepared, config.retrieval, candidates=config.serving.num_candidates)
+    ranking = train_ranking(prepared, config.ranking,
+                            validation_pairs=candidate_pairs(retrieval.validation_candidates, prepared.movies))
     weight, blend_figures = choose_blend_weight(retrieval.validation_candidates, ranking.validation_predictions,
-                                                data.movies, fit_part, validation_part)
+                                                prepared.movies, prepared.fit, prepared.validation)
     log.info("final list: retrieval score + %g x predicted rating (validation NDCG@10 %.4f; retrieval alone "
              "%.4f, rating alone %.4f)", weight, blend_figures[weight]["ndcg@10"], blend_figures[0.0]["ndcg@10"],
              blend_figures[max(blend_figures)]["ndcg@10"])
-    return TrainedStages(config, data, train_part, vocabularies, retrieval, ranking, weight, blend_figures,
-                         time.perf_counter() - start)
+    return TrainedStages(config, prepared, retrieval, ranking, weight, blend_figures, time.perf_counter() - start)
 
 
 def export(trained: TrainedStages, out_dir: str, index: IndexConfig | None = None) -> TrainResult:
@@ -123,16 +112,16 @@ def export(trained: TrainedStages, out_dir: str, index: IndexConfig | None = Non
     Returns:
       The export path and the metadata saved with it.
     """
-    config, data, retrieval, ranking = trained.config, trained.data, trained.retrieval, trained.ranking
+    config, prepared, retrieval, ranking = trained.config, trained.prepared, trained.retrieval, trained.ranking
+    data = prepared.data
     index_config = index or config.index
     module, index_description, tables = assemble(retrieval.query_tower, retrieval.candidate_tower, ranking.model,
-                                                 trained.train_part, data.movies, data.users, trained.vocabularies,
-                                                 index_config, config.serving, trained.blend_weight)
+                                                 prepared, index_config, config.serving, trained.blend_weight)
     metadata = {
         "format": METADATA_FORMAT,
         "data": {**data_source_record(config.data), "name": data.name, "rating_scale": list(data.rating_scale),
-                 "num_ratings": len(data.ratings), "num_train": len(trained.train_part),
-                 "num_movies": len(data.movies), "user_features": sorted(trained.vocabularies.user_features)},
+                 "num_ratings": len(data.ratings), "num_train": len(prepared.train),
+                 "num_movies": len(data.movies), "user_features": sorted(prepared.vocabularies.user_features)},
         "retrieval": {"config": dataclasses.asdict(config.retrieval), "best_epoch": retrieval.fit.best_epoch,
                       "seconds": retrieval.fit.seconds, "history": retrieval.fit.history},
         "ranking": {"config": dataclasses.asdict(config.ranking), "best_epoch": ranking.fit.best_epoch,

@@ -23,7 +23,7 @@ from twostage.data import Ratings
 from twostage.data.baselines import MAX_ITEM_CF_MOVIES, item_pearson_scorer
 from twostage.data.metrics import HeldOutEvaluator, popularity_scorer, rating_counts
 from twostage.evaluation import held_out
-from twostage.serving.recommender import Recommender
+from twostage.serving.clients.recommender import Recommender
 
 log = logging.getLogger("twostage")
 
@@ -135,14 +135,15 @@ def build_report(model_path: str, out_dir: str, source: Optional[str] = None,
       The report's JSON object.
     """
     from twostage.benchmark import benchmark_ranking
-    from twostage.pipeline import PipelineConfig, data_config_from_record
     from twostage.ranking.architectures import ARCHITECTURES
+    from twostage.ranking.config import RankingConfig
 
     start = time.perf_counter()
     os.makedirs(out_dir, exist_ok=True)
     recommender = Recommender.load(model_path)
     metadata = recommender.metadata
-    data, train_part, test_part, evaluator, split_config, source = held_out(recommender, source)
+    prepared, evaluator = held_out(recommender, source)
+    data, train_part, test_part, split_config = prepared.data, prepared.train, prepared.test, prepared.config.split
     catalog_ids, titles = recommender.catalog()
     popularity = rating_counts(catalog_ids, train_part).astype(np.float64)
     users = evaluator.user_ids
@@ -164,10 +165,8 @@ def build_report(model_path: str, out_dir: str, source: Optional[str] = None,
     rmse_rows = []
     if architectures:
         log.info("report: training %d ranking architectures on the same split", len(architectures))
-        config = PipelineConfig(data=dataclasses.replace(data_config_from_record(metadata["data"]), source=source,
-                                                         split=split_config))
         trained = {}
-        rmse_rows = benchmark_ranking(config, architectures, trained=trained)
+        rmse_rows = benchmark_ranking(prepared, RankingConfig(), architectures, trained=trained)
         for architecture, ranking in trained.items():
             log.info("report: lists of the %s rating model", architecture)
             columns_of[f"rating model: {architecture}"] = evaluator.top_unseen(
@@ -204,7 +203,7 @@ def build_report(model_path: str, out_dir: str, source: Optional[str] = None,
                "recall_ndcg_at_k": _list_curves(plt, lists, out_dir),
                "predicted_vs_true": _rating_figure(plt, predicted, test_part.rating, out_dir)}
     report = {
-        "model": recommender.path, "data": {"source": source, "name": data.name, **dataclasses.asdict(split_config),
+        "model": recommender.path, "data": {"source": prepared.config.source, "name": data.name, **dataclasses.asdict(split_config),
                                             "test_users": int(len(users)), "test_ratings": int(len(test_part))},
         "headline": {name: {"recall@10": f["recall"][9], "ndcg@10": f["ndcg"][9],
                             f"recall@{depth}": f["recall"][depth - 1], "coverage@10": f["coverage@10"],

@@ -23,7 +23,7 @@ from urllib.parse import parse_qs, urlparse
 
 
 from twostage.data.errors import TwostageError
-from twostage.serving.recommender import Recommender
+from twostage.serving.clients.recommender import Recommender
 
 log = logging.getLogger("twostage")
 

@@ -2,41 +2,43 @@
 
 from __future__ import annotations
 
-from typing import Optional
-
 import numpy as np
 
-from twostage.data.features import FeatureVocabularies, user_feature_lookup
-from twostage.data.history import fans, training_history
 from twostage.data.metrics import rating_counts
-from twostage.data.schema import Movies, Ratings, Users
+from twostage.data.prepared import Prepared
 from twostage.ranking.model import RatingTaskModel
-from twostage.ranking.scorers import build_rating_scorer
+from twostage.ranking.scorers import RatingScorer, build_rating_scorer
 from twostage.retrieval.config import IndexConfig
 from twostage.retrieval.index import build_index, scann_parameters
 from twostage.retrieval.model import CandidateTower, QueryEncoder, QueryTower
 from twostage.retrieval.train import candidate_embeddings, query_embeddings
 from twostage.serving.config import ServingConfig
-from twostage.serving.module import ServingTables, TwoStageModule, max_depth
+from twostage.serving.graph.module import TwoStageModule
+from twostage.serving.graph.tables import ServingTables, max_depth
 
 
-def serving_tables(query_tower: QueryTower, candidate_tower: CandidateTower, train: Ratings, movies: Movies,
-                   users: Optional[Users], vocabularies: FeatureVocabularies, serving_config: ServingConfig
-                   ) -> tuple[ServingTables, dict]:
-    """The lookup tables of the exported model, and the known users' feature columns."""
-    user_ids = np.asarray(vocabularies.user_ids)
-    lookup = user_feature_lookup(users, vocabularies)
+def serving_tables(query_tower: QueryTower, candidate_tower: CandidateTower, prepared: Prepared,
+                   serving_config: ServingConfig) -> tuple[ServingTables, dict]:
+    """The lookup tables of the exported model, and the known users' feature columns.
+
+    Args:
+      query_tower, candidate_tower: the trained towers.
+      prepared: the data they were trained on (its training part is what the model knows).
+      serving_config: what counts as liked (for "also liked").
+    """
+    user_ids = np.asarray(prepared.vocabularies.user_ids)
+    user_columns = prepared.user_inputs(user_ids)
     tables = ServingTables(
-        movie_ids=movies.movie_id, titles=movies.title,
-        candidate_embeddings=candidate_embeddings(candidate_tower, movies), user_ids=user_ids,
-        user_embeddings=query_embeddings(query_tower, lookup, user_ids),
-        history=training_history(train, list(user_ids), movies),
-        fans=fans(train, list(user_ids), movies, serving_config.liked_rating),
-        popularity=rating_counts(movies.movie_id, train).astype(np.float64))
-    return tables, lookup(user_ids)
+        movie_ids=prepared.movies.movie_id, titles=prepared.movies.title,
+        candidate_embeddings=candidate_embeddings(candidate_tower, prepared.movie_columns), user_ids=user_ids,
+        user_embeddings=query_embeddings(query_tower, prepared.user_inputs, user_ids),
+        history=prepared.history(prepared.train),
+        fans=prepared.fans(serving_config.liked_rating),
+        popularity=rating_counts(prepared.movies.movie_id, prepared.train).astype(np.float64))
+    return tables, user_columns
 
 
-def assemble_module(tables: ServingTables, query_encoder, rating_scorer, index_config: IndexConfig,
+def assemble_module(tables: ServingTables, query_encoder, rating_scorer: RatingScorer, index_config: IndexConfig,
                     serving_config: ServingConfig, blend_weight: float) -> tuple[TwoStageModule, dict]:
     """Builds the index over ``tables`` and stitches the serving module around it.
 
@@ -56,8 +58,7 @@ def assemble_module(tables: ServingTables, query_encoder, rating_scorer, index_c
 
 
 def assemble(query_tower: QueryTower, candidate_tower: CandidateTower, rating_model: RatingTaskModel,
-             train: Ratings, movies: Movies, users: Optional[Users], vocabularies: FeatureVocabularies,
-             index_config: IndexConfig, serving_config: ServingConfig, blend_weight: float
+             prepared: Prepared, index_config: IndexConfig, serving_config: ServingConfig, blend_weight: float
              ) -> tuple[TwoStageModule, dict, ServingTables]:
     """Builds the index and the stitched serving module from the trained stages.
 
@@ -65,20 +66,17 @@ def assemble(query_tower: QueryTower, candidate_tower: CandidateTower, rating_mo
       query_tower: the trained query tower.
       candidate_tower: the trained candidate tower.
       rating_model: the trained ranking model.
-      train: the training ratings (seen-movie history, fans and popularity).
-      movies: the catalog.
-      users: user demographics, or None.
-      vocabularies: the feature vocabularies the towers were built with.
+      prepared: the data both were trained on (seen-movie history, fans and popularity
+        come from its training part; the vocabularies are the towers').
       index_config: which index, and its settings.
       serving_config: candidates per user, the largest k, what counts as liked.
-      blend_weight: weight of the predicted rating in the final score (serving.blend).
+      blend_weight: weight of the predicted rating in the final score (twostage.blend).
 
     Returns:
       The module, a description of its index (for the export's metadata) and its tables.
     """
-    tables, user_columns = serving_tables(query_tower, candidate_tower, train, movies, users, vocabularies,
-                                          serving_config)
-    scorer = build_rating_scorer(rating_model, tables.user_ids, user_columns, movies)
+    tables, user_columns = serving_tables(query_tower, candidate_tower, prepared, serving_config)
+    scorer = build_rating_scorer(rating_model, tables.user_ids, user_columns, prepared.movie_columns)
     module, description = assemble_module(tables, QueryEncoder(query_tower), scorer, index_config, serving_config,
                                           blend_weight)
     return module, description, tables

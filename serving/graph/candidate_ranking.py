@@ -1,14 +1,14 @@
 """The ranking stage of a request: each user's candidates -> final scores.
 
 A candidate's final score is its retrieval score + blend_weight * its predicted rating
-(serving.blend). ``CandidateRanking`` rates every candidate (``rank_all``), or, for a batch,
+(``blend``; the weight is chosen on validation data at training time). ``CandidateRanking`` rates every candidate (``rank_all``), or, for a batch,
 only those that can still reach a user's top k (``first_ratings``, then ``rank_later``). The
 first candidates (k and half as many again) are rated, and the k-th best of their final
 scores is a floor the user's top k cannot fall under. A later candidate is rated only if its
 retrieval score plus the weight times the highest rating the user can get (the highest the
 scorer gives them anywhere in the catalog, where it keeps it; else the scale's top) reaches
 it. The others are strictly below k candidates already, so the top k is the same for a
-fraction of the rating work (17.5 of 100 candidates a user on ml-100k).
+fraction of the rating work (docs/serving.md has the figures).
 """
 
 from __future__ import annotations
@@ -16,22 +16,24 @@ from __future__ import annotations
 import numpy as np
 import tensorflow as tf
 
-from twostage.serving.blend import blend
+from twostage.data.features import UNKNOWN_USER_ROW
 
 
-# A batch's first candidates are rated in this many slices of its users: the gather, add,
-# relu and product then pass over 4 MB of hidden layer a head at a time instead of 15 MB
-# (1,000 users, k = 10), and the two threads have more, smaller ops to interleave. That
-# stage alone: 15.7 -> 13.7 ms; a 1,000-user call: 3% faster on average side by side (2 and
-# 8 slices did less well). Same ratings bit for bit.
+# A batch's first candidates are rated in this many slices of its users, so that each slice's
+# hidden layer stays in cache (the same ratings, bit for bit; docs/serving.md).
 RATING_SLICES = 4
+
+
+def blend(retrieval_scores, predicted_ratings, weight):
+    """The final score of candidates (numpy arrays or tensors): retrieval score + weight x rating."""
+    return retrieval_scores + weight * predicted_ratings
 
 
 class CandidateRanking:
     """The rating model and the blend, applied to [batch, n] candidates.
 
     Candidates come best retrieval score first; a -inf retrieval score means no movie was
-    left. User rows are 1..n for known users, 0 for a user the models have never seen.
+    left. User rows are 1..n for known users, UNKNOWN_USER_ROW for a user the models have never seen.
 
     Args:
       rating_scorer: ``rate(user_id, user_rows, positions)`` for [n] pairs and ``rate_lists``
@@ -55,7 +57,7 @@ class CandidateRanking:
         The rating model has not seen users new to it: they keep retrieval's order. A -inf
         retrieval score (no movie left) stays -inf: predicted ratings are finite.
         """
-        return tf.where((rows > 0)[:, tf.newaxis], blend(retrieval_scores, predicted, self.blend_weight),
+        return tf.where((rows > UNKNOWN_USER_ROW)[:, tf.newaxis], blend(retrieval_scores, predicted, self.blend_weight),
                         retrieval_scores)
 
     def best_final_scores(self, rows, retrieval_scores):
@@ -67,7 +69,7 @@ class CandidateRanking:
             high = tf.gather(self.highest_ratings, rows)[:, tf.newaxis]
         best = tf.maximum(blend(retrieval_scores, low, self.blend_weight),
                           blend(retrieval_scores, high, self.blend_weight))
-        return tf.where((rows > 0)[:, tf.newaxis], best, retrieval_scores)
+        return tf.where((rows > UNKNOWN_USER_ROW)[:, tf.newaxis], best, retrieval_scores)
 
     def rank_all(self, user_id, rows, retrieval_scores, positions):
         """Final scores and predicted ratings of every candidate ([batch, n] each)."""
@@ -78,10 +80,8 @@ class CandidateRanking:
     def first_count(k, width):
         """How many candidates are rated first: k and half as many again (at most ``width``).
 
-        The floor is then the k-th best of more ratings, and rules out more later candidates.
-        On ml-100k (k=10), 17.5 candidates a user are rated in all, against 19.8 when the
-        first k alone set the floor and 16.6 if it were known beforehand (bounded by the
-        scale's top rather than each user's highest: 20.2, 23.2 and 19.7).
+        The floor is then the k-th best of more ratings, and rules out more later candidates
+        (docs/serving.md compares the choices).
         """
         return tf.minimum(k + (k + 1) // 2, width)
 
@@ -107,7 +107,7 @@ class CandidateRanking:
         The later candidates whose best final score reaches the floor are rated as one flat
         list of pairs for the whole batch.
         """
-        known = (rows > 0)[:, tf.newaxis]
+        known = (rows > UNKNOWN_USER_ROW)[:, tf.newaxis]
         width = tf.shape(positions)[1]
         column = tf.range(width)[tf.newaxis]
         rated_first = tf.shape(first)[1]

@@ -1,4 +1,4 @@
-"""Keras layers that turn the features of data/ into vectors; both stages' models use them."""
+"""Keras layers that turn the features of twostage.data into vectors; both stages' models use them."""
 
 from __future__ import annotations
 
@@ -8,16 +8,16 @@ import numpy as np
 import tensorflow as tf
 
 from twostage.data.history import RaggedTable
-from twostage.data.tf_setup import require_legacy_keras
+from twostage.modeling.tf_setup import require_legacy_keras
 
 keras = require_legacy_keras()
 
 # Up to this many [users of a batch] x [catalog] cells, history pooling multiplies a dense
-# matrix (3 ms a training step on ml-100k); past it, a sparse one (13 ms), to bound memory.
+# matrix (faster per step); past it, a sparse one, to bound memory.
 DENSE_POOLING_CELLS = 8_000_000
-# Per element, that sparse product cost about 80 times a dense cell (0.2 us a rated movie
-# against 2.5 ns a cell): where the batch size is not fixed (serving), a sparser matrix than
-# one rated movie in this many cells takes the sparse product (a few users, a large catalog).
+# A sparse product costs about 80 times a dense cell per element: where the batch size is not
+# fixed (serving), a matrix sparser than one rated movie in this many cells takes the sparse
+# product (a few users, a large catalog).
 DENSE_POOLING_SPARSITY = 64
 
 
@@ -39,7 +39,7 @@ class IdEmbedding(keras.layers.Layer):
     def index(self, ids: tf.Tensor) -> tf.Tensor:
         """String ids -> int64 rows (0: out of vocabulary); rows (integers) pass through.
 
-        Training indexes its examples once, not in every step (data.training.make_dataset).
+        Training indexes its examples once, not in every step (modeling.training.make_dataset).
         """
         return ids if ids.dtype.is_integer else self.lookup(ids)
 

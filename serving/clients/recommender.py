@@ -12,8 +12,9 @@ from tensorflow.python.eager.polymorphic_function.concrete_function import Concr
 from tensorflow.python.framework.ops import EagerTensor
 
 from twostage.data.features import USER_FEATURES
-from twostage.serving.export import ModelError, load_export, resolve_model_path
-from twostage.serving.module import SIGNATURE_FUNCTIONS
+from twostage.serving.artifact.layout import ModelError, resolve_model_path
+from twostage.serving.artifact.loading import load_export
+from twostage.serving.graph.inputs import SIGNATURE_FUNCTIONS
 from twostage.serving.requests import (USER_FEATURE_ARGUMENTS, Candidate, Ids, ModelClient, Recommendation,
                                        RelatedMovie, RequestError, RequestLimits, UnknownMovieError, id_array,
                                        string_array)
@@ -26,8 +27,8 @@ __all__ = ["Recommender", "ModelError", "RequestError", "UnknownMovieError", "Re
 def _host_tensor(value: np.ndarray, dtype: tf.DType) -> tf.Tensor:
     """``tf.constant(value, dtype)`` without its copy onto the default device.
 
-    That copy is an op, a no-op on a CPU, yet the first op after a model call costs ~50 µs
-    (a twentieth of a one-user request); the call itself places its inputs where they are
+    That copy is an op, a no-op on a CPU, yet it costs a measurable share of a one-user request
+    (docs/serving.md); the call itself places its inputs where they are
     needed. TensorFlow is pinned, so the private constructor is too.
     """
     try:
@@ -83,8 +84,7 @@ class Recommender(ModelClient):
         such as ``recommend_plain``), and its input specs by name.
 
         A SignatureDef's function wraps the module's own: calling that one directly skips a
-        call whose inlined inputs are an identity op per captured variable (some 50, ~0.1 ms
-        of a one-user request). An export without it falls back to the signature.
+        call whose inlined inputs are an identity op per captured variable. An export without it falls back to the signature.
         """
         restored = getattr(self._loaded, SIGNATURE_FUNCTIONS.get(signature, signature), None)
         concrete = getattr(restored, "concrete_functions", [])
@@ -102,9 +102,9 @@ class Recommender(ModelClient):
         function, specs = self._function(name)
         if (isinstance(function, ConcreteFunction) and hasattr(function, "_arg_keywords")
                 and not any(map(is_distributed_variable, function.captured_inputs))):
-            # Binding keyword arguments costs more than the whole graph of a one-user request
-            # (~0.5 ms), and a restored function maps its 50-odd captured variables to their
-            # handles on every call (~0.2 ms), which for variables outside a distribution
+            # Binding keyword arguments costs more than the whole graph of a one-user request,
+            # and a restored function maps its captured variables to their handles on every
+            # call, which for variables outside a distribution
             # strategy is the identity: call the flat function with its captures, taken once.
             # TensorFlow is pinned, so the private call is too.
             keywords, captures = list(function._arg_keywords), list(function.captured_inputs)

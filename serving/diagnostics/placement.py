@@ -23,8 +23,8 @@ from tensorflow.core.framework import types_pb2
 from tensorflow.core.protobuf import config_pb2
 from tensorflow.python.framework import errors, kernels
 
-from twostage.serving.export import read_meta_graph, register_custom_ops
-from twostage.serving.module import SIGNATURE_FUNCTIONS
+from twostage.serving.artifact.loading import read_meta_graph, register_custom_ops
+from twostage.serving.graph.inputs import SIGNATURE_FUNCTIONS
 
 # The attr that names an op's main element type, first match wins: what the report groups
 # ops by (a string gather and a float gather place differently).

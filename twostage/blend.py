@@ -16,14 +16,10 @@ import numpy as np
 from twostage.data.metrics import HeldOutEvaluator
 from twostage.data.schema import Movies, Ratings
 from twostage.retrieval.train import ValidationCandidates
+from twostage.serving.graph.candidate_ranking import blend
 
 # 0 is retrieval's order; the largest is, in effect, the predicted rating's order.
 BLEND_WEIGHTS = (0.0, 0.02, 0.05, 0.1, 0.2, 0.5, 1.0, 2.0, 5.0, 1000.0)
-
-
-def blend(retrieval_scores, predicted_ratings, weight: float):
-    """The final score of candidates (numpy arrays or tensors)."""
-    return retrieval_scores + weight * predicted_ratings
 
 
 def candidate_pairs(candidates: ValidationCandidates, movies: Movies) -> Ratings:

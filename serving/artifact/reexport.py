@@ -15,13 +15,19 @@ from typing import Optional
 
 import numpy as np
 
+from twostage.data.features import UNKNOWN_USER_ROW
 from twostage.data.history import ragged_table
+from twostage.ranking.scorers import RatingScorer
 from twostage.retrieval.config import IndexConfig
-from twostage.serving.assemble import assemble_module
+from twostage.serving.artifact.assemble import assemble_module
+from twostage.serving.artifact.export import export_module
+from twostage.serving.artifact.loading import load_export
 from twostage.serving.config import ServingConfig
-from twostage.serving.export import export_module, load_export
-from twostage.serving.module import ServingTables
+from twostage.serving.graph.tables import ServingTables
 from twostage.serving.requests import string_array
+
+# What a restored rating scorer may lack: a variable saved as None is not saved at all.
+_OPTIONAL_SCORER_TABLES = ("rating_range", "highest_ratings")
 
 
 def tables_of(loaded) -> ServingTables:
@@ -29,10 +35,19 @@ def tables_of(loaded) -> ServingTables:
     return ServingTables(
         movie_ids=string_array(loaded.movie_ids.numpy()), titles=string_array(loaded.titles.numpy()),
         candidate_embeddings=loaded.candidate_embeddings.numpy(), user_ids=string_array(loaded.user_ids.numpy()),
-        user_embeddings=loaded.user_embeddings.numpy()[1:],  # row 0 is the unknown user
+        user_embeddings=np.delete(loaded.user_embeddings.numpy(), UNKNOWN_USER_ROW, axis=0),
         history=ragged_table(loaded.history_values.numpy(), loaded.history_row_splits.numpy()),
         fans=ragged_table(loaded.fan_values.numpy(), loaded.fan_row_splits.numpy()),
         popularity=loaded.popularity.numpy().astype(np.float64))
+
+
+def restored_rating_scorer(restored) -> RatingScorer:
+    """A loaded export's rating scorer as a :class:`RatingScorer`: the optional tables its
+    export does not hold (an unbounded output; an export from before they were kept) are None."""
+    for name in _OPTIONAL_SCORER_TABLES:
+        if name not in dir(restored):
+            setattr(restored, name, None)
+    return restored
 
 
 def export_again(path: str, index: IndexConfig, out_dir: Optional[str] = None) -> str:
@@ -49,8 +64,9 @@ def export_again(path: str, index: IndexConfig, out_dir: Optional[str] = None) -
     loaded, version_dir, metadata = load_export(path)
     serving_config = ServingConfig(**metadata["serving"])
     tables = tables_of(loaded)
-    module, description = assemble_module(tables, loaded.query_encoder, loaded.rating_scorer, index,
-                                          serving_config, metadata["blend"]["weight"])
+    scorer = restored_rating_scorer(loaded.rating_scorer)
+    module, description = assemble_module(tables, loaded.query_encoder, scorer, index, serving_config,
+                                          metadata["blend"]["weight"])
     metadata = {**metadata, "index": description, "exported_from": os.path.abspath(version_dir),
                 "created": time.strftime("%Y-%m-%dT%H:%M:%S%z")}
     out_dir = out_dir or os.path.dirname(os.path.dirname(os.path.abspath(version_dir)))

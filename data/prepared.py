@@ -1,0 +1,121 @@
+"""The data of one run, prepared once: loaded, split, a validation part carved, vocabularies built.
+
+Every consumer (both trainers, the evaluation, the benchmarks, the tests) takes one
+:class:`Prepared` instead of loading, splitting and building vocabularies again, and asks
+it for feature columns and history tables rather than rebuilding them from the raw tables.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import functools
+import logging
+from typing import Callable, Dict, Optional
+
+import numpy as np
+
+from twostage.data.features import (FeatureVocabularies, build_vocabularies, movie_feature_columns,
+                                    rating_feature_columns, user_feature_lookup)
+from twostage.data.history import RaggedTable, fans, training_history
+from twostage.data.schema import MovieLensData, Movies, Ratings, Users
+from twostage.data.sources import DataConfig, load_dataset
+from twostage.data.splits import split
+
+log = logging.getLogger("twostage")
+
+
+@dataclasses.dataclass(frozen=True)
+class Prepared:
+    """One dataset split into the parts every stage trains, chooses and is scored on.
+
+    Attributes:
+      data: the whole dataset (ratings, catalog, users).
+      config: how it was loaded and split.
+      train: the training part (what the exported model may know).
+      fit: the training part minus the validation part (what models are fitted on while
+        their settings are chosen).
+      validation: the validation part, carved from the training part.
+      test: the held-out part (only evaluation reads it).
+      vocabulary_part: the ratings the vocabularies are built from (the training part, or the
+        fit part when a tuning run treats the fit part as all it may know).
+    """
+
+    data: MovieLensData
+    config: DataConfig
+    train: Ratings
+    fit: Ratings
+    validation: Ratings
+    test: Ratings
+    vocabulary_part: Ratings
+
+    @property
+    def movies(self) -> Movies:
+        return self.data.movies
+
+    @property
+    def users(self) -> Optional[Users]:
+        return self.data.users
+
+    @property
+    def rating_scale(self) -> tuple:
+        return self.data.rating_scale
+
+    # functools.cached_property writes to the instance __dict__, which a frozen dataclass allows.
+    @functools.cached_property
+    def vocabularies(self) -> FeatureVocabularies:
+        """Every vocabulary the towers need, from ``vocabulary_part`` and the catalog."""
+        return build_vocabularies(self.vocabulary_part, self.movies, self.users)
+
+    @functools.cached_property
+    def movie_columns(self) -> Dict[str, np.ndarray]:
+        """Per-movie feature strings, catalog order (data.features.movie_feature_columns)."""
+        return movie_feature_columns(self.movies)
+
+    @functools.cached_property
+    def user_inputs(self) -> Callable[[np.ndarray], Dict[str, np.ndarray]]:
+        """User ids -> the query tower's input columns (data.features.user_feature_lookup)."""
+        return user_feature_lookup(self.users, self.vocabularies)
+
+    def rating_columns(self, ratings: Ratings) -> Dict[str, np.ndarray]:
+        """User and movie features joined onto each row of ``ratings``."""
+        return rating_feature_columns(ratings, self.movies, self.users, self.vocabularies)
+
+    def history(self, part: Ratings, with_ratings: bool = False) -> RaggedTable:
+        """Each vocabulary user's movies in ``part`` (a history table; see data.history)."""
+        return training_history(part, self.vocabularies.user_ids, self.movies, with_ratings)
+
+    def fans(self, liked_rating: float) -> RaggedTable:
+        """Each catalog movie's training users who rated it at least ``liked_rating``."""
+        return fans(self.train, self.vocabularies.user_ids, self.movies, liked_rating)
+
+    def for_tuning(self, nested: bool = False) -> "Prepared":
+        """The same data one level down, for choosing settings without the test part.
+
+        The fit part becomes the training part (and the vocabularies' source), the
+        validation part the held-out one; with ``nested``, the fit part is split again for
+        an inner validation part, so that a whole training run (refit included) can be
+        scored on the outer validation part.
+        """
+        fit, validation = self.fit, self.validation
+        if nested:
+            fit, validation = split(self.fit, self.config.split.for_validation(self.config.validation_fraction))
+        return Prepared(self.data, self.config, train=self.fit, fit=fit, validation=validation, test=self.validation,
+                        vocabulary_part=self.fit)
+
+
+def prepare(config: DataConfig, data: Optional[MovieLensData] = None) -> Prepared:
+    """Loads (unless given), splits and carves the validation part of one dataset.
+
+    Args:
+      config: the data source, split and validation share.
+      data: already-loaded data (else loaded from ``config.source``).
+
+    Returns:
+      The prepared data; vocabularies and feature columns are built when first asked for.
+    """
+    data = data or load_dataset(config.source, config.synthetic)
+    train, test = split(data.ratings, config.split)
+    fit, validation = split(train, config.split.for_validation(config.validation_fraction))
+    log.info("data %s: %d ratings, %d movies; training on %d (fit %d + validation %d), %d held out",
+             data.name, len(data.ratings), len(data.movies), len(train), len(fit), len(validation), len(test))
+    return Prepared(data, config, train=train, fit=fit, validation=validation, test=test, vocabulary_part=train)
