@@ -21,6 +21,14 @@ def small_data(small_synthetic):
     return small_synthetic.data
 
 
+@pytest.fixture(scope="session")
+def small_prepared(small_data):
+    """The small synthetic set split as ``twostage train`` splits it (default split, 10% validation)."""
+    from twostage.data.prepared import prepare
+
+    return prepare(DataConfig(source="synthetic", synthetic=SMALL), small_data)
+
+
 def small_pipeline_config(index="scann", epochs=8):
     from twostage.pipeline import PipelineConfig
     from twostage.ranking.config import RankingConfig

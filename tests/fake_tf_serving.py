@@ -14,7 +14,7 @@ from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 import numpy as np
 import tensorflow as tf
 
-from twostage.serving.export import read_meta_graph
+from twostage.serving.artifact.loading import read_meta_graph
 
 
 class SavedModelRunner:

@@ -4,23 +4,20 @@ import numpy as np
 import pytest
 import tensorflow as tf
 
-from twostage.data import SplitConfig, split
-from twostage.data.features import build_vocabularies
-from twostage.data.history import training_history
-from twostage.data.training import make_dataset
+from twostage.data.errors import ConfigError
+from twostage.modeling.training import make_dataset
 from twostage.ranking.architectures import ARCHITECTURES, build_rating_model
 from twostage.ranking.config import RankingConfig
 from twostage.ranking.train import RatingInputs
 
 
 @pytest.fixture(scope="module")
-def setup(small_data):
-    train, _ = split(small_data.ratings, SplitConfig())
-    vocabularies = build_vocabularies(train, small_data.movies, small_data.users)
-    inputs = RatingInputs(small_data.movies, small_data.users, vocabularies)
-    return train, vocabularies, inputs, training_history(train, vocabularies.user_ids, small_data.movies)
+def setup(small_prepared):
+    train = small_prepared.train
+    return train, small_prepared.vocabularies, RatingInputs(small_prepared), small_prepared.history(train)
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("architecture", ARCHITECTURES)
 def test_architecture_trains_saves_and_reloads(architecture, setup, tmp_path):
     train, vocabularies, inputs, history = setup
@@ -51,15 +48,14 @@ def test_architecture_trains_saves_and_reloads(architecture, setup, tmp_path):
 
 def _serving_scorer_agrees(model, setup, pairs, predicted):
     """The export's scorer (precomputed tables, or the model on baked features) rates as the model does."""
-    from twostage.data.features import user_feature_lookup
     from twostage.ranking.scorers import PrecomputedRatingScorer, build_rating_scorer
 
     _, vocabularies, inputs, _ = setup
+    prepared = inputs.prepared
     user_ids = np.asarray(vocabularies.user_ids)
-    scorer = build_rating_scorer(model, user_ids, user_feature_lookup(inputs.users, vocabularies)(user_ids),
-                                 inputs.movies)
+    scorer = build_rating_scorer(model, user_ids, prepared.user_inputs(user_ids), prepared.movie_columns)
     rows = {u: i + 1 for i, u in enumerate(user_ids.tolist())}
-    positions = {m: i for i, m in enumerate(inputs.movies.movie_id.tolist())}
+    positions = {m: i for i, m in enumerate(prepared.movies.movie_id.tolist())}
     user_rows = tf.constant([rows[u] for u in pairs.user_id.tolist()], tf.int64)
     movie_positions = tf.constant([positions[m] for m in pairs.movie_id.tolist()], tf.int32)
     rated = scorer.rate(tf.constant(pairs.user_id), user_rows, movie_positions).numpy()
@@ -67,7 +63,7 @@ def _serving_scorer_agrees(model, setup, pairs, predicted):
     lists = scorer.rate_lists(tf.constant(pairs.user_id[:10]), user_rows[:10],
                               tf.tile(movie_positions[tf.newaxis, :5], [10, 1])).numpy()
     assert lists.shape == (10, 5) and lists.min() >= 1.0 and lists.max() <= 5.0
-    highest = getattr(scorer, "highest_ratings", None)
+    highest = scorer.highest_ratings
     assert (highest is not None) == isinstance(scorer, PrecomputedRatingScorer)
     if highest is not None:  # each user's bound: just above the best rating the catalog gets
         catalog = tf.range(len(positions))[tf.newaxis]
@@ -80,5 +76,7 @@ def _serving_scorer_agrees(model, setup, pairs, predicted):
 
 def test_unknown_architecture(setup):
     train, vocabularies, _, history = setup
-    with pytest.raises(ValueError, match="unknown ranking architecture 'xgboost'"):
+    with pytest.raises(ConfigError, match="unknown ranking architecture 'xgboost'"):
         build_rating_model("xgboost", vocabularies, (1, 5), 3.5, history, RankingConfig())
+    with pytest.raises(ConfigError, match="unknown ranking architecture 'xgboost'"):
+        RankingConfig(architecture="xgboost")

@@ -7,7 +7,7 @@ import pytest
 import tensorflow as tf
 from tensorflow.core.framework import attr_value_pb2, node_def_pb2, types_pb2
 
-from twostage.serving.placement import gpu_placement, has_gpu_kernel
+from twostage.serving.diagnostics.placement import gpu_placement, has_gpu_kernel
 
 with_gpu_kernels = pytest.mark.skipif(not tf.test.is_built_with_cuda(),
                                       reason="this TensorFlow registers no GPU kernels to read")
@@ -33,12 +33,13 @@ def test_kernels_are_matched_by_the_node_types():
 @pytest.fixture(scope="module")
 def brute_force_path(exported_model, tmp_path_factory):
     from twostage.retrieval.config import IndexConfig
-    from twostage.serving.reexport import export_again
+    from twostage.serving.artifact.reexport import export_again
 
     return export_again(exported_model.export_path, IndexConfig(kind="brute-force"),
                         str(tmp_path_factory.mktemp("placement")))
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("flavour", ["scann", "brute-force"])
 def test_no_serving_op_is_pinned_to_a_device(flavour, exported_model, brute_force_path):
     """Soft placement is then free to put the number work on a GPU and keep the rest on the
@@ -49,6 +50,7 @@ def test_no_serving_op_is_pinned_to_a_device(flavour, exported_model, brute_forc
 
 
 @with_gpu_kernels
+@pytest.mark.slow
 def test_a_gpu_can_run_all_the_brute_force_number_work(brute_force_path):
     """Every float op of every signature (catalog product, top-k, the rating layers) has a
     GPU kernel; what stays on the CPU is strings, hash tables, and int32 index gathers."""
@@ -62,6 +64,7 @@ def test_a_gpu_can_run_all_the_brute_force_number_work(brute_force_path):
 
 
 @with_gpu_kernels
+@pytest.mark.slow
 def test_the_scann_export_keeps_only_its_index_and_strings_off_the_gpu(exported_model):
     placement = gpu_placement(exported_model.export_path)
     assert any(op.startswith("Scann>") for op, _ in placement.cpu_only)  # ScaNN has CPU kernels only
@@ -71,12 +74,13 @@ def test_the_scann_export_keeps_only_its_index_and_strings_off_the_gpu(exported_
     assert left <= {"LookupTableFindV2", "RaggedGather", "ResourceGather", "RaggedTensorToTensor"}, left
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("flavour", ["scann", "brute-force"])
 def test_no_conditional_is_kept_as_an_if_op(flavour, exported_model, brute_force_path):
     """An If op kept as a function (not lowered into the graph) is placed with every resource
     its branches read; on a GPU machine variables live on the GPU and hash tables on the CPU,
     and the call cannot be placed (seen on an H100). Lowered, each branch op is placed alone."""
-    from twostage.serving.export import read_meta_graph
+    from twostage.serving.artifact.loading import read_meta_graph
 
     path = exported_model.export_path if flavour == "scann" else brute_force_path
     ifs = [node for function in read_meta_graph(path).graph_def.library.function
@@ -87,6 +91,7 @@ def test_no_conditional_is_kept_as_an_if_op(flavour, exported_model, brute_force
     assert not kept, kept
 
 
+@pytest.mark.slow
 def test_gpu_check_command(brute_force_path, capsys):
     from twostage.cli import main
 
@@ -106,11 +111,12 @@ def test_gpu_check_names_a_file_that_is_not_a_saved_model(tmp_path, capsys):
     assert "saved_model.pb: cannot read the SavedModel" in err and "Traceback" not in err
 
 
+@pytest.mark.slow
 def test_traced_placement_reads_where_each_executed_op_ran(brute_force_path):
     """A traced Session run (TF Serving's way of running a signature) counts each executed
     op on its device, the ops of the conditional branches a request takes included."""
-    from twostage.serving.placement import traced_placement
-    from twostage.serving.recommender import Recommender
+    from twostage.serving.diagnostics.placement import traced_placement
+    from twostage.serving.clients.recommender import Recommender
 
     recommender = Recommender.load(brute_force_path)
     users = recommender.known_users()

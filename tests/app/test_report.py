@@ -9,9 +9,9 @@ import numpy as np
 import pytest
 
 from twostage.cli import main
-from twostage.serving.recommender import Recommender
+from twostage.serving.clients.recommender import Recommender
 
-ARTIFACTS = os.environ.get("TWOSTAGE_TEST_ARTIFACTS", os.path.join(os.path.dirname(__file__), "..", "test-artifacts"))
+ARTIFACTS = os.environ.get("TWOSTAGE_TEST_ARTIFACTS", os.path.join(os.path.dirname(__file__), "..", "..", "test-artifacts"))
 
 
 @pytest.fixture(scope="module")
@@ -19,6 +19,7 @@ def model(exported_model):
     return exported_model.export_path
 
 
+@pytest.mark.slow
 def test_report_has_every_section_and_figure(model, tmp_path, capsys):
     out = tmp_path / "report"
     assert main(["-q", "report", "--model", model, "--out", str(out), "--architectures", "svd,default"]) == 0
@@ -61,6 +62,7 @@ def test_item_based_cf_finds_the_planted_tastes(small_synthetic):
         assert np.mean([taste[m] == favourite for m in top]) > 0.3  # eight tastes: 0.125 by chance
 
 
+@pytest.mark.slow
 def test_explore_clusters_group_the_planted_tastes(model, small_synthetic, tmp_path, capsys):
     out = tmp_path / "explore"
     assert main(["-q", "explore", "--model", model, "--out", str(out), "--clusters", "8"]) == 0
@@ -76,6 +78,7 @@ def test_explore_clusters_group_the_planted_tastes(model, small_synthetic, tmp_p
     assert "Clusters" in text and "Nearest neighbours" in text
 
 
+@pytest.mark.slow
 def test_browse_api_answers_from_the_export(model):
     from twostage.data.errors import TwostageError
     from twostage.ui import BrowseApi
@@ -124,6 +127,7 @@ def _wait(condition, timeout=30):
     raise AssertionError("the page did not show it in time")
 
 
+@pytest.mark.slow
 def test_browse_page_in_a_real_browser(model):
     from selenium.webdriver.common.by import By
 

@@ -1,12 +1,12 @@
-"""The shared feature layers (data.layers) and the tables behind them (data.history)."""
+"""The shared feature layers (modeling.layers) and the tables behind them (data.history)."""
 
 import numpy as np
 import pytest
 import tensorflow as tf
 
-from twostage.data import layers
+from twostage.modeling import layers
 from twostage.data.history import RaggedTable, training_history
-from twostage.data.layers import IdEmbedding, PooledTokens, RatedMoviesPooling
+from twostage.modeling.layers import IdEmbedding, PooledTokens, RatedMoviesPooling
 from twostage.data.schema import Movies, Ratings
 
 

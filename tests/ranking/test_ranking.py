@@ -2,8 +2,6 @@ import numpy as np
 import pytest
 import tensorflow as tf
 
-from twostage.data import SplitConfig, split
-from twostage.data.features import build_vocabularies
 from twostage.data.history import training_history
 from twostage.ranking.config import RankingConfig
 from twostage.ranking.model import AveragedRatingModel, RatingModel
@@ -11,10 +9,9 @@ from twostage.ranking.train import RatingInputs, predict_ratings, rating_errors,
 
 
 @pytest.fixture(scope="module")
-def parts(small_data):
-    train, test = split(small_data.ratings, SplitConfig())
-    fit, validation = split(train, SplitConfig().for_validation(0.1))
-    return train, test, fit, validation, build_vocabularies(train, small_data.movies, small_data.users)
+def parts(small_prepared):
+    p = small_prepared
+    return p.train, p.test, p.fit, p.validation, p.vocabularies
 
 
 def test_the_designs_dense_stack_and_task(parts):
@@ -28,11 +25,11 @@ def test_the_designs_dense_stack_and_task(parts):
                                    "user_occupation", "user_zip")
 
 
-def test_indexed_features_give_the_same_ratings_as_strings(parts, small_data):
+def test_indexed_features_give_the_same_ratings_as_strings(parts, small_data, small_prepared):
     train, test, _, _, vocabularies = parts
     history = training_history(train, vocabularies.user_ids, small_data.movies, with_ratings=True)
     model = RatingModel(vocabularies, (1.0, 5.0), 3.5, history=history, history_ratings=True)
-    features = {k: tf.constant(v) for k, v in RatingInputs(small_data.movies, small_data.users, vocabularies)(
+    features = {k: tf.constant(v) for k, v in RatingInputs(small_prepared)(
         test.take(np.arange(50))).items()}
     indexed = model.index_features(features)
     assert indexed["user_id"].dtype == tf.int64 and isinstance(indexed["movie_title"], tf.RaggedTensor)
@@ -43,11 +40,11 @@ def test_indexed_features_give_the_same_ratings_as_strings(parts, small_data):
 
 
 @pytest.mark.parametrize("output", ["sigmoid", "clip"])
-def test_predictions_stay_inside_the_rating_scale(parts, small_data, output):
+def test_predictions_stay_inside_the_rating_scale(parts, small_data, small_prepared, output):
     train, _, _, _, vocabularies = parts
     model = RatingModel(vocabularies, (1.0, 5.0), 3.5, history=training_history(train, vocabularies.user_ids,
                                                                               small_data.movies), output=output)
-    inputs = RatingInputs(small_data.movies, small_data.users, vocabularies)(train.take(np.arange(64)))
+    inputs = RatingInputs(small_prepared)(train.take(np.arange(64)))
     # Push the dense stack far out of range: the output must still be a rating.
     head = model.rating_head
     model({k: tf.constant(v) for k, v in inputs.items()})
@@ -67,10 +64,10 @@ def test_zero_output_predicts_the_global_mean(parts):
     assert model({"user_id": tf.constant(["1"]), "movie_id": tf.constant(["1"])}).numpy()[0, 0] == pytest.approx(3.7)
 
 
-def test_trained_model_beats_the_global_mean(parts, small_data):
+@pytest.mark.slow
+def test_trained_model_beats_the_global_mean(parts, small_prepared):
     train, test, fit, validation, vocabularies = parts
-    result = train_ranking(train, fit, validation, small_data.movies, small_data.users, vocabularies, (1.0, 5.0),
-                           RankingConfig(epochs=10, batch_size=256, refit=True, average_refit=False))
+    result = train_ranking(small_prepared, RankingConfig(epochs=10, batch_size=256, refit=True, average_refit=False))
     baseline = float(np.sqrt(np.mean((test.rating - train.rating.mean()) ** 2)))
     errors = rating_errors(result.model, result.inputs, test)
     assert errors["rmse"] < baseline - 0.05, (errors, baseline)
@@ -83,11 +80,12 @@ def test_trained_model_beats_the_global_mean(parts, small_data):
     assert predicted.min() >= 1.0 and predicted.max() <= 5.0
 
 
+@pytest.mark.slow
 def test_without_refit_the_best_model_is_kept_and_validation_is_predicted_before_the_history_grows(
-        parts, small_data):
+        parts, small_prepared):
     train, _, fit, validation, vocabularies = parts
-    result = train_ranking(train, fit, validation, small_data.movies, small_data.users, vocabularies, (1.0, 5.0),
-                           RankingConfig(epochs=6, batch_size=256, refit=False), validation_pairs=validation)
+    result = train_ranking(small_prepared, RankingConfig(epochs=6, batch_size=256, refit=False),
+                           validation_pairs=validation)
     assert result.fit.validation_model is result.model
     best = min(h["validation"]["rmse"] for h in result.fit.history)
     # Predicted with the fit part's history: exactly the RMSE the epoch was chosen by.
@@ -97,10 +95,10 @@ def test_without_refit_the_best_model_is_kept_and_validation_is_predicted_before
     assert result.model.rated_movies.values.numpy().size == len(np.unique(train.user_id + "/" + train.movie_id))
 
 
-def test_average_refit_serves_the_mean_of_the_refit_and_the_best_epoch_model(parts, small_data):
+@pytest.mark.slow
+def test_average_refit_serves_the_mean_of_the_refit_and_the_best_epoch_model(parts, small_prepared):
     train, test, fit, validation, vocabularies = parts
-    result = train_ranking(train, fit, validation, small_data.movies, small_data.users, vocabularies, (1.0, 5.0),
-                           RankingConfig(epochs=4, batch_size=256, refit=True, average_refit=True),
+    result = train_ranking(small_prepared, RankingConfig(epochs=4, batch_size=256, refit=True, average_refit=True),
                            validation_pairs=validation)
     assert isinstance(result.model, AveragedRatingModel)
     best_epoch_model, refitted = result.model.members

@@ -9,10 +9,15 @@ import tensorflow as tf
 from fake_tf_serving import FakeGrpcServer, FakeRestServer
 from twostage.cli import main
 from twostage.retrieval.config import IndexConfig
-from twostage.serving.recommender import Recommender
-from twostage.serving.reexport import export_again
+from twostage.serving.clients.recommender import Recommender
+from twostage.serving.artifact.reexport import export_again
 from twostage.serving.requests import RequestError, RequestLimits
-from twostage.serving.tf_serving import WARMUP_FILE, GrpcClient, RestClient, ServingError
+from twostage.serving.artifact.warmup import WARMUP_FILE
+from twostage.serving.clients.grpc import GrpcClient
+from twostage.serving.clients.rest import RestClient, ServingError
+
+# Every test here trains a model (or loads one trained for the module).
+pytestmark = pytest.mark.slow
 
 
 @pytest.fixture(scope="module")

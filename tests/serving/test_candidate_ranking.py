@@ -3,7 +3,7 @@
 import numpy as np
 import tensorflow as tf
 
-from twostage.serving.candidate_ranking import CandidateRanking
+from twostage.serving.graph.candidate_ranking import CandidateRanking
 
 
 class _TableScorer:

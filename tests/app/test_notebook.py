@@ -4,7 +4,10 @@ import os
 
 import pytest
 
-NOTEBOOK = os.path.join(os.path.dirname(__file__), "..", "notebooks", "twostage_colab.ipynb")
+# Every test here trains a model (or loads one trained for the module).
+pytestmark = pytest.mark.slow
+
+NOTEBOOK = os.path.join(os.path.dirname(__file__), "..", "..", "notebooks", "twostage_colab.ipynb")
 
 
 def test_colab_notebook_runs_end_to_end(tmp_path):

@@ -4,8 +4,11 @@ import numpy as np
 import pytest
 
 from twostage.data import SplitConfig, split
-from twostage.serving.export import versions
-from twostage.serving.recommender import ModelError, Recommender, RequestError
+from twostage.serving.artifact.layout import versions
+from twostage.serving.clients.recommender import ModelError, Recommender, RequestError
+
+# Every test here trains a model (or loads one trained for the module).
+pytestmark = pytest.mark.slow
 
 
 @pytest.fixture(scope="module")
@@ -107,7 +110,7 @@ def test_versions_ignore_incomplete_folders(tmp_path):
 def test_a_failed_export_leaves_nothing_behind(tmp_path, monkeypatch):
     import tensorflow as tf
 
-    from twostage.serving import export
+    from twostage.serving.artifact import export
 
     class Module:
         def signatures(self):
@@ -173,7 +176,7 @@ def test_k_beyond_the_export_maximum(recommender):
 
 
 def test_optional_inputs_have_defaults_in_the_signature(recommender):
-    from twostage.serving.export import read_meta_graph
+    from twostage.serving.artifact.loading import read_meta_graph
 
     signatures = read_meta_graph(recommender.path).signature_def
     for name in ("serving_default", "retrieve"):
@@ -205,7 +208,7 @@ def test_people_who_liked_this_also_liked_movies_of_its_taste(recommender, small
 
 
 def test_unknown_movies_are_reported_not_crashed_on(recommender):
-    from twostage.serving.recommender import UnknownMovieError
+    from twostage.serving.clients.recommender import UnknownMovieError
 
     with pytest.raises(UnknownMovieError, match="movie no-such-movie is not in this model's catalog"):
         recommender.similar_movies("no-such-movie")
@@ -238,28 +241,6 @@ def test_bad_feature_requests(recommender):
         recommender.recommend("x", features={"age": "old"})
 
 
-def test_blend_weight_is_chosen_on_validation_only(monkeypatch, tmp_path, small_data):
-    """The weight must never see the test part: every evaluator the blend builds is checked."""
-    from conftest import small_pipeline_config
-    from twostage import pipeline
-    from twostage.data import HeldOutEvaluator
-    from twostage.serving import blend
-
-    test_pairs = split(small_data.ratings, SplitConfig())[1].pairs()
-    seen = []
-
-    class Spy(HeldOutEvaluator):
-        def __init__(self, catalog_ids, train, test):
-            assert not (test.pairs() & test_pairs), "the blend was scored on test ratings"
-            assert not (train.pairs() & test_pairs)
-            seen.append(len(test))
-            super().__init__(catalog_ids, train, test)
-
-    monkeypatch.setattr(blend, "HeldOutEvaluator", Spy)
-    result = pipeline.train(small_pipeline_config(index="brute-force", epochs=2), str(tmp_path))
-    assert seen and result.metadata["blend"]["weight"] in blend.BLEND_WEIGHTS
-
-
 def test_concurrent_calls_from_several_threads(recommender):
     from concurrent.futures import ThreadPoolExecutor
 
@@ -274,8 +255,8 @@ def test_a_ragged_seen_table_excludes_what_the_dense_one_does(recommender, expor
                                                               tmp_path):
     """Past DENSE_SEEN_CELLS the model keeps only the ragged history; requests must not tell."""
     from twostage.retrieval.config import IndexConfig
-    from twostage.serving import module
-    from twostage.serving.reexport import export_again
+    from twostage.serving.graph import module
+    from twostage.serving.artifact.reexport import export_again
 
     monkeypatch.setattr(module, "DENSE_SEEN_CELLS", 0)
     kind = recommender.metadata["index"]["kind"]
@@ -314,11 +295,11 @@ def test_a_shallow_first_search_changes_no_list(kind, exported_model, train_part
     list is still the one rating every candidate of a full search gives."""
     import tensorflow as tf
     from twostage.retrieval.config import IndexConfig
-    from twostage.serving import module
-    from twostage.serving.reexport import export_again
+    from twostage.serving.graph import search
+    from twostage.serving.artifact.reexport import export_again
 
-    monkeypatch.setattr(module, "FIRST_SEARCH_DEPTH", 1)
-    monkeypatch.setattr(module, "FIRST_EXACT_DEPTH", 1)
+    monkeypatch.setattr(search, "FIRST_SEARCH_DEPTH", 1)
+    monkeypatch.setattr(search, "FIRST_EXACT_DEPTH", 1)
     shallow = Recommender.load(export_again(exported_model.export_path, IndexConfig(kind=kind), str(tmp_path)))
     users = tf.constant(list(np.unique(train_part.user_id)[:40]) + ["no-such-user"])
     for k in (1, 10, 30):

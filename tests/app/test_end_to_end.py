@@ -11,10 +11,15 @@ from conftest import run_python
 from twostage.evaluation import EvaluationError, evaluate
 
 
+# Every test here trains a model (or loads one trained for the module).
+pytestmark = pytest.mark.slow
+
+
 def test_fresh_process_loads_the_export_and_recommends(exported_model, small_data):
     code = f"""
 import json, sys
 from twostage import Recommender
+
 rec = Recommender.load({os.path.dirname(os.path.dirname(exported_model.export_path))!r})
 out = {{u: [r.as_dict() for r in rec.recommend(u, k=10)] for u in ("1", "2", "3")}}
 print(json.dumps(out))

@@ -11,6 +11,10 @@ import pytest
 from conftest import run_python, small_pipeline_config
 
 
+# Every test here trains a model (or loads one trained for the module).
+pytestmark = pytest.mark.slow
+
+
 @pytest.fixture(scope="module")
 def brute_force_export(tmp_path_factory):
     from twostage.pipeline import train
@@ -22,6 +26,7 @@ def test_loads_where_scann_is_never_imported(brute_force_export):
     code = f"""
 import json, sys
 import tensorflow as tf
+
 model = tf.saved_model.load({brute_force_export!r})
 out = model.recommend(tf.constant(["1", "2"]), k=tf.constant(5))  # the other inputs take their defaults
 empty = tf.constant([], tf.string)

@@ -1,7 +1,7 @@
 import numpy as np
 import pytest
 
-from twostage.data import DataError, SplitConfig, split
+from twostage.data import ConfigError, SplitConfig, split
 from twostage.data.splits import split_indices
 
 
@@ -36,5 +36,5 @@ def test_validation_part_is_carved_from_training_only(small_data):
 @pytest.mark.parametrize("kwargs,message", [({"method": "by-date"}, "unknown split"),
                                             ({"test_fraction": 1.5}, "between 0 and 1")])
 def test_bad_split_settings(kwargs, message):
-    with pytest.raises(DataError, match=message):
+    with pytest.raises(ConfigError, match=message):
         SplitConfig(**kwargs)

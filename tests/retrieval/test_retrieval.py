@@ -2,13 +2,13 @@ import numpy as np
 import pytest
 import tensorflow as tf
 
-from twostage.data import HeldOutEvaluator, Ratings, SplitConfig, split
+from twostage.data import ConfigError, HeldOutEvaluator, Ratings
 from twostage.data.features import FeatureVocabularies, build_vocabularies, user_feature_lookup
 from twostage.data.history import training_history
 from twostage.data.metrics import popularity_scorer
 from twostage.retrieval.config import IndexConfig, RetrievalConfig
 from twostage.retrieval.index import build_brute_force_index, build_scann_index, scann_parameters
-from twostage.data.layers import PooledTokens, RatedMoviesPooling
+from twostage.modeling.layers import PooledTokens, RatedMoviesPooling
 from twostage.retrieval.model import CandidateTower, QueryTower, TwoTowerModel
 from twostage.retrieval.train import candidate_embeddings, catalog_scorer, train_retrieval
 
@@ -116,28 +116,25 @@ def test_auto_loss_follows_the_catalog_size():
 
 
 @pytest.fixture(scope="module")
-def trained(small_data):
-    train, test = split(small_data.ratings, SplitConfig())
-    fit, validation = split(train, SplitConfig().for_validation(0.1))
-    config = RetrievalConfig(epochs=8, batch_size=256, patience=2)
-    vocabularies = build_vocabularies(train, small_data.movies, small_data.users)
-    result = train_retrieval(train, fit, validation, small_data.movies, small_data.users, vocabularies, config)
-    return train, test, result, user_feature_lookup(small_data.users, vocabularies)
+def trained(small_prepared):
+    return train_retrieval(small_prepared, RetrievalConfig(epochs=8, batch_size=256, patience=2))
 
 
-def test_training_beats_popularity_on_held_out(small_data, trained):
-    train, test, result, user_inputs = trained
-    evaluator = HeldOutEvaluator(small_data.movies.movie_id, train, test)
-    model = evaluator.score_metrics(catalog_scorer(result.model, small_data.movies, user_inputs), ks=(10,))
-    popularity = evaluator.score_metrics(popularity_scorer(small_data.movies.movie_id, train), ks=(10,))
+@pytest.mark.slow
+def test_training_beats_popularity_on_held_out(small_prepared, trained):
+    result, train = trained, small_prepared.train
+    evaluator = HeldOutEvaluator(small_prepared.movies.movie_id, train, small_prepared.test)
+    model = evaluator.score_metrics(catalog_scorer(result.model, small_prepared), ks=(10,))
+    popularity = evaluator.score_metrics(popularity_scorer(small_prepared.movies.movie_id, train), ks=(10,))
     assert model["recall@10"] > popularity["recall@10"] * 1.2, (model, popularity)
     assert 1 <= result.fit.best_epoch <= 8
     assert all("recall@100" in h["validation"] for h in result.fit.history)
 
 
-def test_scann_and_brute_force_agree_on_a_small_catalog(small_data, trained):
-    _, _, result, user_inputs = trained
-    embeddings = candidate_embeddings(result.candidate_tower, small_data.movies)
+@pytest.mark.slow
+def test_scann_and_brute_force_agree_on_a_small_catalog(small_prepared, trained):
+    result, user_inputs = trained, small_prepared.user_inputs
+    embeddings = candidate_embeddings(result.candidate_tower, small_prepared.movie_columns)
     queries = result.query_tower({k: tf.constant(v) for k, v in user_inputs(np.asarray(["1", "2", "3"])).items()})
     _, exact = build_brute_force_index(embeddings, 10)(queries, k=10)
     _, approx = build_scann_index(embeddings, 10)(queries, k=10)  # ScaNN's exact scorer
@@ -159,5 +156,18 @@ def test_scann_parameters_follow_the_catalog_size():
 
 
 def test_unknown_index_kind():
-    with pytest.raises(ValueError, match="unknown index"):
+    with pytest.raises(ConfigError, match="unknown index"):
         IndexConfig(kind="faiss")
+
+
+def test_indexes_say_whether_they_are_exact():
+    """The serving graph asks the NeighbourIndex protocol, not hasattr, whether to drop
+    exclusions before the top-k (exact) or search deeper (ScaNN)."""
+    embeddings = np.random.default_rng(0).normal(size=(30, 4)).astype(np.float32)
+    exact, scann = build_brute_force_index(embeddings, 5), build_scann_index(embeddings, 5)
+    assert exact.is_exact() and not scann.is_exact()
+    queries = tf.constant(embeddings[:2])
+    assert exact.scores(queries).shape == (2, 30)
+    excluded = tf.one_hot([0, 1], 30, on_value=True, off_value=False)
+    _, columns = exact.top_k_excluding(exact.scores(queries), excluded, 3)
+    assert 0 not in columns.numpy()[0] and 1 not in columns.numpy()[1]

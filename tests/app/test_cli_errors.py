@@ -1,0 +1,37 @@
+"""Settings out of range are user errors: one sentence naming the setting, exit code 2, no traceback."""
+
+import pytest
+
+from twostage.cli import main
+from twostage.data.errors import ConfigError
+from twostage.ranking.config import RankingConfig
+from twostage.retrieval.config import IndexConfig, RetrievalConfig
+from twostage.serving.config import ServingConfig
+
+
+@pytest.mark.parametrize("epochs", ["-1", "0"])
+def test_epochs_out_of_range(tmp_path, capsys, epochs):
+    code = main(["train", "--data", "synthetic", "--out", str(tmp_path / "out"), "--epochs", epochs])
+    err = capsys.readouterr().err
+    assert code == 2
+    assert err.strip() == f"twostage train: error: retrieval epochs must be at least 1, got {epochs}"
+    assert not (tmp_path / "out").exists()
+
+
+@pytest.mark.parametrize("make,message", [
+    (lambda: RetrievalConfig(loss="hinge"), "unknown retrieval loss 'hinge'"),
+    (lambda: RetrievalConfig(batch_size=0), "retrieval batch_size must be at least 1"),
+    (lambda: RankingConfig(dropout=1.5), "ranking dropout must be in"),
+    (lambda: RankingConfig(output="tanh"), "unknown rating output 'tanh'"),
+    (lambda: IndexConfig(kind="faiss"), "unknown index 'faiss'"),
+    (lambda: IndexConfig(num_leaves=0), "ScaNN num_leaves must be at least 1"),
+    (lambda: ServingConfig(max_k=0), "max_k must be between 1 and num_candidates"),
+])
+def test_every_config_error_is_a_user_error(make, message):
+    with pytest.raises(ConfigError, match=message):
+        make()
+
+
+def test_an_unknown_split_from_the_command_line(tmp_path, capsys):
+    code = main(["train", "--data", "synthetic", "--out", str(tmp_path), "--test-fraction", "1.5"])
+    assert code == 2 and "test fraction must be between 0 and 1" in capsys.readouterr().err
