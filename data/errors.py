@@ -28,3 +28,27 @@ class DataError(TwostageError):
         super().__init__(where + message)
         self.path = path
         self.line = line
+
+
+def check_choice(what: str, value, choices) -> None:
+    """ConfigError unless ``value`` is one of ``choices``."""
+    if value not in choices:
+        raise ConfigError(f"unknown {what} {value!r}; use one of {', '.join(map(str, choices))}")
+
+
+def check_at_least(what: str, value, lowest: int = 1) -> None:
+    """ConfigError unless the number ``value`` (None: not set, allowed) is at least ``lowest``."""
+    if value is not None and value < lowest:
+        raise ConfigError(f"{what} must be at least {lowest}, got {value}")
+
+
+def check_share(what: str, value: float) -> None:
+    """ConfigError unless ``value`` is in [0, 1)."""
+    if not 0.0 <= value < 1.0:
+        raise ConfigError(f"{what} must be in [0, 1), got {value}")
+
+
+def check_positive(what: str, value: float) -> None:
+    """ConfigError unless ``value`` is above zero."""
+    if not value > 0:
+        raise ConfigError(f"{what} must be positive, got {value}")

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import dataclasses
 
-from twostage.data.errors import ConfigError
+from twostage.data.errors import check_at_least, check_choice, check_positive, check_share
 
 # The rating models that can be trained: this design's and the seed systems' (ranking.architectures).
 ARCHITECTURES = ("default", "svd", "rsvd", "nn", "genre-mlp", "text-cnn", "dcn")
@@ -69,18 +69,10 @@ class RankingConfig:
     seed: int = 42
 
     def __post_init__(self):
-        if self.architecture not in ARCHITECTURES:
-            raise ConfigError(f"unknown ranking architecture {self.architecture!r}; use one of {', '.join(ARCHITECTURES)}")
-        if self.output not in OUTPUTS:
-            raise ConfigError(f"unknown rating output {self.output!r}; use one of {', '.join(OUTPUTS)}")
-        for name in ("embedding_dim", "batch_size", "epochs", "feature_dim"):
-            if getattr(self, name) < 1:
-                raise ConfigError(f"ranking {name} must be at least 1, got {getattr(self, name)}")
-        if self.patience < 1:
-            raise ConfigError(f"ranking patience must be at least 1 epoch, got {self.patience}")
-        if not 0.0 <= self.dropout < 1.0:
-            raise ConfigError(f"ranking dropout must be in [0, 1), got {self.dropout}")
-        if not 0.0 <= self.weight_averaging < 1.0:
-            raise ConfigError(f"ranking weight_averaging must be in [0, 1), got {self.weight_averaging}")
-        if self.learning_rate <= 0:
-            raise ConfigError(f"ranking learning_rate must be positive, got {self.learning_rate}")
+        check_choice("ranking architecture", self.architecture, ARCHITECTURES)
+        check_choice("rating output", self.output, OUTPUTS)
+        for name in ("embedding_dim", "batch_size", "epochs", "feature_dim", "patience"):
+            check_at_least(f"ranking {name}", getattr(self, name))
+        check_share("ranking dropout", self.dropout)
+        check_share("ranking weight_averaging", self.weight_averaging)
+        check_positive("ranking learning_rate", self.learning_rate)

@@ -5,7 +5,7 @@ from __future__ import annotations
 import dataclasses
 from typing import Optional
 
-from twostage.data.errors import ConfigError
+from twostage.data.errors import check_at_least, check_choice, check_positive, check_share
 
 OPTIMIZERS = ("adagrad", "adam")
 LOSSES = ("auto", "full-softmax", "in-batch")
@@ -74,19 +74,12 @@ class RetrievalConfig:
         return "full-softmax" if catalog_size <= self.full_softmax_max_catalog else "in-batch"
 
     def __post_init__(self):
-        if self.loss not in LOSSES:
-            raise ConfigError(f"unknown retrieval loss {self.loss!r}; use one of {', '.join(LOSSES)}")
-        if self.optimizer not in OPTIMIZERS:
-            raise ConfigError(f"unknown optimizer {self.optimizer!r}; use one of {', '.join(OPTIMIZERS)}")
-        for name in ("embedding_dim", "batch_size", "epochs", "feature_dim", "steps_per_execution"):
-            if getattr(self, name) < 1:
-                raise ConfigError(f"retrieval {name} must be at least 1, got {getattr(self, name)}")
-        if self.patience < 1:
-            raise ConfigError(f"retrieval patience must be at least 1 epoch, got {self.patience}")
-        if not 0.0 <= self.id_dropout < 1.0:
-            raise ConfigError(f"retrieval id_dropout must be in [0, 1), got {self.id_dropout}")
-        if self.learning_rate <= 0:
-            raise ConfigError(f"retrieval learning_rate must be positive, got {self.learning_rate}")
+        check_choice("retrieval loss", self.loss, LOSSES)
+        check_choice("optimizer", self.optimizer, OPTIMIZERS)
+        for name in ("embedding_dim", "batch_size", "epochs", "feature_dim", "steps_per_execution", "patience"):
+            check_at_least(f"retrieval {name}", getattr(self, name))
+        check_share("retrieval id_dropout", self.id_dropout)
+        check_positive("retrieval learning_rate", self.learning_rate)
 
 
 @dataclasses.dataclass(frozen=True)
@@ -107,8 +100,6 @@ class IndexConfig:
     num_reordering_candidates: Optional[int] = None
 
     def __post_init__(self):
-        if self.kind not in INDEX_KINDS:
-            raise ConfigError(f"unknown index {self.kind!r}; use one of {', '.join(INDEX_KINDS)}")
+        check_choice("index", self.kind, INDEX_KINDS)
         for name in ("num_leaves", "num_leaves_to_search", "num_reordering_candidates"):
-            if getattr(self, name) is not None and getattr(self, name) < 1:
-                raise ConfigError(f"ScaNN {name} must be at least 1, got {getattr(self, name)}")
+            check_at_least(f"ScaNN {name}", getattr(self, name))

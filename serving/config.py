@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import dataclasses
 
-from twostage.data.errors import ConfigError
+from twostage.data.errors import ConfigError, check_at_least
 
 
 @dataclasses.dataclass(frozen=True)
@@ -28,9 +28,7 @@ class ServingConfig:
     liked_rating: float = 4.0
 
     def __post_init__(self):
-        if self.num_candidates < 1:
-            raise ConfigError(f"num_candidates must be at least 1, got {self.num_candidates}")
-        if self.max_exclusions < 0:
-            raise ConfigError(f"max_exclusions cannot be negative, got {self.max_exclusions}")
+        check_at_least("num_candidates", self.num_candidates)
+        check_at_least("max_exclusions", self.max_exclusions, lowest=0)
         if not 1 <= self.max_k <= self.num_candidates:
             raise ConfigError(f"max_k must be between 1 and num_candidates ({self.num_candidates}), got {self.max_k}")
