@@ -62,13 +62,17 @@ class HeldOutEvaluator:
         """recall@K and NDCG@K of ranked lists, one row per test user (in ``user_ids`` order).
 
         Args:
-          ranked_columns: [num test users, >= max(ks)] catalog columns, best first; -1 pads.
+          ranked_columns: [num test users, n] catalog columns, best first; -1 pads (a list
+            shorter than K, as a small catalog leaves it, scores as if padded).
           ks: the cut-offs.
 
         Returns:
           {"recall@K": ..., "ndcg@K": ...} averaged over test users.
         """
-        ranked_columns = np.asarray(ranked_columns)
+        ranked_columns = np.asarray(ranked_columns).reshape(len(ranked_columns), -1)
+        if ranked_columns.shape[1] < max(ks):
+            padding = np.full((ranked_columns.shape[0], max(ks) - ranked_columns.shape[1]), -1, np.int64)
+            ranked_columns = np.concatenate([ranked_columns, padding], axis=1)
         if ranked_columns.shape[0] != len(self.user_ids):
             raise ValueError(f"expected {len(self.user_ids)} ranked lists, got {ranked_columns.shape[0]}")
         rows = np.arange(len(self.user_ids))[:, None]
@@ -76,8 +80,6 @@ class HeldOutEvaluator:
         discounts = 1.0 / np.log2(np.arange(2, hits.shape[1] + 2))
         results = {}
         for k in ks:
-            if k > hits.shape[1]:
-                raise ValueError(f"lists of {hits.shape[1]} cannot be scored at K={k}")
             relevant = np.minimum(k, self.num_test)
             results[f"recall@{k}"] = float(np.mean(hits[:, :k].sum(axis=1) / relevant))
             ideal = np.cumsum(discounts[:k])[relevant - 1]

@@ -14,6 +14,7 @@ from typing import Callable, Dict, Optional
 
 import numpy as np
 
+from twostage.data.errors import DataError
 from twostage.data.features import (FeatureVocabularies, build_vocabularies, movie_feature_columns,
                                     rating_feature_columns, user_feature_lookup)
 from twostage.data.history import RaggedTable, fans, training_history
@@ -116,6 +117,12 @@ def prepare(config: DataConfig, data: Optional[MovieLensData] = None) -> Prepare
     data = data or load_dataset(config.source, config.synthetic)
     train, test = split(data.ratings, config.split)
     fit, validation = split(train, config.split.for_validation(config.validation_fraction))
+    for part, ratings, share in (("test", test, f"{config.split.test_fraction:g} held out"),
+                                 ("validation", validation, f"{config.validation_fraction:g} of training"),
+                                 ("fit", fit, "the rest")):
+        if len(ratings) == 0:
+            raise DataError(f"{len(data.ratings)} rating(s) leave the {part} part ({share}) empty: "
+                            f"give more ratings or another --test-fraction", config.source)
     log.info("data %s: %d ratings, %d movies; training on %d (fit %d + validation %d), %d held out",
              data.name, len(data.ratings), len(data.movies), len(train), len(fit), len(validation), len(test))
     return Prepared(data, config, train=train, fit=fit, validation=validation, test=test, vocabulary_part=train)

@@ -13,15 +13,14 @@ Every problem is reported as a :class:`DataError` naming the file and the line.
 from __future__ import annotations
 
 import csv
-import io
 import os
 import re
-import zipfile
-from typing import Callable, Iterator, Optional
+from typing import Callable, Optional
 
 import numpy as np
 
 from twostage.data.errors import DataError
+from twostage.data.files import DataFiles
 from twostage.data.schema import MovieLensData, Movies, Ratings, Users, age_bucket
 
 ML100K_GENRES = (
@@ -37,58 +36,16 @@ ML1M_OCCUPATIONS = (
     "self-employed", "technician/engineer", "tradesman/craftsman", "unemployed", "writer",
 )
 _YEAR_IN_TITLE = re.compile(r"\((\d{4})(?:[-–]\d{0,4})?\)\s*$")
+# Timestamps are stored as int64 seconds.
+_LARGEST_TIMESTAMP = 2 ** 63 - 1
 
 
-class _Files:
-    """Named text files in a folder or in a .zip (any one folder level inside it)."""
-
-    def __init__(self, path: str):
-        self.path = path
-        if os.path.isdir(path):
-            self._zip = None
-            self._names = {name: os.path.join(path, name) for name in os.listdir(path)}
-        elif zipfile.is_zipfile(path):
-            self._zip = zipfile.ZipFile(path)
-            self._names = {}
-            for member in self._zip.namelist():
-                base = member.rsplit("/", 1)[-1]
-                if base and member.count("/") <= 1:
-                    self._names.setdefault(base, member)
-        elif os.path.exists(path):
-            raise DataError(
-                "not a folder or a .zip archive; point --data at a MovieLens folder "
-                "(u.data, ratings.dat or ratings.csv inside) or at its .zip", path)
-        else:
-            raise DataError("no such file or folder", path)
-
-    def has(self, name: str) -> bool:
-        return name in self._names
-
-    def display(self, name: str) -> str:
-        if self._zip is None:
-            return self._names[name]
-        return f"{self.path}:{self._names[name]}"
-
-    def lines(self, name: str, encoding: str) -> Iterator[tuple[int, str]]:
-        """Yields (1-based line number, line without its newline), raising on an empty file."""
-        if self._zip is None:
-            raw = open(self._names[name], "rb").read()
-        else:
-            raw = self._zip.read(self._names[name])
-        if not raw.strip():
-            raise DataError("the file is empty", self.display(name))
-        try:
-            text = raw.decode(encoding)
-        except UnicodeDecodeError as err:
-            line = raw[: err.start].count(b"\n") + 1
-            raise DataError(f"not {encoding} text ({err.reason})", self.display(name), line) from None
-        for number, line in enumerate(io.StringIO(text, newline=None), start=1):
-            line = line.rstrip("\r\n")
-            if line.strip():
-                yield number, line
+def _whole_number(text: str) -> bool:
+    """Whether ``text`` is ASCII digits ("²".isdigit() is true, yet int("²") fails)."""
+    return text.isascii() and text.isdigit()
 
 
-def detect_format(files: _Files) -> str:
+def detect_format(files: DataFiles) -> str:
     if files.has("u.data"):
         return "ml-100k"
     if files.has("ratings.dat"):
@@ -113,7 +70,7 @@ def read_movielens(path: str) -> MovieLensData:
       DataError: missing files, wrong format, malformed lines, out-of-range ratings or
         ratings that name movies/users missing from the catalog files.
     """
-    files = _Files(path)
+    files = DataFiles(path)
     fmt = detect_format(files)
     name = os.path.basename(os.path.normpath(path))
     if fmt == "ml-100k":
@@ -144,7 +101,7 @@ def read_movielens(path: str) -> MovieLensData:
     return MovieLensData(name=name, ratings=ratings, movies=movies, users=users, rating_scale=scale)
 
 
-def _require(files: _Files, name: str):
+def _require(files: DataFiles, name: str):
     if not files.has(name):
         raise DataError(f"{name} is missing next to the ratings file", files.path)
 
@@ -154,7 +111,7 @@ def _split_100k(line: str) -> list:
     return parts if len(parts) == 4 else line.split()
 
 
-def _read_ratings(files: _Files, name: str, splitter: Optional[Callable], bounds: tuple, integer: bool,
+def _read_ratings(files: DataFiles, name: str, splitter: Optional[Callable], bounds: tuple, integer: bool,
                   layout: str, csv_header: Optional[tuple] = None) -> Ratings:
     where = files.display(name)
     users, movies, values, stamps = [], [], [], []
@@ -181,17 +138,22 @@ def _read_ratings(files: _Files, name: str, splitter: Optional[Callable], bounds
             raise DataError(f"rating {rating_text} is out of range: expected {kind}from {low:g} to {high:g} "
                             f"(user {user}, movie {movie})", where, number)
         try:
-            stamp = int(float(stamp_text))
-        except ValueError:
-            raise DataError(f"timestamp {stamp_text!r} is not a number", where, number) from None
+            stamp = int(stamp_text) if _whole_number(stamp_text) else int(float(stamp_text))
+        except (ValueError, OverflowError):
+            raise DataError(f"timestamp {stamp_text!r} is not a number of seconds", where, number) from None
+        if abs(stamp) > _LARGEST_TIMESTAMP:
+            raise DataError(f"timestamp {stamp_text} is out of range (seconds since 1970 fit in 19 digits)",
+                            where, number)
         users.append(user)
         movies.append(movie)
         values.append(rating)
         stamps.append(stamp)
+    if not users:
+        raise DataError("no ratings in the file", where)
     return Ratings.from_rows(users, movies, values, stamps)
 
 
-def _read_100k_genres(files: _Files) -> tuple:
+def _read_100k_genres(files: DataFiles) -> tuple:
     names = []
     for number, line in files.lines("u.genre", "latin-1"):
         parts = line.split("|")
@@ -203,7 +165,7 @@ def _read_100k_genres(files: _Files) -> tuple:
 
 def release_year(title: str, date: str = "") -> int:
     """The release year from a "01-Jan-1995" date, else from a "Title (1995)" title; 0 if neither."""
-    if len(date) >= 4 and date[-4:].isdigit():
+    if len(date) >= 4 and _whole_number(date[-4:]):
         return int(date[-4:])
     match = _YEAR_IN_TITLE.search(title)
     return int(match.group(1)) if match else 0
@@ -240,7 +202,7 @@ class _CatalogRows:
                       np.asarray(years, dtype=np.int32))
 
 
-def _read_100k_movies(files: _Files, genre_names: tuple) -> Movies:
+def _read_100k_movies(files: DataFiles, genre_names: tuple) -> Movies:
     where = files.display("u.item")
     catalog = _CatalogRows(where)
     for number, line in files.lines("u.item", "latin-1"):
@@ -256,7 +218,7 @@ def _read_100k_movies(files: _Files, genre_names: tuple) -> Movies:
     return catalog.movies()
 
 
-def _read_100k_users(files: _Files) -> Users:
+def _read_100k_users(files: DataFiles) -> Users:
     where = files.display("u.user")
     rows, numbers = [], []
     for number, line in files.lines("u.user", "latin-1"):
@@ -264,7 +226,7 @@ def _read_100k_users(files: _Files) -> Users:
         if len(parts) != 5:
             raise DataError(f"expected 5 '|'-separated fields (id|age|gender|occupation|zip), found {len(parts)}",
                             where, number)
-        if not parts[1].strip().isdigit():
+        if not _whole_number(parts[1].strip()):
             raise DataError(f"age {parts[1]!r} is not a whole number", where, number)
         rows.append((parts[0].strip(), age_bucket(int(parts[1])), parts[2].strip(), parts[3].strip(),
                      parts[4].strip()))
@@ -279,7 +241,7 @@ def _users(rows: list) -> Users:
                  np.asarray(occupations, dtype=str), np.asarray(zips, dtype=str))
 
 
-def _read_1m_movies(files: _Files) -> Movies:
+def _read_1m_movies(files: DataFiles) -> Movies:
     where = files.display("movies.dat")
     catalog = _CatalogRows(where)
     for number, line in files.lines("movies.dat", "latin-1"):
@@ -298,7 +260,7 @@ def _genre_list(text: str) -> tuple:
     return tuple(g for g in text.split("|") if g)
 
 
-def _read_1m_users(files: _Files) -> Users:
+def _read_1m_users(files: DataFiles) -> Users:
     where = files.display("users.dat")
     rows, numbers = [], []
     for number, line in files.lines("users.dat", "latin-1"):
@@ -307,7 +269,7 @@ def _read_1m_users(files: _Files) -> Users:
             raise DataError(f"expected 5 '::'-separated fields (UserID::Gender::Age::Occupation::Zip-code), "
                             f"found {len(parts)}", where, number)
         age, occupation = parts[2].strip(), parts[3].strip()
-        if not age.isdigit() or not occupation.isdigit():
+        if not _whole_number(age) or not _whole_number(occupation):
             raise DataError(f"age and occupation must be numeric codes, found {age!r} and {occupation!r}",
                             where, number)
         code = int(occupation)
@@ -318,7 +280,7 @@ def _read_1m_users(files: _Files) -> Users:
     return _users(rows)
 
 
-def _read_csv_movies(files: _Files) -> Movies:
+def _read_csv_movies(files: DataFiles) -> Movies:
     where = files.display("movies.csv")
     lines = files.lines("movies.csv", "utf-8")
     number, header = next(lines)
@@ -336,7 +298,7 @@ def _read_csv_movies(files: _Files) -> Movies:
     return catalog.movies()
 
 
-def _check_references(files: _Files, fmt: str, ratings: Ratings, movies: Movies, users: Optional[Users]):
+def _check_references(files: DataFiles, fmt: str, ratings: Ratings, movies: Movies, users: Optional[Users]):
     ratings_file = {"ml-100k": "u.data", "ml-1m": "ratings.dat", "csv": "ratings.csv"}[fmt]
     header_lines = 1 if fmt == "csv" else 0
     known_movies = set(movies.movie_id.tolist())
@@ -355,7 +317,7 @@ def _check_references(files: _Files, fmt: str, ratings: Ratings, movies: Movies,
                             files.display(ratings_file), _line_of(files, ratings_file, row, header_lines))
 
 
-def _line_of(files: _Files, name: str, row: int, header_lines: int) -> int:
+def _line_of(files: DataFiles, name: str, row: int, header_lines: int) -> int:
     """The file line of the row-th data line (blank lines are skipped when reading)."""
     for index, (number, _) in enumerate(files.lines(name, "latin-1")):
         if index == row + header_lines:

@@ -59,6 +59,21 @@ class Ratings:
         """The set of (user id, movie id) pairs."""
         return set(zip(self.user_id.tolist(), self.movie_id.tolist()))
 
+    def latest_per_pair(self) -> tuple["Ratings", int]:
+        """One rating per (user, movie): of a pair rated more than once, the latest by
+        timestamp (of equal timestamps, the later row). Rows keep their source order.
+
+        Returns:
+          The ratings without the earlier re-ratings, and how many rows were dropped.
+        """
+        n = len(self)
+        # Sorted by pair, then time, then row: the last row of each pair's run is the one kept.
+        order = np.lexsort((np.arange(n), self.timestamp, self.movie_id, self.user_id))
+        users, movies = self.user_id[order], self.movie_id[order]
+        last_of_pair = np.r_[(users[1:] != users[:-1]) | (movies[1:] != movies[:-1]), True]
+        keep = np.sort(order[last_of_pair])
+        return (self, 0) if len(keep) == n else (self.take(keep), n - len(keep))
+
     @staticmethod
     def from_rows(user_id: Sequence, movie_id: Sequence, rating: Sequence, timestamp: Sequence) -> "Ratings":
         return Ratings(
@@ -110,6 +125,8 @@ class MovieLensData:
       movies: the catalog; every rated movie is in it.
       users: user features, or None when the format has none (the CSV family).
       rating_scale: (lowest, highest) rating the format allows.
+      merged_ratings: earlier ratings of a (user, movie) pair rated again, dropped when the
+        data was loaded (the latest rating of each pair is kept).
     """
 
     name: str
@@ -117,6 +134,7 @@ class MovieLensData:
     movies: Movies
     users: Optional[Users]
     rating_scale: tuple
+    merged_ratings: int = 0
 
     def with_ratings(self, ratings: Ratings) -> "MovieLensData":
         """The same catalog and users with other ratings (a split part)."""

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import dataclasses
+import logging
 from typing import Optional
 
 from twostage.data.errors import DataError
@@ -13,6 +14,7 @@ from twostage.data.synthetic import SyntheticConfig, generate
 from twostage.data.tfds_source import load_tfds
 
 SYNTHETIC = "synthetic"
+log = logging.getLogger("twostage")
 
 
 def load_dataset(source: str, synthetic: Optional[SyntheticConfig] = None) -> MovieLensData:
@@ -23,7 +25,9 @@ def load_dataset(source: str, synthetic: Optional[SyntheticConfig] = None) -> Mo
       synthetic: generator settings when ``source`` is "synthetic".
 
     Returns:
-      The dataset in the common schema.
+      The dataset in the common schema, one rating per (user, movie): a pair rated again
+      keeps its latest rating (``merged_ratings`` counts the earlier ones dropped), as
+      MovieLens exports and real logs hold re-ratings.
 
     Raises:
       DataError: the source cannot be read.
@@ -31,10 +35,16 @@ def load_dataset(source: str, synthetic: Optional[SyntheticConfig] = None) -> Mo
     if not source:
         raise DataError("no data source given: use --data synthetic, --data movielens/100k-ratings or --data PATH")
     if source == SYNTHETIC:
-        return generate(synthetic or SyntheticConfig()).data
-    if source.startswith("movielens/"):
-        return load_tfds(source)
-    return read_movielens(source)
+        data = generate(synthetic or SyntheticConfig()).data
+    elif source.startswith("movielens/"):
+        data = load_tfds(source)
+    else:
+        data = read_movielens(source)
+    ratings, merged = data.ratings.latest_per_pair()
+    if merged:
+        log.info("%s: %d re-rating(s) of a (user, movie) pair merged: each pair keeps its latest rating",
+                 data.name, merged)
+    return dataclasses.replace(data, ratings=ratings, merged_ratings=data.merged_ratings + merged)
 
 
 @dataclasses.dataclass(frozen=True)
