@@ -12,7 +12,8 @@ from typing import Optional
 
 import tensorflow as tf
 
-from twostage.serving.artifact.layout import METADATA_FILE, versions
+from twostage.serving.artifact.layout import (METADATA_FILE, publish_permissions, remove_stale_staging, staging_prefix,
+                                              versions)
 from twostage.serving.artifact.warmup import WARMUP_FILE, warmup_requests, write_warmup_file
 from twostage.serving.graph.module import TwoStageModule
 from twostage.serving.requests import RequestLimits
@@ -46,15 +47,17 @@ def export_saved_model(module: TwoStageModule, out_dir: str, model_name: str, me
       metadata: JSON-able facts about training, saved as assets.extra/twostage.json.
       uses_scann: whether the graph holds ScaNN ops (they must be allowed when saving).
       warmup: (signature, inputs) requests for TF Serving's warm-up file
-        (serving.tf_serving.warmup_requests), or None.
+        (serving.artifact.warmup.warmup_requests), or None.
 
     Returns:
       The path of the new version.
     """
     model_dir = os.path.join(out_dir, model_name)
-    os.makedirs(model_dir, exist_ok=True)
+    os.makedirs(model_dir, mode=0o755, exist_ok=True)
+    for path in remove_stale_staging(model_dir):
+        log.info("removed %s, left behind by an export that was killed", path)
     start = time.perf_counter()
-    staging = tempfile.mkdtemp(prefix=".export-", dir=model_dir)
+    staging = tempfile.mkdtemp(prefix=staging_prefix(), dir=model_dir)
     try:
         options = tf.saved_model.SaveOptions(namespace_whitelist=["Scann"] if uses_scann else None)
         with _without_keras_traces():
@@ -65,6 +68,7 @@ def export_saved_model(module: TwoStageModule, out_dir: str, model_name: str, me
             json.dump(metadata, f, indent=2, sort_keys=True)
         if warmup:
             write_warmup_file(os.path.join(extra, WARMUP_FILE), model_name, warmup)
+        publish_permissions(staging)
         version = (versions(model_dir) or [0])[-1] + 1
         target = os.path.join(model_dir, str(version))
         os.rename(staging, target)  # atomic on one filesystem; fails rather than overwrite

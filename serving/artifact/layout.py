@@ -8,6 +8,8 @@ from __future__ import annotations
 import json
 import os
 import re
+import shutil
+import time
 
 from twostage.data.errors import TwostageError
 
@@ -62,3 +64,101 @@ def read_metadata(version_dir: str) -> dict:
             return json.load(f)
     except (OSError, ValueError) as err:
         raise ModelError(f"{version_dir}: not a twostage export ({METADATA_FILE} unreadable: {err})") from None
+
+
+# A version being written lives in a hidden folder named after the writing process, so the
+# next export can tell a folder a killed export left behind from one still being written.
+STAGING_PREFIX = ".export-"
+_STAGING = re.compile(r"^\.export-(\d+)-")
+# Staging folders of exports from before the process id was in the name: stale after a day.
+_LEGACY_STAGING_SECONDS = 24 * 3600
+
+
+def staging_prefix() -> str:
+    """The name prefix of this process's staging folders."""
+    return f"{STAGING_PREFIX}{os.getpid()}-"
+
+
+def _alive(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:  # someone else's live process
+        return True
+    return True
+
+
+def remove_stale_staging(model_dir: str) -> list[str]:
+    """Removes the staging folders under ``model_dir`` that no live process is writing (what
+    an export killed mid-way left behind).
+
+    Returns:
+      The folders removed.
+    """
+    removed = []
+    if not os.path.isdir(model_dir):
+        return removed
+    for name in os.listdir(model_dir):
+        if not name.startswith(STAGING_PREFIX):
+            continue
+        path = os.path.join(model_dir, name)
+        match = _STAGING.match(name)
+        stale = (not _alive(int(match.group(1)))) if match else (
+            time.time() - os.path.getmtime(path) > _LEGACY_STAGING_SECONDS)
+        if stale and os.path.isdir(path):
+            shutil.rmtree(path, ignore_errors=True)
+            removed.append(path)
+    return removed
+
+
+def publish_permissions(folder: str) -> None:
+    """Makes a version readable by every user (folders 0755, files 0644), as a model registry
+    writes it: a TF Serving process running as another user must be able to load it."""
+    os.chmod(folder, 0o755)
+    for root, dirs, files in os.walk(folder):
+        for name in dirs:
+            os.chmod(os.path.join(root, name), 0o755)
+        for name in files:
+            os.chmod(os.path.join(root, name), 0o644)
+
+
+def check_output_folder(path: str, what: str = "--out") -> None:
+    """Raises ModelError, before any work starts, when ``path`` cannot be (or become) a folder
+    this process writes into: a file in the way, or no permission."""
+    if os.path.exists(path) and not os.path.isdir(path):
+        raise ModelError(f"{what} {path} is a file, not a folder: give a folder (new or existing)")
+    existing = os.path.abspath(path)
+    while not os.path.isdir(existing):
+        if os.path.exists(existing):
+            raise ModelError(f"{what} {path} cannot be created: {existing} is a file")
+        existing = os.path.dirname(existing)
+    if not os.access(existing, os.W_OK | os.X_OK):
+        raise ModelError(f"{what} {path}: cannot write under {existing} (permission denied)")
+
+
+def check_export_root(out_dir: str, model_name: str) -> None:
+    """Raises ModelError, before any work starts, when a version could not be written under
+    ``out_dir/model_name``: a file in the way, or a folder this process cannot write."""
+    check_output_folder(out_dir)
+    check_output_folder(os.path.join(out_dir, model_name), "--out")
+
+
+def check_index_over_newest(out_dir: str, model_name: str, index_kind: str, index_chosen: bool) -> None:
+    """Refuses, unless the index was chosen explicitly, to add a ScaNN version on top of a
+    brute-force one: a server watching the folder would switch to the new version, which
+    stock TF Serving cannot load (it lacks ScaNN's ops)."""
+    model_dir = os.path.join(out_dir, model_name)
+    found = versions(model_dir)
+    if index_kind != "scann" or index_chosen or not found:
+        return
+    newest = os.path.join(model_dir, str(found[-1]))
+    try:
+        newest_kind = read_metadata(newest).get("index", {}).get("kind")
+    except ModelError:
+        return
+    if newest_kind == "brute-force":
+        raise ModelError(
+            f"{newest} is a brute-force export (what stock TF Serving loads); a ScaNN version on top of it would "
+            f"be served next and stock TF Serving cannot load it: pass --index brute-force, or --index scann to "
+            f"add it anyway")

@@ -54,6 +54,7 @@ def load_export(path: str):
     metadata = register_custom_ops(version_dir)
     try:
         loaded = tf.saved_model.load(version_dir)
-    except (tf.errors.OpError, OSError, ValueError) as err:
-        raise ModelError(f"{version_dir}: cannot load the SavedModel: {str(err).splitlines()[0]}") from None
+    except Exception as err:  # noqa: BLE001  a damaged file fails in many ways (IndexError for truncated variables)
+        detail = (str(err).splitlines() or [type(err).__name__])[0]
+        raise ModelError(f"{version_dir}: cannot load the SavedModel (damaged or incomplete?): {detail}") from None
     return loaded, version_dir, metadata

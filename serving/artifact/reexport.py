@@ -21,10 +21,11 @@ from twostage.ranking.scorers import RatingScorer
 from twostage.retrieval.config import IndexConfig
 from twostage.serving.artifact.assemble import assemble_module
 from twostage.serving.artifact.export import export_module
+from twostage.serving.artifact.layout import check_export_root, read_metadata, resolve_model_path
 from twostage.serving.artifact.loading import load_export
 from twostage.serving.config import ServingConfig
 from twostage.serving.graph.tables import ServingTables
-from twostage.serving.requests import string_array
+from twostage.serving.responses import string_array
 
 # What a restored rating scorer may lack: a variable saved as None is not saved at all.
 _OPTIONAL_SCORER_TABLES = ("rating_range", "highest_ratings")
@@ -61,13 +62,15 @@ def export_again(path: str, index: IndexConfig, out_dir: Optional[str] = None) -
     Returns:
       The new version's folder.
     """
-    loaded, version_dir, metadata = load_export(path)
-    serving_config = ServingConfig(**metadata["serving"])
+    version_dir = resolve_model_path(path)
+    serving_config = ServingConfig(**read_metadata(version_dir)["serving"])
+    out_dir = out_dir or os.path.dirname(os.path.dirname(os.path.abspath(version_dir)))
+    check_export_root(out_dir, serving_config.model_name)
+    loaded, version_dir, metadata = load_export(version_dir)
     tables = tables_of(loaded)
     scorer = restored_rating_scorer(loaded.rating_scorer)
     module, description = assemble_module(tables, loaded.query_encoder, scorer, index, serving_config,
                                           metadata["blend"]["weight"])
     metadata = {**metadata, "index": description, "exported_from": os.path.abspath(version_dir),
                 "created": time.strftime("%Y-%m-%dT%H:%M:%S%z")}
-    out_dir = out_dir or os.path.dirname(os.path.dirname(os.path.abspath(version_dir)))
     return export_module(module, tables, out_dir, serving_config, metadata, index.kind)

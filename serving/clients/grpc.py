@@ -7,7 +7,8 @@ from typing import Optional
 from twostage.serving.artifact.warmup import predict_request
 from twostage.serving.clients.rest import ServingError, default_limits
 from twostage.serving.config import ServingConfig
-from twostage.serving.requests import ModelClient, RequestError, RequestLimits
+from twostage.serving.clients.base import ModelClient
+from twostage.serving.requests import RequestError, RequestLimits
 
 
 class GrpcClient(ModelClient):

@@ -15,9 +15,10 @@ from twostage.data.features import USER_FEATURES
 from twostage.serving.artifact.layout import ModelError, resolve_model_path
 from twostage.serving.artifact.loading import load_export
 from twostage.serving.graph.inputs import SIGNATURE_FUNCTIONS
-from twostage.serving.requests import (USER_FEATURE_ARGUMENTS, Candidate, Ids, ModelClient, Recommendation,
-                                       RelatedMovie, RequestError, RequestLimits, UnknownMovieError, id_array,
-                                       string_array)
+from twostage.serving.clients.base import ModelClient
+from twostage.serving.requests import (USER_FEATURE_ARGUMENTS, Ids, RequestError, RequestLimits, UnknownMovieError,
+                                       id_array)
+from twostage.serving.responses import Candidate, Recommendation, RelatedMovie, string_array
 
 
 __all__ = ["Recommender", "ModelError", "RequestError", "UnknownMovieError", "Recommendation", "Candidate",
@@ -62,6 +63,7 @@ class Recommender(ModelClient):
         self.path = path
         self.metadata = metadata
         self._catalog = None
+        self._known_users = None
         self._catalog_rows = None  # movie id (bytes) -> catalog row, and the catalog with "" after it
         self._lock = threading.Lock()
         self._constants = {}  # dict.setdefault is atomic: safe from several threads
@@ -177,7 +179,14 @@ class Recommender(ModelClient):
 
     def known_users(self) -> np.ndarray:
         """The ids of the users the model was trained with."""
-        return string_array(self._loaded.user_ids.numpy())
+        with self._lock:
+            if self._known_users is None:
+                self._known_users = string_array(self._loaded.user_ids.numpy())
+        return self._known_users
+
+    def is_known_user(self, user_ids: Ids) -> np.ndarray:
+        """[n] whether each user was in the model's training data (else: cold start or popular movies)."""
+        return np.isin(id_array(user_ids, "user"), self.known_users())
 
     def training_history(self, user_ids: Sequence[str]) -> list[list[str]]:
         """Each user's training movies (what recommendations exclude)."""

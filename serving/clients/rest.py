@@ -14,7 +14,8 @@ import numpy as np
 
 from twostage.data.errors import TwostageError
 from twostage.serving.config import ServingConfig
-from twostage.serving.requests import ModelClient, RequestError, RequestLimits
+from twostage.serving.clients.base import ModelClient
+from twostage.serving.requests import RequestError, RequestLimits
 
 
 class ServingError(TwostageError):

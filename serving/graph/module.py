@@ -311,10 +311,11 @@ class TwoStageModule(tf.Module):
         """The rating model's prediction for each (user_id[i], movie_id[i]) pair.
 
         Returns:
-          rating: [batch].
+          rating: [batch]; known_movie: [batch] whether the movie is in the catalog (else the
+          rating is the scorer's guess for an unknown movie, which clients refuse).
         """
-        rows = self.user_rows.lookup(user_id)
-        return {"rating": self.rating_scorer.rate(user_id, rows, self.movie_rows.lookup(movie_id))}
+        rows, positions = self.user_rows.lookup(user_id), self.movie_rows.lookup(movie_id)
+        return {"rating": self.rating_scorer.rate(user_id, rows, positions), "known_movie": positions >= 0}
 
     @tf.function(autograph=False, input_signature=[])
     def catalog(self):
