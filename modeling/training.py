@@ -154,6 +154,9 @@ class _EpochChooser(tf.keras.callbacks.Callback):
             self.best_weights = self.model.get_weights()
         elif epoch - self.best_epoch >= self.schedule.patience:
             self.model.stop_training = True
+            log.info("%s: stopped after epoch %d: no better validation %s for %d epoch(s); keeping epoch %d "
+                     "(%s %.4f)", self.name, epoch, self.schedule.monitor, epoch - self.best_epoch, self.best_epoch,
+                     self.schedule.monitor, self.best)
         if averaged:
             for variable, value in zip(self.trainable, raw):
                 variable.assign(value)

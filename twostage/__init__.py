@@ -16,11 +16,22 @@ resolves ``tf.keras`` lazily, so importing tensorflow earlier is fine as long as
 touched ``tf.keras`` before twostage was imported (checked when models are built).
 """
 
+import glob as _glob
 import os as _os
+
 _os.environ["TF_USE_LEGACY_KERAS"] = "1"
-# TensorFlow's C++ start-up chatter (CUDA probing, oneDNN notices) hides the progress a
-# user is looking for; keep warnings and errors.
-_os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
+
+
+def _machine_has_a_gpu() -> bool:
+    """Whether any NVIDIA device (or WSL's GPU bridge) exists, whatever CUDA_VISIBLE_DEVICES says."""
+    return bool(_glob.glob("/dev/nvidia[0-9]*")) or _os.path.exists("/proc/driver/nvidia") or _os.path.exists("/dev/dxg")
+
+
+# TensorFlow's C++ start-up chatter (CUDA probing, oneDNN notices) hides the progress a user
+# is looking for: keep its warnings and errors, except where the machine has no GPU at all,
+# where its one error ("failed call to cuInit") says nothing but that, and alarms CPU users.
+# Where a GPU exists, nothing is hidden. TF_CPP_MIN_LOG_LEVEL set by the user always wins.
+_os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2" if _machine_has_a_gpu() else "3")
 
 __version__ = "0.1.0"
 

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import argparse
 import dataclasses
 import json
 import logging
@@ -10,102 +9,9 @@ import sys
 import time
 
 import twostage  # noqa: F401  selects the legacy Keras before TensorFlow loads
+from twostage.arguments import build_parser
 
 log = logging.getLogger("twostage")
-
-
-def _add_split_flags(parser: argparse.ArgumentParser, defaults: bool):
-    # evaluate leaves them unset so that the split recorded at training is used.
-    parser.add_argument("--split", choices=("random", "temporal"), default="random" if defaults else None,
-                        help="random: 80/20 permutation (as the TFRS tutorials); temporal: each user's last ratings")
-    parser.add_argument("--seed", type=int, default=42 if defaults else None, help="seed of the random split")
-    parser.add_argument("--test-fraction", type=float, default=0.2 if defaults else None,
-                        help="share of ratings held out")
-
-
-def build_parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(prog="twostage", description=__doc__)
-    parser.add_argument("-q", "--quiet", action="store_true", help="no progress lines on stderr")
-    commands = parser.add_subparsers(dest="command", required=True)
-
-    train = commands.add_parser("train", help="train both stages and export one SavedModel")
-    train.add_argument("--data", required=True,
-                       help="synthetic | movielens/100k-ratings (TFDS, needs network) | PATH to a MovieLens folder or .zip")
-    train.add_argument("--out", required=True, help="export root; the model goes to OUT/<model-name>/<version>/")
-    _add_split_flags(train, defaults=True)
-    train.add_argument("--epochs", type=int, help="most epochs per stage (the best on validation is used)")
-    train.add_argument("--index", choices=("scann", "brute-force"), default="scann",
-                       help="scann: approximate, needs ScaNN's ops to load; brute-force: stock TensorFlow ops only")
-
-    export = commands.add_parser("export", help="export a trained model again, e.g. with another index")
-    export.add_argument("--model", required=True, help="an export (the --out of train, or a version folder)")
-    export.add_argument("--index", choices=("scann", "brute-force"), required=True,
-                        help="scann: approximate, needs ScaNN's ops to load; brute-force: stock TensorFlow ops only")
-    export.add_argument("--out", help="export root of the new version (default: the one --model is in)")
-
-    serving = commands.add_parser("serving-config", help="write TF Serving's models.config for an export root")
-    serving.add_argument("--model", required=True, help="the export root (the --out of train)")
-    serving.add_argument("--config", default="models.config", help="where to write the config (default: %(default)s)")
-    serving.add_argument("--force", action="store_true", help="overwrite an existing config file")
-    serving.add_argument("--rest-port", type=int, default=8501)
-    serving.add_argument("--grpc-port", type=int, default=8500)
-
-    recommend = commands.add_parser("recommend", help="recommend movies for a user with an exported model")
-    recommend.add_argument("--model", required=True, help="the export (the --out of train, or a version folder)")
-    recommend.add_argument("--user", required=True, action="append", help="user id (repeat for several)")
-    recommend.add_argument("-k", type=int, default=10, help="number of movies")
-    recommend.add_argument("--json", action="store_true", help="print JSON instead of a table")
-    recommend.add_argument("--exclude", action="append", default=[], help="movie id never to return (repeatable)")
-    recommend.add_argument("--include-seen", action="store_true", help="let the user's training movies come back")
-    cold = recommend.add_argument_group("a user the model has never seen (cold start)")
-    cold.add_argument("--age", type=int, help="age in years")
-    cold.add_argument("--gender", help="M or F")
-    cold.add_argument("--occupation", help="e.g. writer, student, programmer")
-    cold.add_argument("--zip", dest="zip_code", help="zip or postal code")
-
-    for name, what in (("similar", "movies most like a movie (cosine of movie embeddings)"),
-                       ("also-liked", "what people who liked a movie also liked")):
-        related = commands.add_parser(name, help=what)
-        related.add_argument("--model", required=True, help="the export")
-        related.add_argument("--movie", required=True, help="movie id")
-        related.add_argument("-k", type=int, default=10, help="number of movies")
-        related.add_argument("--json", action="store_true", help="print JSON instead of a table")
-
-    benchmark = commands.add_parser("benchmark", help="compare the ranking architectures on one split")
-    benchmark.add_argument("stage", choices=("ranking",))
-    benchmark.add_argument("--data", required=True, help="as for train")
-    _add_split_flags(benchmark, defaults=True)
-    benchmark.add_argument("--architectures", help="comma-separated subset (default: all)")
-    benchmark.add_argument("--json", action="store_true", help="print JSON instead of a table")
-
-    report = commands.add_parser("report", help="write an HTML report (figures, baselines, examples) of an export")
-    report.add_argument("--model", required=True, help="the export")
-    report.add_argument("--data", help="data source (default: the one the model was trained on)")
-    report.add_argument("--out", required=True, help="folder for report.html, report.json and the PNG figures")
-    report.add_argument("--architectures", help="comma-separated ranking architectures to train as baselines "
-                                                "(default: all; 'none' for none)")
-
-    explore = commands.add_parser("explore", help="movie map (t-SNE), clusters, biases and neighbours of an export")
-    explore.add_argument("--model", required=True, help="the export")
-    explore.add_argument("--out", required=True, help="folder for movie_map.png, explore.txt and explore.json")
-    explore.add_argument("--data", help="data source for genres (default: the one the model was trained on)")
-    explore.add_argument("--clusters", type=int, help="number of k-means clusters")
-
-    ui = commands.add_parser("serve-ui", help="a web page to browse an export's recommendations")
-    ui.add_argument("--model", required=True, help="the export")
-    ui.add_argument("--host", default="127.0.0.1", help="address to bind (default: %(default)s, this machine only)")
-    ui.add_argument("--port", type=int, default=8080)
-
-    gpu = commands.add_parser("gpu-check", help="which ops of an export a GPU can run (read from its graph)")
-    gpu.add_argument("--model", required=True, help="the export")
-    gpu.add_argument("--json", action="store_true", help="print JSON instead of text")
-
-    evaluate = commands.add_parser("evaluate", help="score an exported model on its held-out ratings")
-    evaluate.add_argument("--model", required=True, help="the export")
-    evaluate.add_argument("--data", help="data source (default: the one the model was trained on)")
-    _add_split_flags(evaluate, defaults=False)
-    evaluate.add_argument("--json", action="store_true", help="print the JSON object only")
-    return parser
 
 
 def _train(args) -> int:
@@ -115,12 +21,12 @@ def _train(args) -> int:
 
     config = PipelineConfig(data=DataConfig(source=args.data, split=SplitConfig(args.split, args.seed,
                                                                                   args.test_fraction)),
-                            index=IndexConfig(kind=args.index))
+                            index=IndexConfig(kind=args.index or "scann"))
     if args.epochs is not None:
         config = dataclasses.replace(config, retrieval=dataclasses.replace(config.retrieval, epochs=args.epochs),
                                      ranking=dataclasses.replace(config.ranking, epochs=args.epochs))
     start = time.perf_counter()
-    result = train(config, args.out)
+    result = train(config, args.out, scann_over_brute_force=args.index == "scann")
     print(f"exported {result.export_path} (trained in {result.metadata['train_seconds']:.1f}s, "
           f"{time.perf_counter() - start:.1f}s in all)")
     return 0
@@ -132,13 +38,25 @@ def _recommend(args) -> int:
     recommender = Recommender.load(args.model)
     features = {name: getattr(args, name) for name in ("age", "gender", "occupation", "zip_code")
                 if getattr(args, name) is not None}
+    catalog = set(recommender.catalog()[0].tolist())
+    for movie in dict.fromkeys(args.exclude):
+        if movie.strip() and movie not in catalog:
+            log.warning("--exclude %r: not in this model's catalog, so there is nothing to exclude", movie)
     results = recommender.recommend(args.user, k=args.k, features=features or None, exclude=args.exclude or None,
                                     include_seen=args.include_seen)
-    if args.json:
-        print(json.dumps({user: [r.as_dict() for r in recs] for user, recs in zip(args.user, results)}, indent=2))
+    known = recommender.is_known_user(args.user).tolist()
+    if args.json:  # a list, in the order asked: the same user may be asked for twice
+        print(json.dumps([{"user_id": user, "known_user": is_known, "recommendations": [r.as_dict() for r in recs]}
+                          for user, is_known, recs in zip(args.user, known, results)], indent=2))
         return 0
-    for user, recs in zip(args.user, results):
-        print(f"user {user}:")
+    known_ids = set(recommender.known_users().tolist())
+    for user, is_known, recs in zip(args.user, known, results):
+        if is_known:
+            print(f"user {user}:")
+        else:
+            hint = f" (did you mean {user.strip()!r}?)" if user.strip() in known_ids else ""
+            source = "from the features given (cold start)" if features else "the most popular movies"
+            print(f"user {user!r} is not in this model's training data{hint}: {source}:")
         print(f"  {'#':>2}  {'movie':>7}  {'score':>7}  {'rating':>6}  title")
         for rank, r in enumerate(recs, 1):
             print(f"  {rank:>2}  {r.movie_id:>7}  {r.score:7.3f}  {r.predicted_rating:6.2f}  {r.title}")
@@ -156,6 +74,8 @@ def _related(args) -> int:
         return 0
     catalog = dict(zip(*recommender.catalog()))
     print(f"{args.command} for movie {args.movie} ({catalog[args.movie]}):")
+    score = "cosine" if args.command == "similar" else "score"
+    print(f"  {'#':>2}  {'movie':>7}  {score:>7}  title")
     for rank, r in enumerate(results, 1):
         print(f"  {rank:>2}  {r.movie_id:>7}  {r.score:7.3f}  {r.title}")
     return 0
@@ -253,6 +173,14 @@ def _serve_ui(args) -> int:
     return 0
 
 
+def _describe(args) -> int:
+    from twostage.describe import describe, render_text
+
+    info = describe(args.model)
+    print(json.dumps(info, indent=2) if args.json else render_text(info))
+    return 0
+
+
 def _gpu_check(args) -> int:
     from twostage.serving.artifact.layout import read_metadata, resolve_model_path
     from twostage.serving.diagnostics.placement import gpu_placement
@@ -305,7 +233,7 @@ def main(argv=None) -> int:
         commands = {"train": _train, "recommend": _recommend, "evaluate": _evaluate, "similar": _related,
                     "also-liked": _related, "benchmark": _benchmark, "export": _export,
                     "serving-config": _serving_config, "report": _report, "explore": _explore,
-                    "serve-ui": _serve_ui, "gpu-check": _gpu_check}
+                    "serve-ui": _serve_ui, "gpu-check": _gpu_check, "describe": _describe}
         return commands[args.command](args)
     except TwostageError as err:
         print(f"twostage {args.command}: error: {err}", file=sys.stderr)

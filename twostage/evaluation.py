@@ -109,6 +109,12 @@ def _refuse_training_ratings(recommender: Recommender, users: np.ndarray, test_p
     overlap = sum(1 for pair in zip(test_part.user_id.tolist(), test_part.movie_id.tolist()) if pair in trained_pairs)
     if overlap:
         recorded = recommender.metadata["data"]["split"]
+        if (split_config.method, split_config.seed, split_config.test_fraction) == (
+                recorded["method"], recorded["seed"], recorded["test_fraction"]):
+            raise EvaluationError(
+                f"{overlap} of {len(test_part)} test ratings are in this model's training history although the "
+                f"split is the one it was trained with: the data is not what it was trained on (ratings added "
+                f"or changed since); evaluate on that data or retrain")
         raise EvaluationError(
             f"{overlap} of {len(test_part)} test ratings ({split_config.method} split, seed {split_config.seed}, "
             f"test fraction {split_config.test_fraction}) were used to train this model; evaluate on the split it "

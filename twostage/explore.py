@@ -14,10 +14,13 @@ from __future__ import annotations
 import json
 import logging
 import os
+import time
 from typing import Optional
 
 import numpy as np
 
+from twostage.data.errors import TwostageError
+from twostage.serving.artifact.layout import check_output_folder
 from twostage.serving.artifact.loading import load_export
 from twostage.serving.clients.recommender import Recommender
 
@@ -56,10 +59,14 @@ def explore(model_path: str, out_dir: str, source: Optional[str] = None, cluster
     from sklearn.cluster import KMeans
     from sklearn.manifold import TSNE
 
-    os.makedirs(out_dir, exist_ok=True)
+    check_output_folder(out_dir)
     loaded, version_dir, metadata = load_export(model_path)
     recommender = Recommender(loaded, version_dir, metadata)
     catalog_ids, titles = recommender.catalog()
+    if clusters is not None and not 1 <= clusters <= len(catalog_ids):
+        raise TwostageError(f"--clusters must be from 1 to {len(catalog_ids)} (the movies in the catalog), "
+                            f"got {clusters}")
+    os.makedirs(out_dir, exist_ok=True)
     embeddings = loaded.candidate_embeddings.numpy()
     unit = embeddings / np.maximum(np.linalg.norm(embeddings, axis=1, keepdims=True), 1e-12)
     popularity = loaded.popularity.numpy()
@@ -67,9 +74,12 @@ def explore(model_path: str, out_dir: str, source: Optional[str] = None, cluster
     k = clusters or int(np.clip(len(catalog_ids) // 100, 4, 20))
     log.info("explore: k-means with %d clusters over %d movies", k, len(catalog_ids))
     labels = KMeans(n_clusters=k, n_init=10, random_state=seed).fit_predict(unit)
-    log.info("explore: t-SNE map")
-    points = TSNE(n_components=2, init="pca", perplexity=float(min(30, max(5, len(unit) // 10))),
+    start = time.perf_counter()
+    log.info("explore: t-SNE map of %d movies (the slow step: about half a minute per 2,000 movies on 2 cores)",
+             len(unit))
+    points = TSNE(n_components=2, init="pca", perplexity=float(min(30, max(5, len(unit) // 10), len(unit) - 1)),
                   random_state=seed).fit_transform(unit)
+    log.info("explore: t-SNE map done in %.0fs", time.perf_counter() - start)
     genres = _genres(metadata, source, catalog_ids)
 
     cluster_rows = []
@@ -121,8 +131,17 @@ def _draw_map(points, genres, labels, titles, popularity, path: str):
     for i, name in enumerate(names[np.argsort(-counts)]):
         mask = groups == name
         ax.scatter(points[mask, 0], points[mask, 1], s=9, alpha=0.7, color=cmap(i % 20), label=f"{name} ({mask.sum()})")
-    for i in np.argsort(-popularity, kind="stable")[:8]:  # name the best-known movies
-        ax.annotate(str(titles[i])[:30], points[i], fontsize=7, alpha=0.85)
+    # Name the best-known movies, skipping any whose label would land on one already placed.
+    span = np.ptp(points, axis=0) + 1e-9
+    placed = []
+    for i in np.argsort(-popularity, kind="stable")[:30]:
+        spot = points[i] / span
+        if all(abs(spot[0] - x) > 0.12 or abs(spot[1] - y) > 0.03 for x, y in placed):
+            ax.annotate(str(titles[i])[:30], points[i], fontsize=7, alpha=0.85,
+                        bbox={"boxstyle": "round,pad=0.15", "fc": "white", "alpha": 0.6, "lw": 0})
+            placed.append(spot)
+        if len(placed) == 8:
+            break
     ax.set(title="Movie embeddings (candidate tower), t-SNE", xlabel="t-SNE dimension 1 (no unit)",
            ylabel="t-SNE dimension 2 (no unit)")
     ax.legend(title="first genre" if genres is not None else "cluster", fontsize=7, markerscale=2, loc="best", ncol=2)

@@ -18,6 +18,7 @@ from twostage.retrieval.train import train_retrieval
 from twostage.blend import candidate_pairs, choose_blend_weight
 from twostage.serving.artifact.assemble import assemble
 from twostage.serving.artifact.export import export_module
+from twostage.serving.artifact.layout import check_export_root, check_index_over_newest
 from twostage.serving.config import ServingConfig
 
 log = logging.getLogger("twostage")
@@ -120,8 +121,10 @@ def export(trained: TrainedStages, out_dir: str, index: IndexConfig | None = Non
     metadata = {
         "format": METADATA_FORMAT,
         "data": {**data_source_record(config.data), "name": data.name, "rating_scale": list(data.rating_scale),
-                 "num_ratings": len(data.ratings), "num_train": len(prepared.train),
-                 "num_movies": len(data.movies), "user_features": sorted(prepared.vocabularies.user_features)},
+                 "num_ratings": len(data.ratings), "merged_ratings": data.merged_ratings,
+                 "num_train": len(prepared.train),
+                 "num_movies": len(data.movies), "user_features": sorted(prepared.vocabularies.user_features),
+                 "feature_values": {name: list(values) for name, values in prepared.vocabularies.user_features.items()}},
         "retrieval": {"config": dataclasses.asdict(config.retrieval), "best_epoch": retrieval.fit.best_epoch,
                       "seconds": retrieval.fit.seconds, "history": retrieval.fit.history},
         "ranking": {"config": dataclasses.asdict(config.ranking), "best_epoch": ranking.fit.best_epoch,
@@ -137,6 +140,20 @@ def export(trained: TrainedStages, out_dir: str, index: IndexConfig | None = Non
     return TrainResult(export_path=path, metadata=metadata, rating_model=ranking.model, rating_inputs=ranking.inputs)
 
 
-def train(config: PipelineConfig, out_dir: str, data: MovieLensData | None = None) -> TrainResult:
-    """Trains both stages on the training part and exports the SavedModel (see train_stages, export)."""
+def train(config: PipelineConfig, out_dir: str, data: MovieLensData | None = None,
+          scann_over_brute_force: bool = False) -> TrainResult:
+    """Trains both stages on the training part and exports the SavedModel (see train_stages, export).
+
+    Args:
+      config: the run's settings.
+      out_dir: export root; checked before training starts.
+      data: already-loaded data (else loaded from config.data.source).
+      scann_over_brute_force: add a ScaNN version even where the newest version is a
+        brute-force one (which a stock TF Serving watching the folder would stop serving).
+
+    Raises:
+      ModelError: ``out_dir`` cannot hold exports, or the ScaNN-over-brute-force case.
+    """
+    check_export_root(out_dir, config.serving.model_name)
+    check_index_over_newest(out_dir, config.serving.model_name, config.index.kind, scann_over_brute_force)
     return export(train_stages(config, data), out_dir)

@@ -23,6 +23,7 @@ from twostage.data import Ratings
 from twostage.data.baselines import MAX_ITEM_CF_MOVIES, item_pearson_scorer
 from twostage.data.metrics import HeldOutEvaluator, popularity_scorer, rating_counts
 from twostage.evaluation import held_out
+from twostage.serving.artifact.layout import check_output_folder
 from twostage.serving.clients.recommender import Recommender
 
 log = logging.getLogger("twostage")
@@ -78,6 +79,8 @@ def _png(plt, fig, out_dir: str, name: str) -> str:
 
 
 def _training_curves(plt, metadata: dict, out_dir: str) -> str:
+    from matplotlib.ticker import MaxNLocator
+
     fig, axes = plt.subplots(2, 2, figsize=(10, 6.5))
     for row, (stage, metric, label) in enumerate((("retrieval", "recall@100", "validation recall@100"),
                                                    ("ranking", "rmse", "validation RMSE"))):
@@ -89,6 +92,8 @@ def _training_curves(plt, metadata: dict, out_dir: str) -> str:
         axes[row, 1].axvline(metadata[stage]["best_epoch"], color="grey", linestyle="--", label="chosen epoch")
         axes[row, 1].set(title=f"{stage}: {label}", xlabel="epoch", ylabel=label)
         axes[row, 1].legend()
+        for axis in axes[row]:  # epochs are whole numbers
+            axis.xaxis.set_major_locator(MaxNLocator(integer=True))
     return _png(plt, fig, out_dir, "training_curves.png")
 
 
@@ -138,6 +143,7 @@ def build_report(model_path: str, out_dir: str, source: Optional[str] = None,
     from twostage.ranking.architectures import ARCHITECTURES
     from twostage.ranking.config import RankingConfig
 
+    check_output_folder(out_dir)
     start = time.perf_counter()
     os.makedirs(out_dir, exist_ok=True)
     recommender = Recommender.load(model_path)
@@ -260,7 +266,7 @@ def render_html(report: dict, figure_paths: dict) -> str:
         f"<img alt='recall and NDCG at K' src='{_embedded(figure_paths['recall_ndcg_at_k'])}'>",
         "<h2 id='rmse'>Rating error</h2>" + _table(
             ["architecture", "RMSE", "MAE", "fit seconds", "parameters", "epochs"],
-            [[r["architecture"], r["rmse"], r["mae"], r["fit_seconds"], r["parameters"], r["epochs"]]
+            [[r["architecture"], r["rmse"], r["mae"], f"{r['fit_seconds']:.1f}", r["parameters"], r["epochs"]]
              for r in report["rmse"]]),
         "<h2 id='ratings'>Predicted and true ratings</h2>"
         f"<img alt='predicted vs true ratings' src='{_embedded(figure_paths['predicted_vs_true'])}'>",

@@ -47,8 +47,9 @@ class BrowseApi:
         return [{"movie_id": m, "title": self.titles.get(m, m)} for m in ids]
 
     def users(self, limit: int = 200) -> dict:
-        ids = self.recommender.known_users()
-        return {"users": sorted(ids[:limit].tolist(), key=lambda u: (len(u), u)), "count": int(len(ids))}
+        """The first ``limit`` known users in natural order (numeric ids by value: 1, 2, ..., 10)."""
+        ids = sorted(self.recommender.known_users().tolist(), key=lambda u: (not u.isdecimal(), len(u), u))
+        return {"users": ids[:limit], "count": len(ids)}
 
     def recommend(self, user: str, k: int = 10) -> dict:
         recs = self.recommender.recommend(user, k=k)
@@ -73,17 +74,35 @@ class BrowseApi:
         """Routes one API request; raises TwostageError (a 400) for a bad one."""
         one = {name: values[0] for name, values in query.items()}
         k = one.get("k", "10")
-        if not k.isdigit():
-            raise TwostageError(f"k must be a whole number, got {k!r}")
+        if not (k.isascii() and k.isdigit()) or not 1 <= int(k) <= self.recommender.max_k:
+            raise TwostageError(f"k must be a whole number from 1 to {self.recommender.max_k}, got {k!r}")
         if path == "/api/users":
             return self.users()
         if path == "/api/recommend":
-            return self.recommend(one.get("user", ""), int(k))
+            return self.recommend(self._required(one, "user"), int(k))
         if path == "/api/search":
             return self.search(one.get("q", ""))
         if path == "/api/movie":
-            return self.movie(one.get("id", ""), int(k))
+            movie_id = self._required(one, "id")
+            if movie_id not in self.titles:
+                raise TwostageError(f"movie {movie_id!r} is not in this model's catalog")
+            return self.movie(movie_id, int(k))
         raise KeyError(path)
+
+    @staticmethod
+    def _required(one: dict, name: str) -> str:
+        value = one.get(name, "").strip()
+        if not value:
+            raise TwostageError(f"the {name} parameter is missing or empty")
+        return value
+
+
+class _BrowseServer(ThreadingHTTPServer):
+    """A thread per request, and a listen backlog that holds a burst of clients (the default
+    of 5 made a sixth concurrent client wait for SYN retries, seconds)."""
+
+    request_queue_size = 128
+    daemon_threads = True
 
 
 def make_server(model_path: str, host: str = "127.0.0.1", port: int = 8080) -> ThreadingHTTPServer:
@@ -103,6 +122,9 @@ def make_server(model_path: str, host: str = "127.0.0.1", port: int = 8080) -> T
                 payload, code = {"error": f"no such page: {url.path}"}, 404
             except TwostageError as err:
                 payload, code = {"error": str(err)}, 400
+            except Exception as err:  # noqa: BLE001  a reply, never a dropped connection
+                log.warning("serve-ui: %s?%s failed: %r", url.path, url.query, err)
+                payload, code = {"error": f"internal error: {type(err).__name__}"}, 500
             self._send(code, json.dumps(payload).encode("utf-8"), "application/json")
 
         def _send(self, code: int, body: bytes, kind: str):
@@ -115,9 +137,11 @@ def make_server(model_path: str, host: str = "127.0.0.1", port: int = 8080) -> T
         def log_message(self, fmt, *args):
             log.debug("serve-ui: " + fmt, *args)
 
+    if not 0 <= port <= 65535:
+        raise TwostageError(f"--port must be from 0 to 65535, got {port}")
     try:
-        return ThreadingHTTPServer((host, port), Handler)
-    except OSError as err:
+        return _BrowseServer((host, port), Handler)
+    except (OSError, OverflowError) as err:
         raise TwostageError(f"cannot listen on {host}:{port}: {err.strerror or err}") from None
 
 

@@ -65,7 +65,8 @@ def test_command_line_train_recommend_evaluate(tmp_path):
     assert "retrieval epoch 1/3" in trained.stderr and os.path.isdir(os.path.join(out, "twostage", "1"))
     shown = twostage("recommend", "--model", out, "--user", "5", "-k", "3", "--json")
     assert shown.returncode == 0, shown.stderr[-3000:]
-    assert len(json.loads(shown.stdout)["5"]) == 3
+    [answer] = json.loads(shown.stdout)
+    assert answer["user_id"] == "5" and answer["known_user"] and len(answer["recommendations"]) == 3
     scored = twostage("evaluate", "--model", out, "--json")
     assert scored.returncode == 0, scored.stderr[-3000:]
     assert {"rmse", "retrieval", "two_stage", "train_seconds"} <= set(json.loads(scored.stdout))
@@ -101,7 +102,7 @@ def test_the_same_commands_work_on_the_other_grouplens_layouts(tmp_path, small_d
     twostage("train", "--data", source, "--out", out, "--epochs", "2", "--index", "brute-force")
     results = json.loads(twostage("evaluate", "--model", out, "--json"))
     assert 0 < results["retrieval"]["recall@100"] <= 1 and results["rmse"] < 1.5
-    recs = json.loads(twostage("recommend", "--model", out, "--user", "1", "-k", "5", "--json"))["1"]
+    recs = json.loads(twostage("recommend", "--model", out, "--user", "1", "-k", "5", "--json"))[0]["recommendations"]
     assert len(recs) == 5
     similar = json.loads(twostage("similar", "--model", out, "--movie", recs[0]["movie_id"], "-k", "3", "--json"))
     assert len(similar) == 3

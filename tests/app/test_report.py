@@ -98,6 +98,43 @@ def test_browse_api_answers_from_the_export(model):
         api.answer("/api/recommend", {"user": ["3"], "k": ["many"]})
 
 
+@pytest.mark.slow
+def test_browse_server_answers_every_bad_request_and_a_burst_of_clients(model):
+    import json
+    import urllib.error
+    import urllib.request
+    from concurrent.futures import ThreadPoolExecutor
+
+    from twostage.ui import serve_in_background
+
+    server, url = serve_in_background(model)
+    try:
+        def get(path):
+            try:
+                with urllib.request.urlopen(url + path, timeout=60) as response:
+                    return response.status, json.loads(response.read())
+            except urllib.error.HTTPError as err:
+                return err.code, json.loads(err.read())
+
+        for path, message in (("/api/recommend?user=3&k=%C2%B2", "k must be a whole number"),
+                              ("/api/recommend?user=3&k=0", "k must be a whole number"),
+                              ("/api/recommend?k=5", "user parameter is missing"),
+                              ("/api/movie?id=", "id parameter is missing"),
+                              ("/api/movie?id=nope", "not in this model's catalog")):
+            code, body = get(path)
+            assert code == 400 and message in body["error"], (path, code, body)
+        assert get("/api/nothing")[0] == 404
+        users = get("/api/users")[1]["users"]
+        numeric = [u for u in users if u.isdecimal()]
+        assert numeric == sorted(numeric, key=int) and numeric[:3] == ["1", "2", "3"]
+        # 64 clients at once: every one is answered (the listen backlog once held 5).
+        with ThreadPoolExecutor(64) as pool:
+            codes = list(pool.map(lambda i: get(f"/api/recommend?user={i % 50 + 1}&k=5")[0], range(64)))
+        assert codes == [200] * 64
+    finally:
+        server.shutdown()
+
+
 def _browser():
     binary = next((shutil.which(b) for b in ("chromium", "chromium-browser", "google-chrome") if shutil.which(b)), None)
     driver = shutil.which("chromedriver")
@@ -145,6 +182,15 @@ def test_browse_page_in_a_real_browser(model):
         shown = [row.find_elements(By.TAG_NAME, "td")[1].text for row in rows]
         assert shown == [r.title for r in recommender.recommend("3", k=10)]
         assert len(browser.find_elements(By.CSS_SELECTOR, "#history li")) == len(recommender.training_history(["3"])[0])
+        # A failed query must not leave the previous user's results on screen.
+        browser.find_element(By.ID, "user-input").clear()
+        browser.find_element(By.ID, "user-go").click()
+        _wait(lambda: "missing or empty" in browser.find_element(By.ID, "user-error").text)
+        assert not browser.find_element(By.ID, "recommendations").is_displayed()
+        assert not browser.find_elements(By.CSS_SELECTOR, "#history li")
+        browser.find_element(By.ID, "user-input").send_keys("3")
+        browser.find_element(By.ID, "user-go").click()
+        _wait(lambda: browser.find_element(By.ID, "recommendations").is_displayed())
 
         ids, titles = recommender.catalog()
         word = titles[0].split()[0]

@@ -224,8 +224,11 @@ def test_cold_start_user_is_served_from_features(recommender, train_part):
     assert len(writer) == 10 and len({r.movie_id for r in writer}) == 10
     assert [r.movie_id for r in writer] != popular
     assert [r.movie_id for r in writer] != [r.movie_id for r in student]
-    # Features of a kind the model never saw are no error either.
-    assert len(recommender.recommend("new-user", k=3, features={"occupation": "astronaut"})) == 3
+    # A zip prefix the model never saw reads as unknown; an occupation it never saw is refused
+    # (it would silently answer as if none were given), naming the ones it knows.
+    assert len(recommender.recommend("new-user", k=3, features={"zip_code": "ZZ999"})) == 3
+    with pytest.raises(RequestError, match="unknown occupation 'astronaut'; this model knows .*writer"):
+        recommender.recommend("new-user", k=3, features={"occupation": "astronaut"})
 
 
 def test_known_users_keep_their_own_features(recommender):
