@@ -9,6 +9,7 @@ from typing import Optional
 import numpy as np
 
 from twostage.data import HeldOutEvaluator, TwostageError
+from twostage.data.classic import MAX_EASE_MOVIES, fit_als, fit_ease
 from twostage.data.metrics import popularity_scorer
 from twostage.data.prepared import Prepared, prepare
 from twostage.data.splits import SplitConfig
@@ -52,6 +53,8 @@ def evaluate(model_path: str, source: Optional[str] = None, method: Optional[str
         progress=lambda done, total: log.info("retrieval: %d/%d users scored", done, total))
     popularity = evaluator.score_metrics(popularity_scorer(catalog_ids, train_part), ks=RETRIEVAL_KS, accuracy_k=100,
                                          batch_size=batch_size)
+    classics = {name: _classic_figures(name, fit, prepared, evaluator, batch_size)
+                for name, fit in (("ease", fit_ease), ("als", fit_als))}
     ranked = []
     for start in range(0, len(evaluator.user_ids), batch_size):
         users = evaluator.user_ids[start:start + batch_size]
@@ -66,7 +69,7 @@ def evaluate(model_path: str, source: Optional[str] = None, method: Optional[str
         "retrieval": _retrieval_figures(retrieval),
         "two_stage": {f"{m}@{k}": two_stage[f"{m}@{k}"] for k in TWO_STAGE_KS for m in ("recall", "ndcg")},
         "train_seconds": recommender.metadata["train_seconds"],
-        "baselines": {"popularity": _retrieval_figures(popularity)},
+        "baselines": {"popularity": _retrieval_figures(popularity), **classics},
         "data": {"source": prepared.config.source, "split": split_config.method, "seed": split_config.seed,
                  "test_fraction": split_config.test_fraction, "test_ratings": len(test_part),
                  "test_users": len(evaluator.user_ids)},
@@ -92,6 +95,19 @@ def held_out(recommender: Recommender, source: Optional[str] = None, method: Opt
     evaluator = HeldOutEvaluator(catalog_ids, prepared.train, prepared.test)
     _refuse_training_ratings(recommender, evaluator.user_ids, prepared.test, split_config)
     return prepared, evaluator
+
+
+def _classic_figures(name: str, fit, prepared: Prepared, evaluator: HeldOutEvaluator, batch_size: int) -> dict:
+    """A classic baseline's test figures (its setting chosen on the validation part), or why it was skipped."""
+    if name == "ease" and len(evaluator.catalog_ids) > MAX_EASE_MOVIES:
+        reason = f"a catalog of {len(evaluator.catalog_ids):,} movies is past EASE's {MAX_EASE_MOVIES:,}"
+        log.info("EASE skipped: %s", reason)
+        return {"skipped": reason}
+    log.info("baseline %s: choosing its setting on the validation part", name)
+    model = fit(prepared)
+    figures = _retrieval_figures(evaluator.score_metrics(model.score, ks=RETRIEVAL_KS, accuracy_k=100,
+                                                         batch_size=min(batch_size, 512)))
+    return {**figures, "setting": model.setting}
 
 
 def _retrieval_figures(metrics: dict) -> dict:

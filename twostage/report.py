@@ -1,8 +1,9 @@
 """``twostage report``: one HTML page (plus its JSON and PNG figures) about an exported model.
 
 Everything is measured in this run, on the split the model was trained with: the exported
-model's retrieval and two-stage lists, and next to them the popularity baseline, the
-item-based Pearson CF of the seed systems and every ranking architecture (trained here on
+model's retrieval and two-stage lists, and next to them popularity, EASE and ALS (their
+settings chosen on the validation part), the item-based Pearson CF of the seed systems and
+every ranking architecture (trained here on
 the same training part, epochs chosen on the same validation part).
 """
 
@@ -21,6 +22,7 @@ import numpy as np
 
 from twostage.data import Ratings
 from twostage.data.baselines import MAX_ITEM_CF_MOVIES, item_pearson_scorer
+from twostage.data.classic import MAX_EASE_MOVIES, fit_als, fit_ease
 from twostage.data.metrics import HeldOutEvaluator, popularity_scorer, rating_counts
 from twostage.evaluation import held_out
 from twostage.serving.artifact.layout import check_output_folder
@@ -162,6 +164,12 @@ def build_report(model_path: str, out_dir: str, source: Optional[str] = None,
         for i in range(0, len(users), 512)])
     columns_of["retrieval"] = evaluator.top_unseen(recommender.retrieval_scores, depth)[0]
     columns_of["popularity"] = evaluator.top_unseen(popularity_scorer(catalog_ids, train_part), depth)[0]
+    for name, fit in (("EASE", fit_ease), ("ALS (implicit)", fit_als)):
+        if fit is fit_ease and len(catalog_ids) > MAX_EASE_MOVIES:
+            log.info("report: EASE skipped: a catalog of %d movies is past its %d", len(catalog_ids), MAX_EASE_MOVIES)
+            continue
+        log.info("report: %s, its setting chosen on the validation part", name)
+        columns_of[name] = evaluator.top_unseen(fit(prepared).score, depth, batch_size=512)[0]
     if len(catalog_ids) <= MAX_ITEM_CF_MOVIES:
         log.info("report: item-based Pearson CF")
         columns_of["item-based CF (Pearson)"] = evaluator.top_unseen(

@@ -44,6 +44,9 @@ def test_evaluate_contract(exported_model):
         assert 0.0 <= value <= 1.0
     assert results["retrieval"]["recall@100"] >= results["retrieval"]["recall@10"]
     assert set(results["baselines"]["popularity"]) == set(results["retrieval"])
+    for name in ("ease", "als"):  # the classics, their setting chosen on the validation part
+        assert set(results["baselines"][name]) == set(results["retrieval"]) | {"setting"}
+        assert results["baselines"][name]["recall@10"] > results["baselines"]["popularity"]["recall@10"]
 
 
 def test_evaluate_refuses_ratings_the_model_was_trained_on(exported_model):

@@ -31,8 +31,8 @@ def test_report_has_every_section_and_figure(model, tmp_path, capsys):
         assert (out / name).stat().st_size > 10_000  # a real PNG, not an empty canvas
         assert page.count("data:image/png;base64,") == 3
     lists = report["lists"]
-    assert set(lists) == {"two-stage", "retrieval", "popularity", "item-based CF (Pearson)", "rating model: svd",
-                          "rating model: default"}
+    assert set(lists) == {"two-stage", "retrieval", "popularity", "EASE", "ALS (implicit)", "item-based CF (Pearson)",
+                          "rating model: svd", "rating model: default"}
     assert all(len(f["recall"]) == 20 and len(f["ndcg"]) == 20 for f in lists.values())  # K = 1..max_k
     assert all(0 <= v <= 1 for f in lists.values() for v in f["recall"] + f["ndcg"])
     assert lists["two-stage"]["recall"][9] > lists["popularity"]["recall"][9]

@@ -1,0 +1,150 @@
+"""The strongest classic recommenders, as baselines every report is measured against.
+
+* **EASE** (Steck 2019, "Embarrassingly Shallow Autoencoders"): an item x item weight matrix
+  in closed form, B = I - P / diag(P) with P = (X'X + lambda I)^-1 and a zero diagonal; a
+  user's scores are their binary history times B. Its lambda is chosen on the validation part.
+* **ALS**: implicit-feedback matrix factorisation (Hu, Koren and Volinsky 2008), the model
+  the Spark-based system this grew out of used, fitted by the ``implicit`` library (a
+  well-kept, multi-threaded implementation) rather than written here. Its regularisation is
+  chosen on the validation part.
+
+Each ``fit_*`` takes a ``Prepared``: settings are chosen by fitting on the fit part and
+scoring the validation part, then the model is refitted on the whole training part. The
+test part is never looked at. Scorers map user ids to [users, catalog] scores for
+``HeldOutEvaluator``.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import logging
+from typing import Callable, Sequence
+
+import numpy as np
+import scipy.sparse as sparse
+
+from twostage.data.errors import TwostageError
+from twostage.data.metrics import HeldOutEvaluator
+from twostage.data.schema import Ratings
+
+log = logging.getLogger("twostage")
+
+# EASE inverts a dense item x item matrix: past this many movies it would not fit (30,000
+# movies: 7.2 GB in float64, twice that while inverting).
+MAX_EASE_MOVIES = 30_000
+EASE_LAMBDAS = (50.0, 100.0, 200.0, 400.0, 800.0)
+ALS_REGULARIZATIONS = (0.1, 1.0, 10.0, 100.0)
+# The validation figure both choose their setting by.
+CHOICE_METRIC = "ndcg@10"
+
+Scorer = Callable[[np.ndarray], np.ndarray]
+
+
+@dataclasses.dataclass(frozen=True)
+class ClassicModel:
+    """A fitted classic baseline.
+
+    Attributes:
+      name: "ease" or "als".
+      setting: the chosen value (EASE's lambda, ALS's regularisation).
+      validation: {setting: validation figures} for every setting tried.
+      score: user ids -> [users, catalog] scores of the model refitted on the training part.
+    """
+
+    name: str
+    setting: float
+    validation: dict
+    score: Scorer
+
+
+def interaction_matrix(catalog_ids: np.ndarray, ratings: Ratings) -> tuple[sparse.csr_matrix, np.ndarray]:
+    """Binary [users, catalog] matrix of who rated what, and its user ids (sorted)."""
+    column = {movie: i for i, movie in enumerate(np.asarray(catalog_ids, dtype=str).tolist())}
+    users, rows = np.unique(ratings.user_id, return_inverse=True)
+    cols = np.fromiter((column.get(m, -1) for m in ratings.movie_id.tolist()), np.int64, len(ratings))
+    keep = cols >= 0
+    matrix = sparse.csr_matrix((np.ones(int(keep.sum()), np.float32), (rows[keep], cols[keep])),
+                               shape=(len(users), len(column)))
+    matrix.data[:] = 1.0  # a pair given twice is still one interaction
+    return matrix, users
+
+
+def _scorer(history: sparse.csr_matrix, users: np.ndarray, score_rows: Callable[[sparse.csr_matrix], np.ndarray],
+            num_items: int) -> Scorer:
+    row_of = {u: i for i, u in enumerate(users.tolist())}
+    empty = sparse.csr_matrix((1, num_items), dtype=np.float32)
+
+    def score(user_ids: np.ndarray) -> np.ndarray:
+        rows = [history[row_of[u]] if u in row_of else empty for u in np.asarray(user_ids, dtype=str).tolist()]
+        return score_rows(sparse.vstack(rows).tocsr())
+
+    return score
+
+
+def ease_weights(history: sparse.csr_matrix, lam: float) -> np.ndarray:
+    """EASE's [catalog, catalog] item weights for a binary history and L2 weight ``lam``."""
+    gram = (history.T @ history).toarray().astype(np.float64)
+    gram[np.diag_indices_from(gram)] += lam
+    inverse = np.linalg.inv(gram)
+    weights = -inverse / np.diag(inverse)
+    weights[np.diag_indices_from(weights)] = 0.0
+    return weights.astype(np.float32)
+
+
+def ease_scorer(catalog_ids: np.ndarray, train: Ratings, lam: float) -> Scorer:
+    """User ids -> EASE scores of every catalog movie, the model fitted on ``train``."""
+    if len(catalog_ids) > MAX_EASE_MOVIES:
+        raise TwostageError(f"EASE needs a dense {len(catalog_ids):,}^2 item matrix; it runs on catalogs of at "
+                            f"most {MAX_EASE_MOVIES:,} movies")
+    history, users = interaction_matrix(catalog_ids, train)
+    weights = ease_weights(history, lam)
+    return _scorer(history, users, lambda rows: np.asarray(rows @ weights), len(catalog_ids))
+
+
+def als_scorer(catalog_ids: np.ndarray, train: Ratings, regularization: float, factors: int = 64,
+               iterations: int = 15, seed: int = 42) -> Scorer:
+    """User ids -> ALS scores (user factors . item factors), fitted on ``train`` by ``implicit``."""
+    import warnings
+
+    from implicit.cpu.als import AlternatingLeastSquares
+
+    history, users = interaction_matrix(catalog_ids, train)
+    with warnings.catch_warnings():  # implicit's advice on BLAS threads, not a problem of the data
+        warnings.simplefilter("ignore")
+        model = AlternatingLeastSquares(factors=factors, regularization=regularization, iterations=iterations,
+                                        random_state=seed, calculate_training_loss=False)
+        model.fit(history, show_progress=False)
+    user_factors, item_factors = np.asarray(model.user_factors), np.asarray(model.item_factors)
+    row_of = {u: i for i, u in enumerate(users.tolist())}
+
+    def score(user_ids: np.ndarray) -> np.ndarray:
+        rows = np.asarray([row_of.get(u, -1) for u in np.asarray(user_ids, dtype=str).tolist()])
+        vectors = np.where((rows >= 0)[:, None], user_factors[np.maximum(rows, 0)], 0.0)
+        return vectors @ item_factors.T
+
+    return score
+
+
+def _choose(name: str, make: Callable[[Ratings, float], Scorer], settings: Sequence[float], prepared) -> ClassicModel:
+    """Fits ``make`` on the fit part for each setting, keeps the best on the validation part
+    (by CHOICE_METRIC), and refits it on the whole training part."""
+    evaluator = HeldOutEvaluator(prepared.movies.movie_id, prepared.fit, prepared.validation)
+    validation = {}
+    for setting in settings:
+        validation[setting] = evaluator.score_metrics(make(prepared.fit, setting), ks=(10, 100), batch_size=512)
+        log.info("%s %g: validation %s %.4f", name, setting, CHOICE_METRIC, validation[setting][CHOICE_METRIC])
+    best = max(settings, key=lambda s: validation[s][CHOICE_METRIC])
+    return ClassicModel(name, best, validation, make(prepared.train, best))
+
+
+def fit_ease(prepared, lambdas: Sequence[float] = EASE_LAMBDAS) -> ClassicModel:
+    """EASE with its lambda chosen on the validation part (see the module docstring)."""
+    catalog = prepared.movies.movie_id
+    return _choose("EASE lambda", lambda ratings, lam: ease_scorer(catalog, ratings, lam), lambdas, prepared)
+
+
+def fit_als(prepared, regularizations: Sequence[float] = ALS_REGULARIZATIONS) -> ClassicModel:
+    """ALS with its regularisation chosen on the validation part (see the module docstring)."""
+    catalog = prepared.movies.movie_id
+    return _choose("ALS regularization", lambda ratings, reg: als_scorer(catalog, ratings, reg), regularizations,
+                   prepared)
