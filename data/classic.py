@@ -18,7 +18,7 @@ from __future__ import annotations
 
 import dataclasses
 import logging
-from typing import Callable, Sequence
+from typing import Callable, Optional, Sequence
 
 import numpy as np
 import scipy.sparse as sparse
@@ -69,16 +69,11 @@ def interaction_matrix(catalog_ids: np.ndarray, ratings: Ratings) -> tuple[spars
     return matrix, users
 
 
-def _scorer(history: sparse.csr_matrix, users: np.ndarray, score_rows: Callable[[sparse.csr_matrix], np.ndarray],
-            num_items: int) -> Scorer:
+def _row_finder(users: np.ndarray) -> Callable[[np.ndarray], np.ndarray]:
+    """User ids -> their rows in ``users`` order (-1 for a user the model has not seen)."""
     row_of = {u: i for i, u in enumerate(users.tolist())}
-    empty = sparse.csr_matrix((1, num_items), dtype=np.float32)
-
-    def score(user_ids: np.ndarray) -> np.ndarray:
-        rows = [history[row_of[u]] if u in row_of else empty for u in np.asarray(user_ids, dtype=str).tolist()]
-        return score_rows(sparse.vstack(rows).tocsr())
-
-    return score
+    return lambda user_ids: np.asarray([row_of.get(u, -1) for u in np.asarray(user_ids, dtype=str).tolist()],
+                                       np.int64)
 
 
 def ease_weights(history: sparse.csr_matrix, lam: float) -> np.ndarray:
@@ -98,7 +93,14 @@ def ease_scorer(catalog_ids: np.ndarray, train: Ratings, lam: float) -> Scorer:
                             f"most {MAX_EASE_MOVIES:,} movies")
     history, users = interaction_matrix(catalog_ids, train)
     weights = ease_weights(history, lam)
-    return _scorer(history, users, lambda rows: np.asarray(rows @ weights), len(catalog_ids))
+    rows_of = _row_finder(users)
+
+    def score(user_ids: np.ndarray) -> np.ndarray:
+        rows = rows_of(user_ids)
+        known = history[np.maximum(rows, 0)].multiply((rows >= 0)[:, None]).tocsr()  # a new user: no history
+        return np.asarray(known @ weights)
+
+    return score
 
 
 def als_scorer(catalog_ids: np.ndarray, train: Ratings, regularization: float, factors: int = 64,
@@ -115,10 +117,10 @@ def als_scorer(catalog_ids: np.ndarray, train: Ratings, regularization: float, f
                                         random_state=seed, calculate_training_loss=False)
         model.fit(history, show_progress=False)
     user_factors, item_factors = np.asarray(model.user_factors), np.asarray(model.item_factors)
-    row_of = {u: i for i, u in enumerate(users.tolist())}
+    rows_of = _row_finder(users)
 
     def score(user_ids: np.ndarray) -> np.ndarray:
-        rows = np.asarray([row_of.get(u, -1) for u in np.asarray(user_ids, dtype=str).tolist()])
+        rows = rows_of(user_ids)
         vectors = np.where((rows >= 0)[:, None], user_factors[np.maximum(rows, 0)], 0.0)
         return vectors @ item_factors.T
 
@@ -137,6 +139,13 @@ def _choose(name: str, make: Callable[[Ratings, float], Scorer], settings: Seque
     return ClassicModel(name, best, validation, make(prepared.train, best))
 
 
+def unavailable(name: str, num_movies: int) -> Optional[str]:
+    """Why the classic ``name`` ("ease" or "als") cannot run on a catalog of this size, or None."""
+    if name == "ease" and num_movies > MAX_EASE_MOVIES:
+        return f"a catalog of {num_movies:,} movies is past EASE's {MAX_EASE_MOVIES:,} (its item x item matrix)"
+    return None
+
+
 def fit_ease(prepared, lambdas: Sequence[float] = EASE_LAMBDAS) -> ClassicModel:
     """EASE with its lambda chosen on the validation part (see the module docstring)."""
     catalog = prepared.movies.movie_id
@@ -148,3 +157,7 @@ def fit_als(prepared, regularizations: Sequence[float] = ALS_REGULARIZATIONS) ->
     catalog = prepared.movies.movie_id
     return _choose("ALS regularization", lambda ratings, reg: als_scorer(catalog, ratings, reg), regularizations,
                    prepared)
+
+
+# The classics every evaluation and report shows, by the name their figures go under.
+CLASSICS = {"ease": fit_ease, "als": fit_als}

@@ -44,12 +44,12 @@ def _recommend(args) -> int:
             log.warning("--exclude %r: not in this model's catalog, so there is nothing to exclude", movie)
     results = recommender.recommend(args.user, k=args.k, features=features or None, exclude=args.exclude or None,
                                     include_seen=args.include_seen)
-    known = recommender.is_known_user(args.user).tolist()
+    known_ids = set(recommender.known_users().tolist())
+    known = [user in known_ids for user in args.user]
     if args.json:  # a list, in the order asked: the same user may be asked for twice
         print(json.dumps([{"user_id": user, "known_user": is_known, "recommendations": [r.as_dict() for r in recs]}
                           for user, is_known, recs in zip(args.user, known, results)], indent=2))
         return 0
-    known_ids = set(recommender.known_users().tolist())
     for user, is_known, recs in zip(args.user, known, results):
         if is_known:
             print(f"user {user}:")

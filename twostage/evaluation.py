@@ -9,7 +9,7 @@ from typing import Optional
 import numpy as np
 
 from twostage.data import HeldOutEvaluator, TwostageError
-from twostage.data.classic import MAX_EASE_MOVIES, fit_als, fit_ease
+from twostage.data.classic import CLASSICS, unavailable
 from twostage.data.metrics import popularity_scorer
 from twostage.data.prepared import Prepared, prepare
 from twostage.data.splits import SplitConfig
@@ -53,8 +53,7 @@ def evaluate(model_path: str, source: Optional[str] = None, method: Optional[str
         progress=lambda done, total: log.info("retrieval: %d/%d users scored", done, total))
     popularity = evaluator.score_metrics(popularity_scorer(catalog_ids, train_part), ks=RETRIEVAL_KS, accuracy_k=100,
                                          batch_size=batch_size)
-    classics = {name: _classic_figures(name, fit, prepared, evaluator, batch_size)
-                for name, fit in (("ease", fit_ease), ("als", fit_als))}
+    classics = {name: _classic_figures(name, fit, prepared, evaluator, batch_size) for name, fit in CLASSICS.items()}
     ranked = []
     for start in range(0, len(evaluator.user_ids), batch_size):
         users = evaluator.user_ids[start:start + batch_size]
@@ -99,9 +98,9 @@ def held_out(recommender: Recommender, source: Optional[str] = None, method: Opt
 
 def _classic_figures(name: str, fit, prepared: Prepared, evaluator: HeldOutEvaluator, batch_size: int) -> dict:
     """A classic baseline's test figures (its setting chosen on the validation part), or why it was skipped."""
-    if name == "ease" and len(evaluator.catalog_ids) > MAX_EASE_MOVIES:
-        reason = f"a catalog of {len(evaluator.catalog_ids):,} movies is past EASE's {MAX_EASE_MOVIES:,}"
-        log.info("EASE skipped: %s", reason)
+    reason = unavailable(name, len(evaluator.catalog_ids))
+    if reason:
+        log.info("baseline %s skipped: %s", name, reason)
         return {"skipped": reason}
     log.info("baseline %s: choosing its setting on the validation part", name)
     model = fit(prepared)

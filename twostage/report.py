@@ -22,7 +22,7 @@ import numpy as np
 
 from twostage.data import Ratings
 from twostage.data.baselines import MAX_ITEM_CF_MOVIES, item_pearson_scorer
-from twostage.data.classic import MAX_EASE_MOVIES, fit_als, fit_ease
+from twostage.data.classic import CLASSICS, unavailable
 from twostage.data.metrics import HeldOutEvaluator, popularity_scorer, rating_counts
 from twostage.evaluation import held_out
 from twostage.serving.artifact.layout import check_output_folder
@@ -164,12 +164,13 @@ def build_report(model_path: str, out_dir: str, source: Optional[str] = None,
         for i in range(0, len(users), 512)])
     columns_of["retrieval"] = evaluator.top_unseen(recommender.retrieval_scores, depth)[0]
     columns_of["popularity"] = evaluator.top_unseen(popularity_scorer(catalog_ids, train_part), depth)[0]
-    for name, fit in (("EASE", fit_ease), ("ALS (implicit)", fit_als)):
-        if fit is fit_ease and len(catalog_ids) > MAX_EASE_MOVIES:
-            log.info("report: EASE skipped: a catalog of %d movies is past its %d", len(catalog_ids), MAX_EASE_MOVIES)
+    for name, label in (("ease", "EASE"), ("als", "ALS (implicit)")):
+        reason = unavailable(name, len(catalog_ids))
+        if reason:
+            log.info("report: %s skipped: %s", label, reason)
             continue
-        log.info("report: %s, its setting chosen on the validation part", name)
-        columns_of[name] = evaluator.top_unseen(fit(prepared).score, depth, batch_size=512)[0]
+        log.info("report: %s, its setting chosen on the validation part", label)
+        columns_of[label] = evaluator.top_unseen(CLASSICS[name](prepared).score, depth, batch_size=512)[0]
     if len(catalog_ids) <= MAX_ITEM_CF_MOVIES:
         log.info("report: item-based Pearson CF")
         columns_of["item-based CF (Pearson)"] = evaluator.top_unseen(
