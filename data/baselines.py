@@ -39,10 +39,10 @@ def item_pearson_scorer(catalog_ids: np.ndarray, train: Ratings, shrinkage: floa
     if len(catalog_ids) > MAX_ITEM_CF_MOVIES:
         raise TwostageError(f"item-based CF needs a dense {len(catalog_ids)}^2 similarity matrix; "
                             f"it runs on catalogs of at most {MAX_ITEM_CF_MOVIES} movies")
-    column = {m: i for i, m in enumerate(catalog_ids.tolist())}
-    users, user_rows = np.unique(train.user_id, return_inverse=True)
+    users = train.users.used()
+    user_rows = train.users.positions(users)
     row_of = {u: i for i, u in enumerate(users.tolist())}
-    cols = np.fromiter((column.get(m, -1) for m in train.movie_id.tolist()), np.int64, len(train))
+    cols = train.movies.positions(catalog_ids)
     keep = cols >= 0
     ratings = np.zeros((len(users), len(catalog_ids)), np.float32)
     rated = np.zeros_like(ratings)

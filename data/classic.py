@@ -59,12 +59,12 @@ class ClassicModel:
 
 def interaction_matrix(catalog_ids: np.ndarray, ratings: Ratings) -> tuple[sparse.csr_matrix, np.ndarray]:
     """Binary [users, catalog] matrix of who rated what, and its user ids (sorted)."""
-    column = {movie: i for i, movie in enumerate(np.asarray(catalog_ids, dtype=str).tolist())}
-    users, rows = np.unique(ratings.user_id, return_inverse=True)
-    cols = np.fromiter((column.get(m, -1) for m in ratings.movie_id.tolist()), np.int64, len(ratings))
+    users = ratings.users.used()
+    rows = ratings.users.positions(users)
+    cols = ratings.movies.positions(catalog_ids)
     keep = cols >= 0
     matrix = sparse.csr_matrix((np.ones(int(keep.sum()), np.float32), (rows[keep], cols[keep])),
-                               shape=(len(users), len(column)))
+                               shape=(len(users), len(catalog_ids)))
     matrix.data[:] = 1.0  # a pair given twice is still one interaction
     return matrix, users
 

@@ -108,7 +108,7 @@ def build_vocabularies(train: Ratings, movies: Movies, users: Optional[Users],
     Returns:
       The vocabularies, deterministic (sorted) for a given input.
     """
-    user_ids = tuple(np.unique(train.user_id).tolist())
+    user_ids = tuple(train.users.used().tolist())
     user_features = {}
     if users is not None:
         columns = user_feature_columns(users)
@@ -141,14 +141,12 @@ def rating_feature_columns(ratings: Ratings, movies: Movies, users: Optional[Use
       Column name -> array with one entry per rating.
     """
     columns = {"user_id": ratings.user_id, "movie_id": ratings.movie_id}
-    movie_row = {m: i for i, m in enumerate(movies.movie_id.tolist())}
-    rows = np.fromiter((movie_row[m] for m in ratings.movie_id.tolist()), np.int64, len(ratings))
+    rows = ratings.movies.positions(movies.movie_id)
     for name, values in movie_feature_columns(movies).items():
         if name != "movie_id":
             columns[name] = values[rows]
     if vocabularies.has_user_features:
-        user_row = {u: i for i, u in enumerate(users.user_id.tolist())}
-        rows = np.fromiter((user_row.get(u, -1) for u in ratings.user_id.tolist()), np.int64, len(ratings))
+        rows = ratings.users.positions(users.user_id)
         for name, values in user_feature_columns(users).items():
             if name in vocabularies.user_features:
                 columns[name] = np.where(rows >= 0, np.append(values, "")[rows], "")

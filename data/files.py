@@ -48,17 +48,24 @@ class DataFiles:
             return self._names[name]
         return f"{self.path}:{self._names[name]}"
 
-    def lines(self, name: str, encoding: str) -> Iterator[tuple[int, str]]:
-        """Yields (1-based line number, line without its newline), raising on an empty file."""
+    def local_path(self, name: str):
+        """The file's path when it is a plain file (readers may map it), None inside a .zip."""
+        return self._names[name] if self._zip is None else None
+
+    def raw(self, name: str) -> bytes:
+        """The file's bytes."""
         try:
             if self._zip is None:
                 with open(self._names[name], "rb") as f:
-                    raw = f.read()
-            else:
-                raw = self._zip.read(self._names[name])
+                    return f.read()
+            return self._zip.read(self._names[name])
         except _ZIP_ERRORS as err:
             what = "cannot read this member of the .zip archive (damaged?)" if self._zip else "cannot read the file"
             raise DataError(f"{what}: {err}", self.display(name)) from None
+
+    def lines(self, name: str, encoding: str) -> Iterator[tuple[int, str]]:
+        """Yields (1-based line number, line without its newline), raising on an empty file."""
+        raw = self.raw(name)
         if raw.startswith(_BOM):
             raw = raw[len(_BOM):]
         if not raw.strip():

@@ -36,11 +36,6 @@ class RaggedTable:
         self.weights = None if weights is None else np.asarray(weights, np.float32)[::-1][last]
 
 
-def _positions(ids: np.ndarray, vocabulary: Sequence[str], offset: int) -> np.ndarray:
-    index = {key: i + offset for i, key in enumerate(vocabulary)}
-    return np.fromiter((index.get(k, -1) for k in ids.tolist()), np.int64, len(ids))
-
-
 def training_history(train: Ratings, user_ids: Sequence[str], movies: Movies, with_ratings: bool = False) -> RaggedTable:
     """Each known user's training movies as catalog positions; row 0 (unknown users) empty.
 
@@ -51,8 +46,8 @@ def training_history(train: Ratings, user_ids: Sequence[str], movies: Movies, wi
       with_ratings: keep each pair's rating as its weight (of a pair rated twice, the later
         row's).
     """
-    rows = _positions(train.user_id, user_ids, 1)
-    cols = _positions(train.movie_id, movies.movie_id.tolist(), 0)
+    rows = train.users.positions(user_ids, offset=1)
+    cols = train.movies.positions(movies.movie_id)
     keep = (rows > 0) & (cols >= 0)
     weights = np.asarray(train.rating, np.float32)[keep] if with_ratings else None
     return RaggedTable(rows[keep], cols[keep], len(user_ids) + 1, weights)
@@ -61,8 +56,8 @@ def training_history(train: Ratings, user_ids: Sequence[str], movies: Movies, wi
 def fans(train: Ratings, user_ids: Sequence[str], movies: Movies, liked_rating: float) -> RaggedTable:
     """For each catalog movie, the user rows (1..n) who rated it at least ``liked_rating``."""
     liked = train.rating >= liked_rating
-    rows = _positions(train.movie_id[liked], movies.movie_id.tolist(), 0)
-    users = _positions(train.user_id[liked], user_ids, 1)
+    rows = train.movies.positions(movies.movie_id)[liked]
+    users = train.users.positions(user_ids, offset=1)[liked]
     keep = (rows >= 0) & (users > 0)
     return RaggedTable(rows[keep], users[keep], len(movies))
 

@@ -35,22 +35,19 @@ class HeldOutEvaluator:
     def __init__(self, catalog_ids: np.ndarray, train: Ratings, test: Ratings):
         self.catalog_ids = np.asarray(catalog_ids, dtype=str)
         self.num_items = len(self.catalog_ids)
-        column = {movie: i for i, movie in enumerate(self.catalog_ids.tolist())}
-        self._column = column
-        self.user_ids = np.unique(test.user_id)
-        row = {user: i for i, user in enumerate(self.user_ids.tolist())}
-        test_rows = np.fromiter((row[u] for u in test.user_id.tolist()), dtype=np.int64, count=len(test))
-        test_cols = np.fromiter((column.get(m, -1) for m in test.movie_id.tolist()), dtype=np.int64, count=len(test))
+        self._column = {movie: i for i, movie in enumerate(self.catalog_ids.tolist())}
+        self.user_ids = test.users.used()
+        test_rows = test.users.positions(self.user_ids)
+        test_cols = test.movies.positions(self.catalog_ids)
         # A user's test movies count in the denominator even if the catalog lacks them.
         unique_pairs = np.unique(_codes(test_rows, test_cols + 1, self.num_items + 1))
         self.num_test = np.bincount(unique_pairs // (self.num_items + 1), minlength=len(self.user_ids))
         known = test_cols >= 0
         self._test_rows, self._test_cols = test_rows[known], test_cols[known]
         self._test_codes = np.unique(_codes(self._test_rows, self._test_cols, self.num_items))
-        in_test = np.isin(train.user_id, self.user_ids)
-        train_rows = np.fromiter((row[u] for u in train.user_id[in_test].tolist()), dtype=np.int64)
-        train_cols = np.fromiter((column.get(m, -1) for m in train.movie_id[in_test].tolist()), dtype=np.int64)
-        keep = train_cols >= 0
+        train_rows = train.users.positions(self.user_ids)
+        train_cols = train.movies.positions(self.catalog_ids)
+        keep = (train_rows >= 0) & (train_cols >= 0)
         self._seen_rows, self._seen_cols = train_rows[keep], train_cols[keep]
 
     def column_of(self, movie_ids: np.ndarray) -> np.ndarray:
@@ -154,9 +151,8 @@ class HeldOutEvaluator:
 
 def rating_counts(catalog_ids: np.ndarray, train: Ratings) -> np.ndarray:
     """[catalog] number of training ratings of each catalog movie (movies outside it ignored)."""
-    column = {movie: i for i, movie in enumerate(np.asarray(catalog_ids, dtype=str).tolist())}
-    cols = [column[m] for m in train.movie_id.tolist() if m in column]
-    return np.bincount(np.asarray(cols, dtype=np.int64), minlength=len(column))
+    cols = train.movies.positions(catalog_ids)
+    return np.bincount(cols[cols >= 0], minlength=len(catalog_ids))
 
 
 def popularity_scorer(catalog_ids: np.ndarray, train: Ratings) -> Callable[[np.ndarray], np.ndarray]:

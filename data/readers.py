@@ -6,8 +6,13 @@ Supported layouts (detected from the file names):
 * ml-1m (and ml-10m's ratings): ``ratings.dat``, ``movies.dat``, ``users.dat`` (``::``-separated).
 * the CSV family (ml-latest-small, ml-20m, ml-25m, ml-32m): ``ratings.csv`` + ``movies.csv``;
   no user demographics.
+* Parquet: ``ratings.parquet`` (the CSV family's columns) + ``movies.csv``, the form most
+  pipelines export.
 
-Every problem is reported as a :class:`DataError` naming the file and the line.
+Ratings files are read by pyarrow (data.columnar) into coded columns; a file the fast path
+cannot vouch for is read again line by line, so that every problem is reported as a
+
+:class:`DataError` naming the file and the line.
 """
 
 from __future__ import annotations
@@ -19,6 +24,7 @@ from typing import Callable, Optional
 
 import numpy as np
 
+from twostage.data import columnar
 from twostage.data.errors import DataError
 from twostage.data.files import DataFiles
 from twostage.data.schema import MovieLensData, Movies, Ratings, Users, age_bucket
@@ -52,9 +58,11 @@ def detect_format(files: DataFiles) -> str:
         return "ml-1m"
     if files.has("ratings.csv"):
         return "csv"
+    if files.has("ratings.parquet"):
+        return "parquet"
     raise DataError(
         "no MovieLens ratings file found (expected u.data for ml-100k, ratings.dat for ml-1m, "
-        "or ratings.csv for ml-latest/ml-20m/ml-25m)", files.path)
+        "ratings.csv for ml-latest/ml-20m/ml-25m, or ratings.parquet)", files.path)
 
 
 def read_movielens(path: str) -> MovieLensData:
@@ -78,7 +86,8 @@ def read_movielens(path: str) -> MovieLensData:
         genre_names = _read_100k_genres(files) if files.has("u.genre") else ML100K_GENRES
         movies = _read_100k_movies(files, genre_names)
         users = _read_100k_users(files) if files.has("u.user") else None
-        ratings = _read_ratings(files, "u.data", _split_100k, (1.0, 5.0), integer=True,
+        ratings = columnar.read_ratings_csv(files, "u.data", columnar.LAYOUTS["ml-100k"]) or _read_ratings(
+            files, "u.data", _split_100k, (1.0, 5.0), integer=True,
                                 layout="4 tab-separated fields: user id, movie id, rating, timestamp")
         scale = (1.0, 5.0)
     elif fmt == "ml-1m":
@@ -86,14 +95,22 @@ def read_movielens(path: str) -> MovieLensData:
         movies = _read_1m_movies(files)
         users = _read_1m_users(files) if files.has("users.dat") else None
         # ml-10m's ratings.dat uses half stars; ml-1m's only whole ones, both within 0.5..5.
-        ratings = _read_ratings(files, "ratings.dat", lambda l: l.split("::"), (0.5, 5.0),
+        ratings = columnar.read_ratings_csv(files, "ratings.dat", columnar.LAYOUTS["ml-1m"]) or _read_ratings(
+            files, "ratings.dat", lambda l: l.split("::"), (0.5, 5.0),
                                 integer=False, layout="4 '::'-separated fields: UserID::MovieID::Rating::Timestamp")
         scale = (1.0, 5.0) if np.all(np.mod(ratings.rating, 1.0) == 0) else (0.5, 5.0)
+    elif fmt == "parquet":
+        _require(files, "movies.csv")
+        movies = _read_csv_movies(files)
+        users = None
+        ratings = columnar.read_ratings_parquet(files, "ratings.parquet")
+        scale = (0.5, 5.0)
     else:
         _require(files, "movies.csv")
         movies = _read_csv_movies(files)
         users = None
-        ratings = _read_ratings(files, "ratings.csv", None, (0.5, 5.0), integer=False,
+        ratings = columnar.read_ratings_csv(files, "ratings.csv", columnar.LAYOUTS["csv"]) or _read_ratings(
+            files, "ratings.csv", None, (0.5, 5.0), integer=False,
                                 layout="4 comma-separated fields: userId,movieId,rating,timestamp", csv_header=(
                                     "userId", "movieId", "rating", "timestamp"))
         scale = (0.5, 5.0)
@@ -299,22 +316,20 @@ def _read_csv_movies(files: DataFiles) -> Movies:
 
 
 def _check_references(files: DataFiles, fmt: str, ratings: Ratings, movies: Movies, users: Optional[Users]):
-    ratings_file = {"ml-100k": "u.data", "ml-1m": "ratings.dat", "csv": "ratings.csv"}[fmt]
+    ratings_file = {"ml-100k": "u.data", "ml-1m": "ratings.dat", "csv": "ratings.csv",
+                    "parquet": "ratings.parquet"}[fmt]
     header_lines = 1 if fmt == "csv" else 0
-    known_movies = set(movies.movie_id.tolist())
-    missing = ~np.isin(ratings.movie_id, list(known_movies))
-    if missing.any():
-        row = int(np.argmax(missing))
-        catalog = {"ml-100k": "u.item", "ml-1m": "movies.dat", "csv": "movies.csv"}[fmt]
-        raise DataError(f"movie id {ratings.movie_id[row]} is not in {catalog}",
-                        files.display(ratings_file), _line_of(files, ratings_file, row, header_lines))
+    checks = [(ratings.movies, movies.movie_id, "movie", {"ml-100k": "u.item", "ml-1m": "movies.dat"}.get(fmt, "movies.csv"))]
     if users is not None:
-        missing = ~np.isin(ratings.user_id, users.user_id)
+        checks.append((ratings.users, users.user_id, "user", "u.user" if fmt == "ml-100k" else "users.dat"))
+    for column, known, what, catalog in checks:
+        missing = column.positions(known) < 0
         if missing.any():
             row = int(np.argmax(missing))
-            catalog = "u.user" if fmt == "ml-100k" else "users.dat"
-            raise DataError(f"user id {ratings.user_id[row]} is not in {catalog}",
-                            files.display(ratings_file), _line_of(files, ratings_file, row, header_lines))
+            message = f"{what} id {column.ids[column.codes[row]]} is not in {catalog}"
+            if fmt == "parquet":
+                raise DataError(f"{message} (row {row})", files.display(ratings_file))
+            raise DataError(message, files.display(ratings_file), _line_of(files, ratings_file, row, header_lines))
 
 
 def _line_of(files: DataFiles, name: str, row: int, header_lines: int) -> int:

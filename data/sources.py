@@ -21,7 +21,7 @@ def load_dataset(source: str, synthetic: Optional[SyntheticConfig] = None) -> Mo
     """Loads ``synthetic``, a TFDS name (``movielens/100k-ratings``) or a local folder/.zip.
 
     Args:
-      source: what ``--data`` says.
+      source: what ``--data`` says ("synthetic:users=N,movies=N,ratings=N" sizes the generator).
       synthetic: generator settings when ``source`` is "synthetic".
 
     Returns:
@@ -36,6 +36,8 @@ def load_dataset(source: str, synthetic: Optional[SyntheticConfig] = None) -> Mo
         raise DataError("no data source given: use --data synthetic, --data movielens/100k-ratings or --data PATH")
     if source == SYNTHETIC:
         data = generate(synthetic or SyntheticConfig()).data
+    elif source.startswith(SYNTHETIC + ":"):
+        data = generate(SyntheticConfig.parse(source[len(SYNTHETIC) + 1:])).data
     elif source.startswith("movielens/"):
         data = load_tfds(source)
     else:

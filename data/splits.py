@@ -64,8 +64,8 @@ def split_indices(ratings: Ratings, config: SplitConfig) -> tuple[np.ndarray, np
         cut = int(round((1.0 - config.test_fraction) * n))
         return order[:cut], order[cut:]
     # temporal: sort by user, then time, then file order; hold out each user's last share.
-    order = np.lexsort((np.arange(n), ratings.timestamp, ratings.user_id))
-    users = ratings.user_id[order]
+    order = np.lexsort((np.arange(n), ratings.timestamp, ratings.users.codes))
+    users = ratings.users.codes[order]
     starts = np.flatnonzero(np.r_[True, users[1:] != users[:-1]])
     counts = np.diff(np.r_[starts, n])
     held = np.rint(config.test_fraction * counts).astype(int)

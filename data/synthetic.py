@@ -17,10 +17,12 @@ planted taste come back together (:attr:`SyntheticData.movie_taste`).
 from __future__ import annotations
 
 import dataclasses
+from typing import Optional
 
 import numpy as np
 
-from twostage.data.schema import AGE_BUCKETS, MovieLensData, Movies, Ratings, Users
+from twostage.data.errors import ConfigError, check_at_least
+from twostage.data.schema import AGE_BUCKETS, CodedIds, MovieLensData, Movies, Ratings, Users
 
 _TASTES = (
     # (name, genres, (first year, last year), title words)
@@ -47,6 +49,14 @@ _OCCUPATIONS = ("student", "engineer", "educator", "programmer", "artist", "admi
                 "writer", "technician", "librarian", "healthcare", "retired", "other")
 
 
+# Up to this many users x movies cells, each user's movies are drawn by an exact Gumbel top-k
+# over the whole catalog (the small default data sets, whose figures tests and docs quote);
+# past it, from popularity-drawn proposals (time and memory proportional to the ratings).
+EXACT_SAMPLING_CELLS = 50_000_000
+# Users whose proposals are scored at once by the proposal sampler.
+_PROPOSALS_PER_CHUNK = 1_000_000
+
+
 @dataclasses.dataclass(frozen=True)
 class SyntheticConfig:
     """Size and seed of the generated dataset.
@@ -55,6 +65,8 @@ class SyntheticConfig:
       num_users: users to generate.
       num_movies: catalog size (at most 8 tastes x 12 x 8 distinct base titles, then numbered).
       mean_ratings_per_user: average ratings per user (each user rates at least 10).
+      num_ratings: if given, the total to aim for (sets the mean per user; the total comes
+        out within a few percent of it).
       latent_dim: dimension of the planted taste vectors.
       noise: standard deviation of the rating noise, in stars.
       seed: makes the whole dataset reproducible.
@@ -63,9 +75,38 @@ class SyntheticConfig:
     num_users: int = 943
     num_movies: int = 1200
     mean_ratings_per_user: int = 60
+    num_ratings: Optional[int] = None
     latent_dim: int = 16
     noise: float = 0.6
     seed: int = 0
+
+    def __post_init__(self):
+        for name in ("num_users", "num_movies", "mean_ratings_per_user", "num_ratings", "latent_dim"):
+            check_at_least(f"synthetic {name}", getattr(self, name))
+        if self.num_movies < 2:
+            raise ConfigError(f"synthetic num_movies must be at least 2, got {self.num_movies}")
+
+    @property
+    def ratings_per_user(self) -> float:
+        return self.num_ratings / self.num_users if self.num_ratings else float(self.mean_ratings_per_user)
+
+    @staticmethod
+    def parse(spec: str) -> "SyntheticConfig":
+        """Reads "users=162541,movies=62423,ratings=25000000[,seed=1]" (what follows
+        ``--data synthetic:``).
+
+        Raises:
+          ConfigError: an unknown key or a value that is not a whole number.
+        """
+        keys = {"users": "num_users", "movies": "num_movies", "ratings": "num_ratings", "seed": "seed"}
+        values = {}
+        for part in filter(None, (p.strip() for p in spec.split(","))):
+            key, _, value = part.partition("=")
+            if key.strip() not in keys or not value.strip().isdigit():
+                raise ConfigError(f"cannot read {part!r} in --data synthetic:{spec}: use users=N,movies=N,"
+                                  f"ratings=N,seed=N (whole numbers)")
+            values[keys[key.strip()]] = int(value)
+        return SyntheticConfig(**values)
 
 
 @dataclasses.dataclass(frozen=True)
@@ -79,6 +120,10 @@ class SyntheticData:
 
 def generate(config: SyntheticConfig = SyntheticConfig()) -> SyntheticData:
     """Generates a MovieLens-shaped dataset from planted tastes.
+
+    Memory and time grow with the ratings, not with users x movies: past
+    ``EXACT_SAMPLING_CELLS`` the movies each user rates are drawn from popularity proposals
+    re-weighted by taste, a chunk of users at a time.
 
     Args:
       config: sizes and seed.
@@ -127,32 +172,19 @@ def generate(config: SyntheticConfig = SyntheticConfig()) -> SyntheticData:
     zip_code = np.asarray([f"{(t * 11 + rng.integers(0, 10)) % 100:02d}{rng.integers(0, 1000):03d}"
                            for t in user_taste])
 
-    # Which movies each user rates: popularity x affinity, sampled without replacement
-    # (Gumbel top-k); then ratings from the planted factor model.
-    affinity = user_vec @ movie_vec.T  # [users, movies]
-    log_weight = np.log(popularity)[None, :] + 3.0 * affinity
-    counts = np.clip(rng.lognormal(np.log(config.mean_ratings_per_user) - 0.3, 0.75, size=config.num_users),
-                     10, config.num_movies // 2).astype(int)
-    users_col, movies_col, ratings_col, stamps_col = [], [], [], []
-    start = 874_724_710  # a MovieLens-era timestamp
-    for u in range(config.num_users):
-        keys = log_weight[u] + rng.gumbel(size=config.num_movies)
-        chosen = np.argpartition(-keys, counts[u])[: counts[u]]
-        raw = 2.5 + user_bias[u] + movie_bias[chosen] + 1.6 * affinity[u, chosen] + rng.normal(
-            0.0, config.noise, size=len(chosen))
-        stars = np.clip(np.rint(raw), 1, 5)
-        first = start + int(rng.integers(0, 180 * 86400))
-        stamps = first + np.sort(rng.integers(0, 60 * 86400, size=len(chosen)))
-        order = rng.permutation(len(chosen))  # the order of rating is not the order of taste
-        users_col.extend([str(u + 1)] * len(chosen))
-        movies_col.extend(str(m + 1) for m in chosen[order])
-        ratings_col.extend(stars[order].tolist())
-        stamps_col.extend(stamps.tolist())
-    order = np.argsort(np.asarray(stamps_col), kind="stable")
-    ratings = Ratings.from_rows(users_col, movies_col, ratings_col, stamps_col).take(order)
-
-    movie_ids = np.asarray([str(m + 1) for m in range(config.num_movies)])
-    user_ids = np.asarray([str(u + 1) for u in range(config.num_users)])
+    counts = np.clip(rng.lognormal(np.log(config.ratings_per_user) - 0.3, 0.75, size=config.num_users),
+                     min(10, config.num_movies // 2), config.num_movies // 2).astype(int)
+    planted = _Planted(user_vec, movie_vec, np.log(popularity), user_bias, movie_bias, config.noise)
+    if config.num_users * config.num_movies <= EXACT_SAMPLING_CELLS:
+        user_rows, movie_rows, stars, stamps = _rate_exact(rng, planted, counts)
+    else:
+        user_rows, movie_rows, stars, stamps = _rate_sampled(rng, planted, counts)
+    order = np.argsort(stamps, kind="stable")
+    movie_ids = np.arange(1, config.num_movies + 1).astype(str)
+    user_ids = np.arange(1, config.num_users + 1).astype(str)
+    ratings = Ratings(CodedIds(user_rows[order].astype(np.int32), user_ids),
+                      CodedIds(movie_rows[order].astype(np.int32), movie_ids),
+                      stars[order].astype(np.float32), stamps[order])
     data = MovieLensData(
         name="synthetic",
         ratings=ratings,
@@ -161,8 +193,89 @@ def generate(config: SyntheticConfig = SyntheticConfig()) -> SyntheticData:
                     zip_code.astype(str)),
         rating_scale=(1.0, 5.0),
     )
+    names = np.asarray([t[0] for t in _TASTES])
     return SyntheticData(
         data=data,
-        movie_taste={movie_ids[m]: _TASTES[movie_taste[m]][0] for m in range(config.num_movies)},
-        user_taste={user_ids[u]: _TASTES[user_taste[u]][0] for u in range(config.num_users)},
+        movie_taste=dict(zip(movie_ids.tolist(), names[movie_taste].tolist())),
+        user_taste=dict(zip(user_ids.tolist(), names[user_taste].tolist())),
     )
+
+
+@dataclasses.dataclass(frozen=True)
+class _Planted:
+    """The planted factor model: who rates what, and how."""
+
+    user_vec: np.ndarray
+    movie_vec: np.ndarray
+    log_popularity: np.ndarray
+    user_bias: np.ndarray
+    movie_bias: np.ndarray
+    noise: float
+
+    def stars(self, rng: np.random.Generator, users: np.ndarray, movies: np.ndarray, affinity: np.ndarray):
+        raw = 2.5 + self.user_bias[users] + self.movie_bias[movies] + 1.6 * affinity + rng.normal(
+            0.0, self.noise, size=len(movies))
+        return np.clip(np.rint(raw), 1, 5)
+
+
+_START = 874_724_710  # a MovieLens-era timestamp
+
+
+def _rate_exact(rng: np.random.Generator, planted: _Planted, counts: np.ndarray):
+    """Each user's movies by Gumbel top-k over the whole catalog (popularity x affinity)."""
+    num_users, num_movies = len(counts), len(planted.movie_vec)
+    affinity = planted.user_vec @ planted.movie_vec.T  # [users, movies]
+    log_weight = planted.log_popularity[None, :] + 3.0 * affinity
+    users_col, movies_col, ratings_col, stamps_col = [], [], [], []
+    for u in range(num_users):
+        keys = log_weight[u] + rng.gumbel(size=num_movies)
+        chosen = np.argpartition(-keys, counts[u])[: counts[u]]
+        stars = planted.stars(rng, np.full(len(chosen), u), chosen, affinity[u, chosen])
+        first = _START + int(rng.integers(0, 180 * 86400))
+        stamps = first + np.sort(rng.integers(0, 60 * 86400, size=len(chosen)))
+        order = rng.permutation(len(chosen))  # the order of rating is not the order of taste
+        users_col.append(np.full(len(chosen), u))
+        movies_col.append(chosen[order])
+        ratings_col.append(stars[order])
+        stamps_col.append(stamps)
+    return (np.concatenate(users_col), np.concatenate(movies_col), np.concatenate(ratings_col),
+            np.concatenate(stamps_col).astype(np.int64))
+
+
+def _rate_sampled(rng: np.random.Generator, planted: _Planted, counts: np.ndarray):
+    """Each user's movies from popularity-drawn proposals, the best by taste (Gumbel keys) kept.
+
+    Four proposals per wanted rating, drawn in proportion to popularity, keyed by
+    3 x affinity + Gumbel noise: the distinct movies with the highest keys approximate the
+    exact sampler's draw without replacement from popularity x exp(3 x affinity).
+    """
+    cumulative = np.cumsum(np.exp(planted.log_popularity))
+    cumulative /= cumulative[-1]
+    wanted = 4 * counts + 20
+    user_vec, movie_vec = planted.user_vec.astype(np.float32), planted.movie_vec.astype(np.float32)
+    parts, start = [], 0
+    while start < len(counts):
+        stop = start + max(1, int(np.searchsorted(np.cumsum(wanted[start:]), _PROPOSALS_PER_CHUNK)))
+        stop = min(stop, len(counts))
+        users = np.repeat(np.arange(start, stop), wanted[start:stop])
+        movies = np.minimum(np.searchsorted(cumulative, rng.random(len(users))), len(cumulative) - 1)
+        affinity = np.einsum("ij,ij->i", user_vec[users], movie_vec[movies])
+        keys = 3.0 * affinity + rng.gumbel(size=len(users))
+        # Best key first within each user (stable integer sorts: lexsort is many times slower),
+        # then only the first of each (user, movie) pair.
+        order = np.argsort(-keys)
+        order = order[np.argsort(users[order], kind="stable")]
+        users, movies, affinity = users[order], movies[order], affinity[order]
+        _, first = np.unique(users.astype(np.int64) * len(cumulative) + movies, return_index=True)
+        first = np.sort(first)
+        users, movies, affinity = users[first], movies[first], affinity[first]
+        begins = np.searchsorted(users, np.arange(start, stop))
+        rank = np.arange(len(users)) - np.repeat(begins, np.diff(np.r_[begins, len(users)]))
+        keep = rank < counts[users]
+        users, movies, affinity = users[keep], movies[keep], affinity[keep]
+        stars = planted.stars(rng, users, movies, affinity)
+        firsts = _START + rng.integers(0, 180 * 86400, size=stop - start)
+        stamps = firsts[users - start] + rng.integers(0, 60 * 86400, size=len(users))
+        parts.append((users, movies, stars, stamps.astype(np.int64)))
+        start = stop
+    return tuple(np.concatenate(column) for column in zip(*parts))

@@ -77,12 +77,8 @@ def load_tfds(name: str, data_dir: Optional[str] = None) -> MovieLensData:
 
     decode = np.vectorize(lambda b: b.decode("utf-8", "replace"), otypes=[str])
     movie_ids = decode(np.asarray(columns["movie_id"], dtype=object))
-    ratings = Ratings(
-        user_id=decode(np.asarray(columns["user_id"], dtype=object)),
-        movie_id=movie_ids,
-        rating=np.asarray(columns["user_rating"], dtype=np.float32),
-        timestamp=np.asarray(columns["timestamp"], dtype=np.int64),
-    )
+    ratings = Ratings.from_rows(decode(np.asarray(columns["user_id"], dtype=object)), movie_ids,
+                                columns["user_rating"], columns["timestamp"])
     catalog = {}
     for movie, title, genres in zip(movie_ids.tolist(), columns["movie_title"], columns["movie_genres"]):
         if movie not in catalog:

@@ -45,13 +45,25 @@ def build_parser() -> argparse.ArgumentParser:
 
     train = commands.add_parser("train", help="train both stages and export one SavedModel")
     train.add_argument("--data", required=True,
-                       help="synthetic | movielens/100k-ratings (TFDS, needs network) | PATH to a MovieLens folder or .zip")
+                       help="synthetic[:users=N,movies=N,ratings=N] | movielens/100k-ratings (TFDS, needs network) | "
+                            "PATH to a MovieLens folder or .zip")
     train.add_argument("--out", required=True, help="export root; the model goes to OUT/<model-name>/<version>/")
     _add_split_flags(train, defaults=True)
     train.add_argument("--epochs", type=int, help="most epochs per stage (the best on validation is used)")
     train.add_argument("--index", choices=("scann", "brute-force"),
                        help="scann (default): approximate, needs ScaNN's ops to load; brute-force: stock TensorFlow "
                             "ops only. A ScaNN version is added on top of a brute-force one only when asked for")
+
+    generate = commands.add_parser("generate", help="write generated MovieLens-shaped data of any size "
+                                                    "(the ml-25m CSV layout, or Parquet)")
+    generate.add_argument("--out", required=True, help="folder for ratings.csv (or ratings.parquet) and movies.csv")
+    generate.add_argument("--users", type=_whole_number(1, 10 ** 9), default=162_541, help="default: ml-25m's")
+    generate.add_argument("--movies", type=_whole_number(2, 10 ** 8), default=62_423, help="default: ml-25m's")
+    generate.add_argument("--ratings", type=_whole_number(1, 10 ** 11), default=25_000_000,
+                          help="about this many ratings (default: ml-25m's)")
+    generate.add_argument("--seed", type=int, default=0)
+    generate.add_argument("--format", choices=("csv", "parquet"), default="csv")
+    generate.add_argument("--force", action="store_true", help="overwrite files already in --out")
 
     export = commands.add_parser("export", help="export a trained model again, e.g. with another index")
     export.add_argument("--model", required=True, help="an export (the --out of train, or a version folder)")

@@ -81,6 +81,22 @@ def _related(args) -> int:
     return 0
 
 
+def _generate(args) -> int:
+    from twostage.data.synthetic import SyntheticConfig, generate
+    from twostage.data.writers import check_output, write_movielens
+
+    check_output(args.out, args.format, args.force)
+    start = time.perf_counter()
+    config = SyntheticConfig(num_users=args.users, num_movies=args.movies, num_ratings=args.ratings, seed=args.seed)
+    log.info("generating %d users, %d movies, about %d ratings", args.users, args.movies, args.ratings)
+    data = generate(config).data
+    log.info("generated %d ratings (%.1fs); writing %s", len(data.ratings), time.perf_counter() - start, args.out)
+    paths = write_movielens(data, args.out, args.format)
+    print(f"wrote {len(data.ratings)} ratings of {args.users} users and {args.movies} movies: {', '.join(paths)} "
+          f"({time.perf_counter() - start:.1f}s)")
+    return 0
+
+
 def _export(args) -> int:
     from twostage.retrieval.config import IndexConfig
     from twostage.serving.artifact.reexport import export_again
@@ -230,7 +246,7 @@ def main(argv=None) -> int:
     from twostage.data.errors import TwostageError
 
     try:
-        commands = {"train": _train, "recommend": _recommend, "evaluate": _evaluate, "similar": _related,
+        commands = {"train": _train, "generate": _generate, "recommend": _recommend, "evaluate": _evaluate, "similar": _related,
                     "also-liked": _related, "benchmark": _benchmark, "export": _export,
                     "serving-config": _serving_config, "report": _report, "explore": _explore,
                     "serve-ui": _serve_ui, "gpu-check": _gpu_check, "describe": _describe}
