@@ -127,32 +127,6 @@ def build_vocabularies(train: Ratings, movies: Movies, users: Optional[Users],
                                years=tuple(years))
 
 
-def rating_feature_columns(ratings: Ratings, movies: Movies, users: Optional[Users],
-                           vocabularies: FeatureVocabularies) -> Dict[str, np.ndarray]:
-    """User and movie features joined onto each rating row (for training batches).
-
-    Args:
-      ratings: the rows.
-      movies: the catalog.
-      users: demographics, or None.
-      vocabularies: decides which user features exist.
-
-    Returns:
-      Column name -> array with one entry per rating.
-    """
-    columns = {"user_id": ratings.user_id, "movie_id": ratings.movie_id}
-    rows = ratings.movies.positions(movies.movie_id)
-    for name, values in movie_feature_columns(movies).items():
-        if name != "movie_id":
-            columns[name] = values[rows]
-    if vocabularies.has_user_features:
-        rows = ratings.users.positions(users.user_id)
-        for name, values in user_feature_columns(users).items():
-            if name in vocabularies.user_features:
-                columns[name] = np.where(rows >= 0, np.append(values, "")[rows], "")
-    return columns
-
-
 def user_feature_lookup(users: Optional[Users], vocabularies: FeatureVocabularies):
     """Returns user ids -> the query tower's input columns (features "" where unknown)."""
     table = {}

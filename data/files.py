@@ -75,6 +75,8 @@ class DataFiles:
         except UnicodeDecodeError as err:
             line = raw[: err.start].count(b"\n") + 1
             raise DataError(f"not {encoding} text ({err.reason})", self.display(name), line) from None
+        if not text.strip():  # only characters str.strip() drops (e.g. \x1c): no line to read
+            raise DataError("the file is empty", self.display(name))
         for number, line in enumerate(io.StringIO(text, newline=None), start=1):
             line = line.rstrip("\r\n")
             if line.strip():

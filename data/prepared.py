@@ -16,7 +16,7 @@ import numpy as np
 
 from twostage.data.errors import DataError
 from twostage.data.features import (FeatureVocabularies, build_vocabularies, movie_feature_columns,
-                                    rating_feature_columns, user_feature_lookup)
+                                    user_feature_lookup)
 from twostage.data.history import RaggedTable, fans, training_history
 from twostage.data.schema import MovieLensData, Movies, Ratings, Users
 from twostage.data.sources import DataConfig, load_dataset
@@ -77,9 +77,21 @@ class Prepared:
         """User ids -> the query tower's input columns (data.features.user_feature_lookup)."""
         return user_feature_lookup(self.users, self.vocabularies)
 
-    def rating_columns(self, ratings: Ratings) -> Dict[str, np.ndarray]:
-        """User and movie features joined onto each row of ``ratings``."""
-        return rating_feature_columns(ratings, self.movies, self.users, self.vocabularies)
+    @functools.cached_property
+    def user_row_columns(self) -> Dict[str, np.ndarray]:
+        """The user features of every user-vocabulary row (row 0, the unknown user: all "")."""
+        columns = self.user_inputs(np.asarray(("",) + self.vocabularies.user_ids))
+        return {name: values for name, values in columns.items() if name != "user_id"}
+
+    def example_rows(self, ratings: Ratings, with_labels: bool = False) -> Dict[str, np.ndarray]:
+        """``ratings`` as integer rows: "user_id" the user-vocabulary row (0: unknown) and
+        "movie_id" the catalog row (position + 1; 0: not in the catalog), plus "rating"
+        ``with_labels`` (modeling.examples gathers the features per batch)."""
+        rows = {"user_id": np.maximum(ratings.users.positions(self.vocabularies.user_ids, offset=1), 0),
+                "movie_id": ratings.movies.positions(self.movies.movie_id, offset=1).clip(0)}
+        if with_labels:
+            rows["rating"] = ratings.rating
+        return rows
 
     def history(self, part: Ratings, with_ratings: bool = False) -> RaggedTable:
         """Each vocabulary user's movies in ``part`` (a history table; see data.history)."""

@@ -39,7 +39,7 @@ class IdEmbedding(keras.layers.Layer):
     def index(self, ids: tf.Tensor) -> tf.Tensor:
         """String ids -> int64 rows (0: out of vocabulary); rows (integers) pass through.
 
-        Training indexes its examples once, not in every step (modeling.training.make_dataset).
+        Training indexes its examples once, not in every step (modeling.examples).
         """
         return ids if ids.dtype.is_integer else self.lookup(ids)
 

@@ -20,38 +20,6 @@ import tensorflow as tf
 log = logging.getLogger("twostage")
 
 
-def make_dataset(columns: Dict[str, np.ndarray], batch_size: int, shuffle_seed: Optional[int] = None,
-                 drop_remainder: bool = False) -> tf.data.Dataset:
-    """A batched ``tf.data`` pipeline over in-memory feature columns.
-
-    Args:
-      columns: feature name -> array (or tensor, ragged too), all of the same length.
-      batch_size: examples per batch.
-      shuffle_seed: reshuffle every epoch with this seed; None keeps the order.
-      drop_remainder: drop the last, smaller batch (training: one batch shape means one
-        trace of the train step; rows are reshuffled every epoch, so no row is lost for good).
-
-    Returns:
-      A dataset of feature dicts.
-    """
-    # Shuffle row numbers and gather whole batches: shuffling feature dicts element by
-    # element costs more than a training step on a small machine.
-    tensors = {name: values if isinstance(values, (tf.Tensor, tf.RaggedTensor)) else tf.constant(values)
-               for name, values in columns.items()}
-    size = int(next(iter(tensors.values())).shape[0])
-    rows = tf.data.Dataset.range(size)
-    if shuffle_seed is not None:
-        rows = rows.shuffle(size, seed=shuffle_seed, reshuffle_each_iteration=True)
-    batches = rows.batch(batch_size, drop_remainder=drop_remainder and size >= batch_size)
-    batches = batches.map(lambda index: {name: tf.gather(t, index) for name, t in tensors.items()},
-                          num_parallel_calls=2, deterministic=True)
-    # Fixed parallelism, no autotuning: tearing down an autotuned iterator stalled ``fit``
-    # by up to ten seconds at its end on a 2-core machine.
-    options = tf.data.Options()
-    options.autotune.enabled = False
-    return batches.prefetch(2).with_options(options)
-
-
 # Training examples: a dataset, or a function that makes one for the model being trained.
 Examples = Union[tf.data.Dataset, Callable[[tf.keras.Model], tf.data.Dataset]]
 

@@ -84,9 +84,11 @@ class RatingTaskModel(tfrs.models.Model):
         raise NotImplementedError
 
     def index_features(self, features: Dict[str, tf.Tensor]) -> Dict[str, tf.Tensor]:
-        """The features as training steps read them; a model that looks strings up once
-        before training (RatingModel) returns them looked up, this one as they are."""
-        return features
+        """Those of ``features`` the model reads (ids, ``feature_names``), as its training
+        steps read them: a model that looks strings up once before training (RatingModel)
+        returns them looked up, this one as they are."""
+        return {name: values for name, values in features.items()
+                if name in ("user_id", "movie_id") or name in self.feature_names}
 
     def set_history(self, history: RaggedTable):
         """Pools ``history`` from now on; a model that reads no history ignores it."""
@@ -199,11 +201,13 @@ class RatingModel(RatingTaskModel):
         The model takes either form; training indexes its examples once instead of looking
         the same strings up again in every step of every epoch.
         """
-        indexed = dict(features)
-        indexed["user_id"] = self.user_embedding.index(features["user_id"])
-        indexed["movie_id"] = self.movie_embedding.index(features["movie_id"])
+        indexed = {}
+        for name, layer in (("user_id", self.user_embedding), ("movie_id", self.movie_embedding)):
+            if name in features:
+                indexed[name] = layer.index(features[name])
         for name in self.feature_names:
-            indexed[name] = self.feature_layers[name].index(features[name])
+            if name in features:
+                indexed[name] = self.feature_layers[name].index(features[name])
         return indexed
 
     def embeddings(self, features: Dict[str, tf.Tensor], training: bool) -> tf.Tensor:
@@ -245,6 +249,10 @@ class AveragedRatingModel(keras.Model):
     def feature_names(self) -> tuple:
         """The features the members read (all of them, when they differ)."""
         return tuple(sorted({name for member in self.members for name in member.feature_names}))
+
+    def index_features(self, features: Dict[str, tf.Tensor]) -> Dict[str, tf.Tensor]:
+        """The features in the members' input form (members share one architecture)."""
+        return self.members[0].index_features(features)
 
     def call(self, features: Dict[str, tf.Tensor], training: bool = False) -> tf.Tensor:
         return tf.add_n([member(features, training=training) for member in self.members]) / len(self.members)

@@ -10,7 +10,8 @@ import tensorflow as tf
 
 from twostage.data.prepared import Prepared
 from twostage.data.schema import Ratings
-from twostage.modeling.training import EpochSchedule, FitResult, fit_choosing_epochs, make_dataset
+from twostage.modeling.examples import ExampleTables, example_batches
+from twostage.modeling.training import EpochSchedule, FitResult, fit_choosing_epochs
 from twostage.ranking.config import RankingConfig
 from twostage.ranking.architectures import build_rating_model
 from twostage.ranking.model import AveragedRatingModel, RatingTaskModel
@@ -36,7 +37,8 @@ class TrainedRanking:
 
 
 class RatingInputs:
-    """Joins the features a rating model reads onto (user, movie) rows.
+    """Feeds (user, movie) rows to a rating model: integer rows per example, the features
+    gathered per batch from per-user and per-movie tables (modeling.examples).
 
     Args:
       prepared: the data the model was built from (its catalog, users and vocabularies).
@@ -44,18 +46,27 @@ class RatingInputs:
 
     def __init__(self, prepared: Prepared):
         self.prepared = prepared
+        self._tables = {}
 
-    def __call__(self, ratings: Ratings, with_labels: bool = False) -> dict:
-        columns = self.prepared.rating_columns(ratings)
-        if with_labels:
-            columns["rating"] = ratings.rating
-        return columns
+    def tables(self, model: RatingTaskModel) -> ExampleTables:
+        """The feature tables in ``model``'s input form (built once per model)."""
+        key = id(model)
+        if key not in self._tables:
+            self._tables[key] = (model, ExampleTables(model.index_features, self.prepared.user_row_columns,
+                                                      self.prepared.movie_columns))
+        return self._tables[key][1]
+
+    def batches(self, model: RatingTaskModel, ratings: Ratings, batch_size: int, with_labels: bool = False,
+                shuffle_seed: Optional[int] = None) -> tf.data.Dataset:
+        """Batches of ``model``'s features for the rows of ``ratings`` (in order unless shuffled)."""
+        return example_batches(self.prepared.example_rows(ratings, with_labels), batch_size, shuffle_seed,
+                               drop_remainder=shuffle_seed is not None, expand=self.tables(model).expand)
 
 
 def predict_ratings(model: RatingTaskModel, inputs: RatingInputs, ratings: Ratings, batch_size: int = 8192) -> np.ndarray:
     """Predicted ratings for the (user, movie) pairs of ``ratings``, in order."""
-    dataset = make_dataset(inputs(ratings), batch_size)
-    return np.concatenate([model(batch).numpy()[:, 0] for batch in dataset])
+    predict = tf.function(lambda features: model(features)[:, 0], autograph=False, reduce_retracing=True)
+    return np.concatenate([predict(batch).numpy() for batch in inputs.batches(model, ratings, batch_size)])
 
 
 def _errors(predicted: np.ndarray, ratings: Ratings) -> dict:
@@ -68,23 +79,9 @@ def rating_errors(model: RatingTaskModel, inputs: RatingInputs, ratings: Ratings
     return _errors(predict_ratings(model, inputs, ratings), ratings)
 
 
-def _indexed(model: RatingTaskModel, columns: dict) -> dict:
-    """``columns`` as the model's training steps read them: looked up once, where it can."""
-    return model.index_features({name: tf.constant(values) for name, values in columns.items()})
-
-
 def _validator(inputs: RatingInputs, ratings: Ratings):
-    """model -> RMSE and MAE on ``ratings``, for every epoch of one model: the features are
-    looked up once per model, not once per epoch."""
-    columns, indexed = inputs(ratings), {}
-
-    def validate(model: RatingTaskModel) -> dict:
-        if indexed.get("model") is not model:
-            indexed.update(model=model, features=list(make_dataset(_indexed(model, columns), 8192)))
-        predicted = np.concatenate([model(batch).numpy()[:, 0] for batch in indexed["features"]])
-        return _errors(predicted, ratings)
-
-    return validate
+    """model -> RMSE and MAE on ``ratings``."""
+    return lambda model: _errors(predict_ratings(model, inputs, ratings), ratings)
 
 
 def train_ranking(prepared: Prepared, config: RankingConfig, validation_pairs: Optional[Ratings] = None,
@@ -118,14 +115,8 @@ def train_ranking(prepared: Prepared, config: RankingConfig, validation_pairs: O
         return model
 
     def examples(ratings: Ratings):
-        columns = inputs(ratings, with_labels=True)
-
-        def for_model(model: RatingTaskModel) -> tf.data.Dataset:
-            # Look every string up once here, not in each of the training steps.
-            return make_dataset(_indexed(model, columns), config.batch_size, shuffle_seed=config.seed,
-                                drop_remainder=True)
-
-        return for_model
+        return lambda model: inputs.batches(model, ratings, config.batch_size, with_labels=True,
+                                            shuffle_seed=config.seed)
 
     def pool_whole_training_part(model: RatingTaskModel) -> None:
         model.set_history(prepared.history(train, config.history_ratings))

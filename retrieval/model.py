@@ -36,10 +36,10 @@ class _FeatureTower(keras.Model):
         self.id_dropout = id_dropout
 
     def call(self, features: Dict[str, tf.Tensor], training: bool = False) -> tf.Tensor:
-        ids = features[self.id_name]
+        ids = self.id_embedding.index(features[self.id_name])
         if training and self.id_dropout > 0:
             drop = tf.random.uniform(tf.shape(ids)) < self.id_dropout
-            ids = tf.where(drop, tf.constant("", tf.string), ids)
+            ids = tf.where(drop, tf.zeros_like(ids), ids)  # row 0: the unknown id
         vector = self.id_embedding(ids) + self.extra(features, training)
         if self.projection is None:
             return vector
@@ -49,6 +49,19 @@ class _FeatureTower(keras.Model):
     def extra(self, features: Dict[str, tf.Tensor], training: bool) -> tf.Tensor:
         """What a subclass adds to the id embedding (nothing here)."""
         return tf.constant(0.0)
+
+    def index_features(self, features: Dict[str, tf.Tensor]) -> Dict[str, tf.Tensor]:
+        """Those of ``features`` this tower reads, looked up (ids -> rows, text -> token ids).
+
+        The tower takes either form; training looks its tables up once (modeling.examples).
+        """
+        indexed = {}
+        if self.id_name in features:
+            indexed[self.id_name] = self.id_embedding.index(features[self.id_name])
+        for name, layer in self.feature_layers.items():
+            if name in features:
+                indexed[name] = layer.index(features[name])
+        return indexed
 
 
 class QueryTower(_FeatureTower):
@@ -65,8 +78,9 @@ class QueryTower(_FeatureTower):
 
     Call args:
       features: "user_id" and, when the tower uses them, "user_age", "user_gender",
-        "user_occupation", "user_zip" (string tensors [batch]; "" for unknown); in
-        training also "movie_id", left out of each example's history.
+        "user_occupation", "user_zip" (string tensors [batch]; "" for unknown, or their
+        looked-up form from ``index_features``); in training also "movie_id", left out of
+        each example's history.
 
     Returns:
       [batch, embedding_dim] query embeddings.
@@ -92,7 +106,7 @@ class QueryTower(_FeatureTower):
     def extra(self, features: Dict[str, tf.Tensor], training: bool) -> tf.Tensor:
         if self.rated_movies is None:
             return tf.constant(0.0)
-        rows = self.id_embedding.lookup(features["user_id"])
+        rows = self.id_embedding.index(features["user_id"])
         target = features.get("movie_id") if training else None
         return self.history_projection(self.rated_movies(rows, target))
 
@@ -167,9 +181,9 @@ class TwoTowerModel(tfrs.Model):
         self.l2 = l2
         self.task = tfrs.tasks.Retrieval(temperature=temperature, remove_accidental_hits=True)
         if catalog is not None:
-            self.catalog = {name: tf.constant(list(values)) for name, values in catalog.items()}
-            self.catalog_lookup = keras.layers.StringLookup(vocabulary=list(catalog["movie_id"]), mask_token=None,
-                                                            num_oov_indices=0)
+            # Looked up once: the full softmax embeds the whole catalog in every step.
+            self.catalog = candidate_tower.index_features({name: tf.constant(list(values))
+                                                           for name, values in catalog.items()})
 
     def compute_loss(self, features: Dict[str, tf.Tensor], training: bool = False) -> tf.Tensor:
         query = self.query_tower(features, training=training)
@@ -178,7 +192,7 @@ class TwoTowerModel(tfrs.Model):
             logits = tf.matmul(query, catalog, transpose_b=True)
             if self.temperature:
                 logits = logits / self.temperature
-            labels = self.catalog_lookup(features["movie_id"])
+            labels = self.candidate_tower.id_embedding.index(features["movie_id"]) - 1
             positive = tf.gather(catalog, labels)
             loss = tf.reduce_sum(tf.nn.sparse_softmax_cross_entropy_with_logits(labels=labels, logits=logits))
         else:

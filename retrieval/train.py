@@ -11,7 +11,9 @@ import tensorflow as tf
 from twostage.data.metrics import HeldOutEvaluator
 from twostage.data.prepared import Prepared
 from twostage.data.schema import Ratings
-from twostage.modeling.training import EpochSchedule, FitResult, fit_choosing_epochs, make_dataset
+from twostage.data.metrics import rating_counts
+from twostage.modeling.examples import ExampleTables, example_batches
+from twostage.modeling.training import EpochSchedule, FitResult, fit_choosing_epochs
 from twostage.retrieval.config import RetrievalConfig
 from twostage.retrieval.model import CandidateTower, QueryTower, TwoTowerModel
 
@@ -88,18 +90,26 @@ def catalog_scorer(model: TwoTowerModel, prepared: Prepared):
     return score
 
 
-def sampling_probabilities(ratings: Ratings) -> dict:
-    """Movie id -> share of training examples with that movie (how often it is a batch negative)."""
-    movies, counts = np.unique(ratings.movie_id, return_counts=True)
-    return dict(zip(movies.tolist(), (counts / counts.sum()).tolist()))
+def sampling_probabilities(prepared: Prepared, ratings: Ratings) -> np.ndarray:
+    """[catalog] each movie's share of the examples in ``ratings`` (how often it is a batch negative)."""
+    counts = rating_counts(prepared.movies.movie_id, ratings)
+    return (counts / max(1, counts.sum())).astype(np.float32)
 
 
-def training_columns(prepared: Prepared, ratings: Ratings, sampling_probability: dict) -> dict:
-    """Training examples with their features; each carries its movie's sampling probability (logQ)."""
-    columns = prepared.rating_columns(ratings)
-    columns["sampling_probability"] = np.fromiter((sampling_probability[m] for m in ratings.movie_id.tolist()),
-                                                  np.float32, len(ratings))
-    return columns
+def training_rows(prepared: Prepared, ratings: Ratings, sampling_probability: np.ndarray) -> dict:
+    """Training examples as integer rows (modeling.examples); each carries its movie's
+    sampling probability (for the logQ correction)."""
+    rows = prepared.example_rows(ratings)
+    rows["sampling_probability"] = sampling_probability[np.maximum(rows["movie_id"] - 1, 0)]
+    return rows
+
+
+def example_tables(model: TwoTowerModel, prepared: Prepared) -> ExampleTables:
+    """Both towers' features of every user row and catalog movie, looked up once."""
+    def index(features):
+        return {**model.query_tower.index_features(features), **model.candidate_tower.index_features(features)}
+
+    return ExampleTables(index, prepared.user_row_columns, prepared.movie_columns)
 
 
 def train_retrieval(prepared: Prepared, config: RetrievalConfig, candidates: int = 100,
@@ -120,7 +130,7 @@ def train_retrieval(prepared: Prepared, config: RetrievalConfig, candidates: int
     train, fit = prepared.train, prepared.fit
     evaluator = HeldOutEvaluator(prepared.movies.movie_id, fit, prepared.validation)
     loss = config.loss_for(len(prepared.movies))
-    probability = sampling_probabilities(train)
+    probability = sampling_probabilities(prepared, train)
 
     def build(refit: bool) -> TwoTowerModel:
         tf.keras.utils.set_random_seed(config.seed)
@@ -141,9 +151,10 @@ def train_retrieval(prepared: Prepared, config: RetrievalConfig, candidates: int
     def validate(model: TwoTowerModel) -> dict:
         return evaluator.score_metrics(catalog_scorer(model, prepared), ks=(10, 100))
 
-    def examples(ratings: Ratings) -> tf.data.Dataset:
-        return make_dataset(training_columns(prepared, ratings, probability), config.batch_size,
-                            shuffle_seed=config.seed, drop_remainder=True)
+    def examples(ratings: Ratings):
+        rows = training_rows(prepared, ratings, probability)
+        return lambda model: example_batches(rows, config.batch_size, shuffle_seed=config.seed, drop_remainder=True,
+                                             expand=example_tables(model, prepared).expand)
 
     result = fit_choosing_epochs(
         "retrieval", build, examples(fit), validate,

@@ -29,8 +29,17 @@ def test_tuning_never_sees_the_test_part(small_prepared):
 
 
 def test_columns_and_history_come_from_the_prepared_parts(small_prepared):
-    columns = small_prepared.rating_columns(small_prepared.fit)
-    assert len(columns["user_id"]) == len(small_prepared.fit)
+    rows = small_prepared.example_rows(small_prepared.fit, with_labels=True)
+    assert {name: len(values) for name, values in rows.items()} == dict.fromkeys(("user_id", "movie_id", "rating"),
+                                                                                 len(small_prepared.fit))
+    vocabulary = ("",) + small_prepared.vocabularies.user_ids
+    assert [vocabulary[row] for row in rows["user_id"][:20]] == small_prepared.fit.user_id[:20].tolist()
+    catalog = small_prepared.movies.movie_id
+    assert catalog[rows["movie_id"][:20] - 1].tolist() == small_prepared.fit.movie_id[:20].tolist()
+    unknown = small_prepared.example_rows(small_prepared.test.take(np.arange(0)))["user_id"]
+    assert len(unknown) == 0
+    users = small_prepared.user_row_columns
+    assert all(len(values) == len(vocabulary) and values[0] == "" for values in users.values())
     history = small_prepared.history(small_prepared.train)
     assert len(history.row_splits) == len(small_prepared.vocabularies.user_ids) + 2  # unknown user first
     assert history.row_splits[1] == 0  # the unknown user's row is empty

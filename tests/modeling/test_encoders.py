@@ -16,7 +16,8 @@ def test_each_feature_gets_the_layer_its_kind_needs(small_prepared):
     assert all(isinstance(encoders[n], IdEmbedding) for n in ("user_age", "user_zip", "movie_year"))
     assert encoders["movie_genres"].separator == "|" and encoders["movie_title"].separator == " "
     assert all(isinstance(encoders[n], PooledTokens) for n in ("movie_genres", "movie_title"))
-    columns = small_prepared.rating_columns(small_prepared.train.take(range(5)))
+    columns = {name: values[:5] for name, values in {**small_prepared.movie_columns,
+                                                       **small_prepared.user_row_columns}.items()}
     for name, layer in encoders.items():
         assert layer(tf.constant(columns[name])).shape == (5, 8)
 

@@ -5,10 +5,10 @@ import pytest
 import tensorflow as tf
 
 from twostage.data.errors import ConfigError
-from twostage.modeling.training import make_dataset
 from twostage.ranking.architectures import ARCHITECTURES, build_rating_model
 from twostage.ranking.config import RankingConfig
-from twostage.ranking.train import RatingInputs
+from twostage.ranking.train import RatingInputs, predict_ratings
+from string_features import string_features
 
 
 @pytest.fixture(scope="module")
@@ -31,11 +31,14 @@ def test_architecture_trains_saves_and_reloads(architecture, setup, tmp_path):
         return model
 
     model = build()
-    batches = make_dataset(inputs(train, with_labels=True), 512, shuffle_seed=0)
+    batches = inputs.batches(model, train, 512, with_labels=True, shuffle_seed=0)
     losses = model.fit(batches, epochs=2, verbose=0).history["loss"]
     assert np.isfinite(losses).all() and losses[-1] < losses[0]
-    sample = {k: tf.constant(v) for k, v in inputs(train.take(np.arange(200))).items()}
+    sample = string_features(inputs.prepared, train.take(np.arange(200)))
     predicted = model(sample).numpy()
+    # The rows-and-tables form training feeds predicts what the strings do.
+    np.testing.assert_allclose(predict_ratings(model, inputs, train.take(np.arange(200))), predicted[:, 0],
+                               rtol=1e-5, atol=1e-5)
     assert predicted.shape == (200, 1) and predicted.min() >= 1.0 and predicted.max() <= 5.0
     assert set(model.feature_names) <= set(sample) - {"user_id", "movie_id"}
     _serving_scorer_agrees(model, setup, train.take(np.arange(200)), predicted[:, 0])

@@ -1,6 +1,7 @@
 import numpy as np
 import pytest
 import tensorflow as tf
+from string_features import string_features
 
 from twostage.data.history import training_history
 from twostage.ranking.config import RankingConfig
@@ -29,8 +30,7 @@ def test_indexed_features_give_the_same_ratings_as_strings(parts, small_data, sm
     train, test, _, _, vocabularies = parts
     history = training_history(train, vocabularies.user_ids, small_data.movies, with_ratings=True)
     model = RatingModel(vocabularies, (1.0, 5.0), 3.5, history=history, history_ratings=True)
-    features = {k: tf.constant(v) for k, v in RatingInputs(small_prepared)(
-        test.take(np.arange(50))).items()}
+    features = string_features(small_prepared, test.take(np.arange(50)))
     indexed = model.index_features(features)
     assert indexed["user_id"].dtype == tf.int64 and isinstance(indexed["movie_title"], tf.RaggedTensor)
     np.testing.assert_allclose(model(indexed).numpy(), model(features).numpy(), rtol=1e-6)
@@ -44,14 +44,14 @@ def test_predictions_stay_inside_the_rating_scale(parts, small_data, small_prepa
     train, _, _, _, vocabularies = parts
     model = RatingModel(vocabularies, (1.0, 5.0), 3.5, history=training_history(train, vocabularies.user_ids,
                                                                               small_data.movies), output=output)
-    inputs = RatingInputs(small_prepared)(train.take(np.arange(64)))
+    inputs = string_features(small_prepared, train.take(np.arange(64)))
     # Push the dense stack far out of range: the output must still be a rating.
     head = model.rating_head
-    model({k: tf.constant(v) for k, v in inputs.items()})
+    model(inputs)
     head.layers[-1].bias.assign([100.0])
-    high = model({k: tf.constant(v) for k, v in inputs.items()}).numpy()
+    high = model(inputs).numpy()
     head.layers[-1].bias.assign([-100.0])
-    low = model({k: tf.constant(v) for k, v in inputs.items()}).numpy()
+    low = model(inputs).numpy()
     assert high.max() <= 5.0 and low.min() >= 1.0 and high.min() > 4.9 and low.max() < 1.1
 
 
