@@ -12,7 +12,7 @@ two-tower model, the final two-stage list and any baseline.
 
 from __future__ import annotations
 
-from typing import Callable, Sequence
+from typing import Callable, Optional, Sequence
 
 import numpy as np
 
@@ -30,15 +30,26 @@ class HeldOutEvaluator:
       catalog_ids: the movie ids in catalog order (score matrices have one column each).
       train: the training ratings (their movies are excluded from each user's list).
       test: the held-out ratings.
+      max_users: score a uniform sample of this many test users (seeded), not all of them:
+        what every epoch's validation can afford at 160k users (``all_users`` says how many
+        there were).
+      seed: seeds the sample.
     """
 
-    def __init__(self, catalog_ids: np.ndarray, train: Ratings, test: Ratings):
+    def __init__(self, catalog_ids: np.ndarray, train: Ratings, test: Ratings, max_users: Optional[int] = None,
+                 seed: int = 0):
         self.catalog_ids = np.asarray(catalog_ids, dtype=str)
         self.num_items = len(self.catalog_ids)
         self._column = {movie: i for i, movie in enumerate(self.catalog_ids.tolist())}
         self.user_ids = test.users.used()
+        self.all_users = len(self.user_ids)
+        if max_users is not None and self.all_users > max_users:
+            chosen = np.random.default_rng(seed).choice(self.all_users, max_users, replace=False)
+            self.user_ids = self.user_ids[np.sort(chosen)]
         test_rows = test.users.positions(self.user_ids)
         test_cols = test.movies.positions(self.catalog_ids)
+        sampled = test_rows >= 0
+        test_rows, test_cols = test_rows[sampled], test_cols[sampled]
         # A user's test movies count in the denominator even if the catalog lacks them.
         unique_pairs = np.unique(_codes(test_rows, test_cols + 1, self.num_items + 1))
         self.num_test = np.bincount(unique_pairs // (self.num_items + 1), minlength=len(self.user_ids))

@@ -23,6 +23,10 @@ from twostage.data.sources import DataConfig, load_dataset
 from twostage.data.splits import split
 
 log = logging.getLogger("twostage")
+# From this many training examples on, the stages' "auto" settings are chosen for throughput
+# (docs/scale.md): measured at ML-25M shape, Adam's dense update of 160k-row tables, pooling
+# whole histories and a refit cost most of a run.
+LARGE_DATA_EXAMPLES = 5_000_000
 
 
 @dataclasses.dataclass(frozen=True)

@@ -14,7 +14,7 @@ keras = require_legacy_keras()
 
 # Up to this many [users of a batch] x [catalog] cells, history pooling multiplies a dense
 # matrix (faster per step); past it, a sparse one, to bound memory.
-DENSE_POOLING_CELLS = 8_000_000
+DENSE_POOLING_CELLS = 40_000_000
 # A sparse product costs about 80 times a dense cell per element: where the batch size is not
 # fixed (serving), a matrix sparser than one rated movie in this many cells takes the sparse
 # product (a few users, a large catalog).
@@ -107,6 +107,8 @@ class RatedMoviesPooling(keras.layers.Layer):
       catalog_ids: the catalog, in position order.
       embedding_dim: width of each mean.
       rating_weighted: add the rating-weighted mean.
+      sample: in training, pool at most this many of each user's rated movies, drawn anew
+        every step (None: all of them); serving always pools the whole history.
 
     Call args:
       user_rows: [batch] user vocabulary rows (0: unknown user).
@@ -118,8 +120,9 @@ class RatedMoviesPooling(keras.layers.Layer):
     """
 
     def __init__(self, history: RaggedTable, catalog_ids: Sequence[str], embedding_dim: int,
-                 rating_weighted: bool = False, **kwargs):
+                 rating_weighted: bool = False, sample: Optional[int] = None, **kwargs):
         super().__init__(**kwargs)
+        self.sample = sample
         if rating_weighted and history.weights is None:
             raise ValueError("a rating-weighted history needs the ratings (training_history(with_ratings=True))")
         self.num_movies = len(catalog_ids)
@@ -155,8 +158,51 @@ class RatedMoviesPooling(keras.layers.Layer):
             self.rating_embedding.build(None)
         super().build(input_shape)
 
+    def _target_rows(self, target_ids: tf.Tensor) -> tf.Tensor:
+        """Catalog positions of the targets (-1: not in the catalog)."""
+        rows = target_ids if target_ids.dtype.is_integer else self.catalog_lookup(target_ids)
+        return tf.cast(rows, tf.int64) - 1
+
+    def _sampled(self, user_rows: tf.Tensor, target_ids: tf.Tensor) -> tf.Tensor:
+        """Training: the mean over at most ``sample`` of each user's rated movies, drawn anew
+        every step (all of them for shorter histories), the example's own movie left out.
+
+        The cost grows with users x ``sample``, not with the users' whole histories (ML-25M
+        users rate up to thousands of movies); the mean of a random subset estimates the
+        whole history's mean, which serving pools.
+        """
+        unique_rows, back = tf.unique(user_rows)
+        starts = tf.gather(self.row_splits, unique_rows)
+        lengths = tf.gather(self.row_splits, unique_rows + 1) - starts
+        slots = tf.range(self.sample, dtype=tf.int64)[tf.newaxis, :]
+        short = lengths[:, tf.newaxis] <= self.sample
+        drawn = tf.cast(tf.random.uniform(tf.shape(slots * lengths[:, tf.newaxis])) *
+                        tf.cast(lengths[:, tf.newaxis], tf.float32), tf.int64)
+        offsets = tf.where(short, slots, tf.minimum(drawn, lengths[:, tf.newaxis] - 1))
+        present = tf.cast(~short | (slots < lengths[:, tf.newaxis]), tf.float32)  # [users, sample]
+        at = tf.minimum(starts[:, tf.newaxis] + offsets, tf.maximum(tf.size(self.values, tf.int64) - 1, 0))
+        movies = tf.gather(tf.concat([self.values, [0]], axis=0), at)  # [users, sample]
+        weights = [present]
+        tables = [self.embedding.embeddings]
+        if self.centred_ratings is not None:
+            weights.append(present * tf.gather(tf.concat([self.centred_ratings, [0.0]], axis=0), at))
+            tables.append(self.rating_embedding.embeddings)
+        # Each example: its user's sums, less its own movie as often as the draw holds it.
+        target = self._target_rows(target_ids)
+        own = tf.cast(tf.equal(tf.cast(tf.gather(movies, back), tf.int64), target[:, tf.newaxis]), tf.float32)
+        safe_target = tf.maximum(target, 0)
+        sums = []
+        for weight, table in zip(weights, tables):
+            per_user = tf.einsum("us,usd->ud", weight, tf.gather(table, movies))
+            repeats = tf.reduce_sum(tf.gather(weight, back) * own, axis=1, keepdims=True)
+            sums.append(tf.gather(per_user, back) - repeats * tf.gather(table, safe_target))
+        count = tf.gather(tf.reduce_sum(present, axis=1), back) - tf.reduce_sum(tf.gather(present, back) * own, axis=1)
+        return tf.concat(sums, axis=1) / tf.maximum(count, 1.0)[:, tf.newaxis]
+
     def call(self, user_rows: tf.Tensor, target_ids: Optional[tf.Tensor] = None) -> tf.Tensor:
         user_rows = tf.clip_by_value(user_rows, 0, tf.shape(self.row_splits, tf.int64)[0] - 2)
+        if self.sample and target_ids is not None:
+            return self._sampled(user_rows, target_ids)
         # Pool each distinct user of the batch once (a batch repeats its users many times).
         unique_rows, back = tf.unique(user_rows)
         table = tf.RaggedTensor.from_row_splits(self.values, self.row_splits, validate=False)
@@ -190,8 +236,7 @@ class RatedMoviesPooling(keras.layers.Layer):
             sums.append(tf.gather(pooled, back))
         count = tf.cast(tf.gather(rated.row_lengths(), back), tf.float32)
         if target_ids is not None:
-            rows = target_ids if target_ids.dtype.is_integer else self.catalog_lookup(target_ids)
-            target = tf.cast(rows, tf.int64) - 1  # -1: not in the catalog
+            target = self._target_rows(target_ids)
             key = user_rows * self.num_movies + target
             keys = tf.concat([self.pair_keys, tf.constant([-1], tf.int64)], axis=0)  # -1 matches no pair
             at = tf.minimum(tf.searchsorted(self.pair_keys, key, out_type=tf.int64), tf.size(self.pair_keys, tf.int64))

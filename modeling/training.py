@@ -38,6 +38,63 @@ def _create_variables(model: tf.keras.Model, data: tf.data.Dataset) -> None:
     model.optimizer.build(model.trainable_variables)
 
 
+def _examples_per_step(data: tf.data.Dataset) -> Optional[int]:
+    """The batch size of ``data`` when every batch has it (training drops the remainder)."""
+    return tf.nest.flatten(data.element_spec)[0].shape[0]
+
+
+def _duration(seconds: float) -> str:
+    seconds = int(round(seconds))
+    return f"{seconds // 3600}h{seconds % 3600 // 60:02d}m" if seconds >= 3600 else f"{seconds // 60}m{seconds % 60:02d}s"
+
+
+class Progress(tf.keras.callbacks.Callback):
+    """A progress line every ``every`` seconds inside long epochs: steps done, examples/s, ETA.
+
+    Also measures the training throughput of the whole fit (``examples_per_second``), which
+    the pipeline saves with the export.
+    """
+
+    def __init__(self, name: str, steps: int, examples_per_step: Optional[int], every: float = 30.0):
+        super().__init__()
+        self.name, self.steps, self.examples_per_step, self.every = name, steps, examples_per_step, every
+        self.epoch, self.epoch_start, self.last = 0, 0.0, 0.0
+        self.trained_steps, self.trained_seconds = 0, 0.0
+
+    def on_epoch_begin(self, epoch, logs=None):
+        self.epoch, self.epoch_start = epoch + 1, time.perf_counter()
+        self.last = self.epoch_start
+
+    def on_train_batch_end(self, batch, logs=None):
+        now = time.perf_counter()
+        if now - self.last < self.every or self.steps <= 0:
+            return
+        self.last = now
+        done = batch + 1
+        rate = done / (now - self.epoch_start)
+        examples = f", {rate * self.examples_per_step:,.0f} examples/s" if self.examples_per_step else ""
+        log.info("%s epoch %d: %d/%d steps (%.0f%%)%s, epoch ETA %s", self.name, self.epoch, done, self.steps,
+                 100.0 * done / self.steps, examples, _duration((self.steps - done) / rate))
+
+    def on_epoch_end(self, epoch, logs=None):
+        self.last_epoch_seconds = time.perf_counter() - self.epoch_start
+        self.trained_steps += self.steps
+        self.trained_seconds += self.last_epoch_seconds
+
+    def epoch_summary(self) -> str:
+        """How long the last epoch's training took, and at what rate."""
+        rate = (f", {self.steps * self.examples_per_step / self.last_epoch_seconds:,.0f} examples/s"
+                if self.examples_per_step else "")
+        return f"{self.last_epoch_seconds:.1f}s training{rate}"
+
+    @property
+    def examples_per_second(self) -> Optional[float]:
+        """Training examples per second over the epochs so far (validation time excluded)."""
+        if not self.examples_per_step or not self.trained_seconds:
+            return None
+        return self.trained_steps * self.examples_per_step / self.trained_seconds
+
+
 def _fit_inputs(data: tf.data.Dataset) -> dict:
     """``fit`` arguments for ``data``: one repeated dataset cut into epochs by
     ``steps_per_epoch`` keeps one iterator, where a new one each epoch stalled the loop."""
@@ -77,6 +134,8 @@ class FitResult:
       best_epoch: epochs chosen on validation.
       history: one dict per epoch: loss and the validation figures.
       seconds: wall time of the whole fit, refit included.
+      examples_per_second: training examples per second while choosing epochs (validation
+        excluded); None where batches vary in size.
     """
 
     model: tf.keras.Model
@@ -84,25 +143,23 @@ class FitResult:
     best_epoch: int
     history: List[dict]
     seconds: float
+    examples_per_second: Optional[float] = None
 
 
 class _EpochChooser(tf.keras.callbacks.Callback):
     """Validates after every epoch, remembers the best, stops after ``patience`` worse ones."""
 
-    def __init__(self, name: str, validate, schedule: EpochSchedule):
+    def __init__(self, name: str, validate, schedule: EpochSchedule, progress: Progress):
         super().__init__()
-        self.name, self.validate, self.schedule = name, validate, schedule
+        self.name, self.validate, self.schedule, self.progress = name, validate, schedule, progress
         self.history, self.best, self.best_epoch, self.best_weights = [], None, 0, None
-        self.epoch_start = time.perf_counter()
 
     def on_train_begin(self, logs=None):
         # Keras walks every layer for this list: once per fit, not once per epoch.
         self.trainable = self.model.trainable_variables
 
-    def on_epoch_begin(self, epoch, logs=None):
-        self.epoch_start = time.perf_counter()
-
     def on_epoch_end(self, epoch, logs=None):
+        validation_start = time.perf_counter()
         epoch += 1
         averaged = getattr(self.model.optimizer, "use_ema", False)
         if averaged:
@@ -114,9 +171,9 @@ class _EpochChooser(tf.keras.callbacks.Callback):
         figure = figures[self.schedule.monitor]
         improved = self.best is None or (figure > self.best if self.schedule.higher_is_better else figure < self.best)
         self.history.append({"epoch": epoch, "loss": float(logs["loss"]), "validation": figures})
-        log.info("%s epoch %d/%d: loss %.4f, validation %s %.4f%s (%.1fs)", self.name, epoch,
+        log.info("%s epoch %d/%d: loss %.4f, validation %s %.4f%s (%s; %.1fs validation)", self.name, epoch,
                  self.schedule.max_epochs, logs["loss"], self.schedule.monitor, figure, " (best)" if improved else "",
-                 time.perf_counter() - self.epoch_start)
+                 self.progress.epoch_summary(), time.perf_counter() - validation_start)
         if improved:
             self.best, self.best_epoch = figure, epoch
             self.best_weights = self.model.get_weights()
@@ -131,18 +188,15 @@ class _EpochChooser(tf.keras.callbacks.Callback):
 
 
 class _EpochLogger(tf.keras.callbacks.Callback):
-    """One progress line per epoch."""
+    """One line per epoch (of a refit, which has no validation)."""
 
-    def __init__(self, name: str, epochs: int):
+    def __init__(self, name: str, epochs: int, progress: Progress):
         super().__init__()
-        self.name, self.epochs, self.start = name, epochs, time.perf_counter()
-
-    def on_epoch_begin(self, epoch, logs=None):
-        self.start = time.perf_counter()
+        self.name, self.epochs, self.progress = name, epochs, progress
 
     def on_epoch_end(self, epoch, logs=None):
-        log.info("%s epoch %d/%d: loss %.4f (%.1fs)", self.name, epoch + 1, self.epochs, logs["loss"],
-                 time.perf_counter() - self.start)
+        log.info("%s epoch %d/%d: loss %.4f (%s)", self.name, epoch + 1, self.epochs, logs["loss"],
+                 self.progress.epoch_summary())
 
 
 def fit_choosing_epochs(name: str, build: Callable[[bool], tf.keras.Model], fit_data: "Examples",
@@ -175,13 +229,14 @@ def fit_choosing_epochs(name: str, build: Callable[[bool], tf.keras.Model], fit_
     start = time.perf_counter()
     with strategy.scope():
         model = build(False)
-    chooser = _EpochChooser(name, validate, schedule)
     fit_examples = _examples_for(model, fit_data)
+    progress = Progress(name, int(fit_examples.cardinality()), _examples_per_step(fit_examples))
+    chooser = _EpochChooser(name, validate, schedule, progress)
     _create_variables(model, fit_examples)
     if schedule.refit and refit_in_place is not None:
         initial = (model.get_weights(), [v.numpy() for v in model.optimizer.variables])
     # One fit call for all epochs: a fit call per epoch pays Keras' set-up every time.
-    model.fit(epochs=schedule.max_epochs, verbose=0, callbacks=[chooser], **_fit_inputs(fit_examples))
+    model.fit(epochs=schedule.max_epochs, verbose=0, callbacks=[progress, chooser], **_fit_inputs(fit_examples))
     history, best_epoch = chooser.history, chooser.best_epoch
     model.set_weights(chooser.best_weights)
     validation_model = model
@@ -202,9 +257,11 @@ def fit_choosing_epochs(name: str, build: Callable[[bool], tf.keras.Model], fit_
                 model.optimizer.set_weights(initial[1])
                 refit_in_place(model)
                 full_examples = _examples_for(model, full_data)
-        model.fit(epochs=best_epoch, verbose=0, callbacks=[_EpochLogger(f"{name} refit", best_epoch)],
+        refit_progress = Progress(f"{name} refit", int(full_examples.cardinality()), _examples_per_step(full_examples))
+        model.fit(epochs=best_epoch, verbose=0, callbacks=[refit_progress, _EpochLogger(f"{name} refit", best_epoch,
+                                                                                        refit_progress)],
                   **_fit_inputs(full_examples))
         log.info("%s: refitted on the whole training part for %d epoch(s) (%.1fs)", name, best_epoch,
                  time.perf_counter() - refit_start)
     return FitResult(model=model, validation_model=validation_model, best_epoch=best_epoch, history=history,
-                     seconds=time.perf_counter() - start)
+                     seconds=time.perf_counter() - start, examples_per_second=progress.examples_per_second)

@@ -193,7 +193,7 @@ def build_rating_model(architecture: str, vocabularies: FeatureVocabularies, rat
         return cls(vocabularies, embedding_dim=config.embedding_dim, hidden_units=config.hidden_units,
                    feature_dim=config.feature_dim, use_features=config.use_features,
                    history=history if config.use_history else None, history_ratings=config.history_ratings,
-                   biases=config.biases, l2=config.l2,
+                   history_sample=config.history_sample or None, biases=config.biases, l2=config.l2,
                    dropout=config.dropout, **common)
     if architecture in ("svd", "rsvd"):
         # rsvd is biased MF *with* L2; without a configured penalty it takes a usual one.

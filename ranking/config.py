@@ -3,8 +3,10 @@
 from __future__ import annotations
 
 import dataclasses
+from typing import Optional
 
 from twostage.data.errors import check_at_least, check_choice, check_positive, check_share
+from twostage.data.prepared import LARGE_DATA_EXAMPLES
 
 # The rating models that can be trained: this design's and the seed systems' (ranking.architectures).
 ARCHITECTURES = ("default", "svd", "rsvd", "nn", "genre-mlp", "text-cnn", "dcn")
@@ -27,6 +29,8 @@ class RankingConfig:
       use_history: pool the embeddings of the movies the user rated (SVD++'s idea).
       history_ratings: also pool the history weighted by each rating's distance from the mean
         rating (what the user liked, not only what they watched).
+      history_sample: in training, pool at most this many rated movies per user and step (0:
+        all; None: all where a batch's users x catalog matrix pools densely, else 32).
       biases: add per-user and per-movie biases to the global mean.
       output: "sigmoid" (scaled over the rating scale), "clip" or "linear" (clip won on
         validation; docs/benchmarks.md).
@@ -34,14 +38,14 @@ class RankingConfig:
       l2: penalty on the mean squared norm of each batch's input embeddings.
       dropout: dropout rate on the concatenated embeddings.
       epochs: most epochs; the count used is the best on validation (lowest RMSE).
-      batch_size: examples per step.
+      batch_size: examples per step (None: 2048, or 8192 from LARGE_DATA_EXAMPLES on).
       learning_rate: Adam step size.
       patience: epochs without a better validation RMSE before stopping.
       weight_averaging: momentum of an exponential moving average of the weights, which is
         what is validated and kept (0: off).
       refit: after picking the epoch count, retrain on the whole training part. Without
         it, the best-epoch model is kept and its history input then pools the whole training
-        part.
+        part. None: refit below LARGE_DATA_EXAMPLES (where a refit costs seconds, not an hour).
       average_refit: serve the mean rating of the refit model and the best-epoch model of
         the fit part (a two-model ensemble that costs no extra training; it beat either
         model alone on a nested validation split, docs/design.md).
@@ -54,17 +58,18 @@ class RankingConfig:
     use_features: bool = True
     use_history: bool = True
     history_ratings: bool = False
+    history_sample: Optional[int] = None
     biases: bool = True
     output: str = "clip"
     feature_dim: int = 16
     l2: float = 0.0
     dropout: float = 0.3
     epochs: int = 30
-    batch_size: int = 2048
+    batch_size: Optional[int] = None
     learning_rate: float = 0.005
     patience: int = 1
     weight_averaging: float = 0.985
-    refit: bool = True
+    refit: Optional[bool] = None
     average_refit: bool = True
     seed: int = 42
 
@@ -76,3 +81,21 @@ class RankingConfig:
         check_share("ranking dropout", self.dropout)
         check_share("ranking weight_averaging", self.weight_averaging)
         check_positive("ranking learning_rate", self.learning_rate)
+        check_at_least("ranking history_sample", self.history_sample, 0)
+
+    def for_data(self, num_examples: int, catalog_size: int, dense_pooling_cells: int) -> tuple["RankingConfig", dict]:
+        """This config with every "auto" (None) setting chosen for the data's size.
+
+        Returns:
+          The resolved config and {setting: value} of what was chosen.
+        """
+        large = num_examples >= LARGE_DATA_EXAMPLES
+        chosen = {}
+        if self.batch_size is None:
+            chosen["batch_size"] = 8192 if large else 2048
+        if self.refit is None:
+            chosen["refit"] = not large
+        if self.history_sample is None:
+            batch = chosen.get("batch_size", self.batch_size)
+            chosen["history_sample"] = 0 if batch * catalog_size <= dense_pooling_cells else 32
+        return dataclasses.replace(self, **chosen), chosen

@@ -134,6 +134,7 @@ class RatingModel(RatingTaskModel):
       history: the users' rated movies (data.history.training_history), or None.
       history_ratings: also pool the history weighted by its ratings (the history must
         carry them).
+      history_sample: in training, pool at most this many rated movies per user and step.
       biases: add per-user and per-movie biases.
       output: "sigmoid", "clip" or "linear".
       l2: penalty on the mean squared norm of the batch's input embeddings.
@@ -150,7 +151,8 @@ class RatingModel(RatingTaskModel):
     def __init__(self, vocabularies: FeatureVocabularies, rating_scale: Sequence[float], global_mean: float,
                  embedding_dim: int = 32, hidden_units: Sequence[int] = (256, 64), feature_dim: int = 16,
                  use_features: bool = True, history: Optional[RaggedTable] = None, history_ratings: bool = False,
-                 biases: bool = True, output: str = "sigmoid", l2: float = 0.0, dropout: float = 0.0, **kwargs):
+                 history_sample: Optional[int] = None, biases: bool = True, output: str = "sigmoid", l2: float = 0.0,
+                 dropout: float = 0.0, **kwargs):
         super().__init__(rating_scale, global_mean, output, l2, **kwargs)
         self.user_embedding = IdEmbedding(vocabularies.user_ids, embedding_dim, name="user_embedding")
         self.movie_embedding = IdEmbedding(vocabularies.movie_ids, embedding_dim, name="movie_embedding")
@@ -159,7 +161,7 @@ class RatingModel(RatingTaskModel):
         self.user_feature_names = tuple(n for n in self.feature_names if n in vocabularies.user_features)
         self.movie_feature_names = tuple(n for n in self.feature_names if n not in vocabularies.user_features)
         self.rated_movies = RatedMoviesPooling(history, vocabularies.movie_ids, embedding_dim, history_ratings,
-                                               name="rated_movies") if history is not None else None
+                                               history_sample, name="rated_movies") if history is not None else None
         self.user_bias = IdEmbedding(vocabularies.user_ids, 1, name="user_bias") if biases else None
         self.movie_bias = IdEmbedding(vocabularies.movie_ids, 1, name="movie_bias") if biases else None
         self.dropout = keras.layers.Dropout(dropout) if dropout else None

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import dataclasses
+import logging
 from typing import Optional
 
 import numpy as np
@@ -11,10 +12,13 @@ import tensorflow as tf
 from twostage.data.prepared import Prepared
 from twostage.data.schema import Ratings
 from twostage.modeling.examples import ExampleTables, example_batches
+from twostage.modeling.layers import DENSE_POOLING_CELLS
 from twostage.modeling.training import EpochSchedule, FitResult, fit_choosing_epochs
 from twostage.ranking.config import RankingConfig
 from twostage.ranking.architectures import build_rating_model
 from twostage.ranking.model import AveragedRatingModel, RatingTaskModel
+
+log = logging.getLogger("twostage")
 
 
 @dataclasses.dataclass
@@ -28,12 +32,14 @@ class TrainedRanking:
       inputs: joins the model's features onto (user, movie) rows.
       validation_predictions: the fit-part model's ratings for the pairs asked for (before
         its history input saw the validation part), or None.
+      config: the settings it was trained with, "auto" ones chosen.
     """
 
     model: RatingTaskModel
     fit: FitResult
     inputs: "RatingInputs"
     validation_predictions: Optional[np.ndarray] = None
+    config: Optional[RankingConfig] = None
 
 
 class RatingInputs:
@@ -101,6 +107,10 @@ def train_ranking(prepared: Prepared, config: RankingConfig, validation_pairs: O
       The trained model and its fit history.
     """
     train, fit = prepared.train, prepared.fit
+    config, chosen = config.for_data(len(fit), len(prepared.movies), DENSE_POOLING_CELLS)
+    if chosen:
+        log.info("ranking: %d training examples, %d movies: %s (automatic; set them to override)", len(fit),
+                 len(prepared.movies), ", ".join(f"{name} {value}" for name, value in chosen.items()))
     inputs = RatingInputs(prepared)
 
     def build(refit: bool) -> RatingTaskModel:
@@ -140,4 +150,4 @@ def train_ranking(prepared: Prepared, config: RankingConfig, validation_pairs: O
         # Chosen on the fit part; at serving time the history input may pool every training
         # rating, validation ones included: they are the user's real history.
         pool_whole_training_part(result.validation_model)
-    return TrainedRanking(model=model, fit=result, inputs=inputs, validation_predictions=predictions)
+    return TrainedRanking(model=model, fit=result, inputs=inputs, validation_predictions=predictions, config=config)

@@ -6,8 +6,9 @@ import dataclasses
 from typing import Optional
 
 from twostage.data.errors import check_at_least, check_choice, check_positive, check_share
+from twostage.data.prepared import LARGE_DATA_EXAMPLES
 
-OPTIMIZERS = ("adagrad", "adam")
+OPTIMIZERS = ("auto", "adagrad", "adam")
 LOSSES = ("auto", "full-softmax", "in-batch")
 INDEX_KINDS = ("scann", "brute-force")
 
@@ -24,12 +25,18 @@ class RetrievalConfig:
       use_user_features: feed the user features the data has to the query tower.
       use_movie_features: feed genres, title words and year to the candidate tower.
       use_history: pool the embeddings of the movies each user rated into the query.
+      history_sample: in training, pool at most this many of each user's rated movies per
+        step, drawn anew each step (0: the whole history; serving always pools it whole).
+        None: the whole history where a batch's users x catalog matrix is small enough to
+        pool densely, else 32.
       feature_dim: width of each feature's embedding.
       id_dropout: share of training ids replaced by the unknown id (teaches cold start).
       epochs: most epochs to train; the count used is the best on validation.
-      batch_size: examples per step; also the number of in-batch negatives.
-      learning_rate: optimizer step size.
-      optimizer: "adagrad" or "adam".
+      batch_size: examples per step; also the number of in-batch negatives. None: 4096, or
+        8192 from ``LARGE_DATA_EXAMPLES`` on.
+      learning_rate: optimizer step size. None: 0.01 for Adam, 0.1 for Adagrad.
+      optimizer: "adagrad", "adam" or "auto": Adam, or from ``LARGE_DATA_EXAMPLES`` on
+        Adagrad (whose sparse updates touch only the rows of a batch).
       loss: "full-softmax" (every catalog movie is a negative) or "in-batch" (the batch's
         other positives, logQ-corrected); "auto" picks full-softmax for catalogs up to
         ``full_softmax_max_catalog`` movies.
@@ -39,6 +46,8 @@ class RetrievalConfig:
       patience: epochs without a better validation figure before stopping (the full-softmax
         validation curve is smooth, so one is enough).
       monitor: validation metric that picks the epoch count (a key of the metrics dict).
+      validation_users: most validation users scored after each epoch (a seeded sample
+        beyond it; scoring 160k users x 62k movies every epoch would cost minutes).
       steps_per_execution: training steps per call into the TF runtime (less Python
         overhead per step).
       refit: after picking the epoch count, retrain on the whole training part. Off by
@@ -51,21 +60,49 @@ class RetrievalConfig:
     use_user_features: bool = True
     use_movie_features: bool = True
     use_history: bool = True
+    history_sample: Optional[int] = None
     feature_dim: int = 16
     id_dropout: float = 0.0
     epochs: int = 30
-    batch_size: int = 4096
-    learning_rate: float = 0.01
-    optimizer: str = "adam"
+    batch_size: Optional[int] = None
+    learning_rate: Optional[float] = None
+    optimizer: str = "auto"
     loss: str = "auto"
     full_softmax_max_catalog: int = 50_000
     l2: float = 0.02
     temperature: Optional[float] = None
     patience: int = 1
     monitor: str = "recall@100"
+    validation_users: int = 20_000
     steps_per_execution: int = 4
     refit: bool = False
     seed: int = 42
+
+    def for_data(self, num_examples: int, catalog_size: int, dense_pooling_cells: int) -> tuple["RetrievalConfig", dict]:
+        """This config with every "auto" setting chosen for the data's size.
+
+        Args:
+          num_examples: training examples.
+          catalog_size: movies in the catalog.
+          dense_pooling_cells: the most users x catalog cells history pooling multiplies densely.
+
+        Returns:
+          The resolved config and {setting: value} of what was chosen.
+        """
+        large = num_examples >= LARGE_DATA_EXAMPLES
+        chosen = {}
+        if self.batch_size is None:
+            chosen["batch_size"] = 8192 if large else 4096
+        if self.optimizer == "auto":
+            chosen["optimizer"] = "adagrad" if large else "adam"
+        if self.learning_rate is None:
+            chosen["learning_rate"] = 0.1 if chosen.get("optimizer", self.optimizer) == "adagrad" else 0.01
+        if self.loss == "auto":
+            chosen["loss"] = self.loss_for(catalog_size)
+        if self.history_sample is None:
+            batch = chosen.get("batch_size", self.batch_size)
+            chosen["history_sample"] = 0 if batch * catalog_size <= dense_pooling_cells else 32
+        return dataclasses.replace(self, **chosen), chosen
 
     def loss_for(self, catalog_size: int) -> str:
         """The loss actually used for a catalog of this size."""
@@ -76,10 +113,13 @@ class RetrievalConfig:
     def __post_init__(self):
         check_choice("retrieval loss", self.loss, LOSSES)
         check_choice("optimizer", self.optimizer, OPTIMIZERS)
-        for name in ("embedding_dim", "batch_size", "epochs", "feature_dim", "steps_per_execution", "patience"):
+        for name in ("embedding_dim", "batch_size", "epochs", "feature_dim", "steps_per_execution", "patience",
+                     "validation_users"):
             check_at_least(f"retrieval {name}", getattr(self, name))
         check_share("retrieval id_dropout", self.id_dropout)
-        check_positive("retrieval learning_rate", self.learning_rate)
+        if self.learning_rate is not None:
+            check_positive("retrieval learning_rate", self.learning_rate)
+        check_at_least("retrieval history_sample", self.history_sample, 0)
 
 
 @dataclasses.dataclass(frozen=True)

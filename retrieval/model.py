@@ -75,6 +75,8 @@ class QueryTower(_FeatureTower):
       use_features: False for a tower without demographics.
       id_dropout: share of training ids replaced by the unknown id.
       history: the users' rated movies (rows follow ``vocabularies.user_ids``), or None.
+      history_sample: in training, pool at most this many of a user's rated movies per
+        step (modeling.layers.RatedMoviesPooling); None: all.
 
     Call args:
       features: "user_id" and, when the tower uses them, "user_age", "user_gender",
@@ -88,13 +90,14 @@ class QueryTower(_FeatureTower):
 
     def __init__(self, vocabularies: FeatureVocabularies, embedding_dim: int, feature_dim: int = 16,
                  use_features: bool = True, id_dropout: float = 0.0, history: Optional[RaggedTable] = None,
-                 **kwargs):
+                 history_sample: Optional[int] = None, **kwargs):
         features = feature_encoders(vocabularies, feature_dim, sides=("user",)) if use_features else {}
         super().__init__("user_id", vocabularies.user_ids, features, embedding_dim, id_dropout, **kwargs)
         self.feature_names = tuple(sorted(features))
         self.rated_movies = None
         if history is not None:
-            self.rated_movies = RatedMoviesPooling(history, vocabularies.movie_ids, embedding_dim, name="rated_movies")
+            self.rated_movies = RatedMoviesPooling(history, vocabularies.movie_ids, embedding_dim,
+                                                   sample=history_sample, name="rated_movies")
             self.history_projection = keras.layers.Dense(embedding_dim, use_bias=False, name="history_projection")
 
     def set_history(self, history: RaggedTable):

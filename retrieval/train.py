@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import dataclasses
+import logging
 from typing import Callable, Dict, Optional
 
 import numpy as np
@@ -13,9 +14,12 @@ from twostage.data.prepared import Prepared
 from twostage.data.schema import Ratings
 from twostage.data.metrics import rating_counts
 from twostage.modeling.examples import ExampleTables, example_batches
+from twostage.modeling.layers import DENSE_POOLING_CELLS
 from twostage.modeling.training import EpochSchedule, FitResult, fit_choosing_epochs
 from twostage.retrieval.config import RetrievalConfig
 from twostage.retrieval.model import CandidateTower, QueryTower, TwoTowerModel
+
+log = logging.getLogger("twostage")
 
 
 @dataclasses.dataclass(frozen=True)
@@ -26,11 +30,13 @@ class ValidationCandidates:
       user_ids: the validation users.
       columns: [users, depth] catalog positions, best first, fit-part movies excluded (-1 pads).
       scores: [users, depth] their retrieval scores.
+      evaluator: scores lists of these users against the validation part.
     """
 
     user_ids: np.ndarray
     columns: np.ndarray
     scores: np.ndarray
+    evaluator: HeldOutEvaluator
 
 
 @dataclasses.dataclass
@@ -42,11 +48,13 @@ class TrainedRetrieval:
       fit: the fit history.
       validation_candidates: its candidates for the validation users (for choosing how the
         ranking stage reorders them, on validation data only).
+      config: the settings it was trained with, "auto" ones chosen.
     """
 
     model: TwoTowerModel
     fit: FitResult
     validation_candidates: ValidationCandidates
+    config: RetrievalConfig
 
     @property
     def query_tower(self) -> QueryTower:
@@ -128,8 +136,16 @@ def train_retrieval(prepared: Prepared, config: RetrievalConfig, candidates: int
       The trained model, its fit history and its validation candidates.
     """
     train, fit = prepared.train, prepared.fit
-    evaluator = HeldOutEvaluator(prepared.movies.movie_id, fit, prepared.validation)
-    loss = config.loss_for(len(prepared.movies))
+    config, chosen = config.for_data(len(fit), len(prepared.movies), DENSE_POOLING_CELLS)
+    if chosen:
+        log.info("retrieval: %d training examples, %d movies: %s (automatic; set them to override)", len(fit),
+                 len(prepared.movies), ", ".join(f"{name} {value}" for name, value in chosen.items()))
+    evaluator = HeldOutEvaluator(prepared.movies.movie_id, fit, prepared.validation, config.validation_users,
+                                 config.seed)
+    if len(evaluator.user_ids) < evaluator.all_users:
+        log.info("retrieval: validating each epoch on %d of the %d validation users (a seeded sample)",
+                 len(evaluator.user_ids), evaluator.all_users)
+    loss = config.loss
     probability = sampling_probabilities(prepared, train)
 
     def build(refit: bool) -> TwoTowerModel:
@@ -138,7 +154,7 @@ def train_retrieval(prepared: Prepared, config: RetrievalConfig, candidates: int
         # while choosing epochs, so that validation ratings never leak into the queries.
         history = prepared.history(train if refit else fit) if config.use_history else None
         query = QueryTower(prepared.vocabularies, config.embedding_dim, config.feature_dim, config.use_user_features,
-                           config.id_dropout, history, name="query_tower")
+                           config.id_dropout, history, config.history_sample or None, name="query_tower")
         candidate = CandidateTower(prepared.vocabularies, config.embedding_dim, config.feature_dim,
                                    config.use_movie_features, config.id_dropout, name="candidate_tower")
         model = TwoTowerModel(query, candidate, loss=loss, catalog=prepared.movie_columns,
@@ -163,9 +179,10 @@ def train_retrieval(prepared: Prepared, config: RetrievalConfig, candidates: int
         strategy=strategy,
     )
     columns, scores = evaluator.top_unseen(catalog_scorer(result.validation_model, prepared), candidates)
-    validation_candidates = ValidationCandidates(evaluator.user_ids, columns, scores)
+    validation_candidates = ValidationCandidates(evaluator.user_ids, columns, scores, evaluator)
     if config.use_history and not config.refit:
         # The weights were chosen on the fit part; the queries may still pool every
         # training rating, validation ones included: they are the user's real history.
         result.model.query_tower.set_history(prepared.history(train))
-    return TrainedRetrieval(model=result.model, fit=result, validation_candidates=validation_candidates)
+    return TrainedRetrieval(model=result.model, fit=result, validation_candidates=validation_candidates,
+                            config=config)

@@ -13,8 +13,7 @@ from __future__ import annotations
 
 import numpy as np
 
-from twostage.data.metrics import HeldOutEvaluator
-from twostage.data.schema import Movies, Ratings
+from twostage.data.schema import CodedIds, Movies, Ratings
 from twostage.retrieval.train import ValidationCandidates
 from twostage.serving.graph.candidate_ranking import blend
 
@@ -25,30 +24,26 @@ BLEND_WEIGHTS = (0.0, 0.02, 0.05, 0.1, 0.2, 0.5, 1.0, 2.0, 5.0, 1000.0)
 def candidate_pairs(candidates: ValidationCandidates, movies: Movies) -> Ratings:
     """Retrieval's validation candidates as (user, movie) rows, for the rating model."""
     columns = candidates.columns
-    return Ratings.from_rows(np.repeat(candidates.user_ids, columns.shape[1]),
-                             movies.movie_id[np.maximum(columns, 0)].ravel(), np.zeros(columns.size),
-                             np.zeros(columns.size))
+    users = np.repeat(np.arange(len(candidates.user_ids), dtype=np.int32), columns.shape[1])
+    return Ratings(CodedIds(users, np.asarray(candidates.user_ids)),
+                   CodedIds(np.maximum(columns, 0).ravel().astype(np.int32), movies.movie_id),
+                   np.zeros(columns.size, np.float32), np.zeros(columns.size, np.int64))
 
 
-def choose_blend_weight(candidates: ValidationCandidates, predicted: np.ndarray, movies: Movies, fit: Ratings,
-                        validation: Ratings, k: int = 10, weights=BLEND_WEIGHTS) -> tuple[float, dict]:
+def choose_blend_weight(candidates: ValidationCandidates, predicted: np.ndarray, k: int = 10,
+                        weights=BLEND_WEIGHTS) -> tuple[float, dict]:
     """The weight whose final top-k lists score best on the validation part.
 
     Args:
       candidates: retrieval's validation candidates (fit-part model).
       predicted: the fit-part rating model's ratings of ``candidate_pairs(candidates)``.
-      movies: the catalog.
-      fit: the training part minus validation (its movies are excluded from the lists).
-      validation: the validation part.
       k: the list length scored (NDCG@k).
       weights: the weights tried.
 
     Returns:
       The best weight and {weight: {"ndcg@k": ..., "recall@k": ...}} for every weight tried.
     """
-    evaluator = HeldOutEvaluator(movies.movie_id, fit, validation)
-    if not np.array_equal(evaluator.user_ids, candidates.user_ids):
-        raise ValueError("the candidates are not those of this validation part's users")
+    evaluator = candidates.evaluator
     columns = candidates.columns
     valid = columns >= 0
     predicted = np.asarray(predicted).reshape(columns.shape)

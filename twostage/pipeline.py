@@ -5,6 +5,7 @@ from __future__ import annotations
 import dataclasses
 import logging
 import os
+import resource
 import time
 
 from twostage.data import DataConfig, MovieLensData
@@ -66,6 +67,29 @@ def data_config_from_record(record: dict) -> DataConfig:
                       synthetic=SyntheticConfig(**record.get("synthetic", {})))
 
 
+def peak_rss_bytes() -> int:
+    """The most memory this process has held so far (Linux reports kilobytes)."""
+    return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * 1024
+
+
+class StageLog:
+    """Seconds, training throughput and peak memory of each stage of a run (saved in the
+    export's metadata, so that a user can see where a run's time and memory went)."""
+
+    def __init__(self):
+        self.record, self.start = {}, time.perf_counter()
+
+    def done(self, stage: str, examples_per_second: float | None = None):
+        now = time.perf_counter()
+        entry = {"seconds": round(now - self.start, 3), "peak_rss_bytes": peak_rss_bytes()}
+        if examples_per_second:
+            entry["examples_per_second"] = round(examples_per_second, 1)
+        self.record[stage], self.start = entry, now
+        log.info("%s done in %.1fs%s; peak memory so far %.2f GB", stage, entry["seconds"],
+                 f" ({examples_per_second:,.0f} training examples/s)" if examples_per_second else "",
+                 entry["peak_rss_bytes"] / 1e9)
+
+
 @dataclasses.dataclass
 class TrainedStages:
     """Both trained stages and the data they were trained on, before any export."""
@@ -77,6 +101,7 @@ class TrainedStages:
     blend_weight: float
     blend_figures: dict
     train_seconds: float
+    stages: dict = dataclasses.field(default_factory=dict)
 
 
 def train_stages(config: PipelineConfig, data: MovieLensData | None = None) -> TrainedStages:
@@ -90,16 +115,21 @@ def train_stages(config: PipelineConfig, data: MovieLensData | None = None) -> T
       The trained stages, ready to export (once or several times, with different indexes).
     """
     start = time.perf_counter()
+    stages = StageLog()
     prepared = prepare(config.data, data)
+    stages.done("prepare")
     retrieval = train_retrieval(prepared, config.retrieval, candidates=config.serving.num_candidates)
+    stages.done("retrieval", retrieval.fit.examples_per_second)
     ranking = train_ranking(prepared, config.ranking,
                             validation_pairs=candidate_pairs(retrieval.validation_candidates, prepared.movies))
-    weight, blend_figures = choose_blend_weight(retrieval.validation_candidates, ranking.validation_predictions,
-                                                prepared.movies, prepared.fit, prepared.validation)
+    stages.done("ranking", ranking.fit.examples_per_second)
+    weight, blend_figures = choose_blend_weight(retrieval.validation_candidates, ranking.validation_predictions)
+    stages.done("blend")
     log.info("final list: retrieval score + %g x predicted rating (validation NDCG@10 %.4f; retrieval alone "
              "%.4f, rating alone %.4f)", weight, blend_figures[weight]["ndcg@10"], blend_figures[0.0]["ndcg@10"],
              blend_figures[max(blend_figures)]["ndcg@10"])
-    return TrainedStages(config, prepared, retrieval, ranking, weight, blend_figures, time.perf_counter() - start)
+    return TrainedStages(config, prepared, retrieval, ranking, weight, blend_figures, time.perf_counter() - start,
+                         stages.record)
 
 
 def export(trained: TrainedStages, out_dir: str, index: IndexConfig | None = None) -> TrainResult:
@@ -125,15 +155,16 @@ def export(trained: TrainedStages, out_dir: str, index: IndexConfig | None = Non
                  "num_train": len(prepared.train),
                  "num_movies": len(data.movies), "user_features": sorted(prepared.vocabularies.user_features),
                  "feature_values": {name: list(values) for name, values in prepared.vocabularies.user_features.items()}},
-        "retrieval": {"config": dataclasses.asdict(config.retrieval), "best_epoch": retrieval.fit.best_epoch,
+        "retrieval": {"config": dataclasses.asdict(retrieval.config), "best_epoch": retrieval.fit.best_epoch,
                       "seconds": retrieval.fit.seconds, "history": retrieval.fit.history},
-        "ranking": {"config": dataclasses.asdict(config.ranking), "best_epoch": ranking.fit.best_epoch,
+        "ranking": {"config": dataclasses.asdict(ranking.config), "best_epoch": ranking.fit.best_epoch,
                     "seconds": ranking.fit.seconds, "history": ranking.fit.history},
         "index": index_description,
         "blend": {"weight": trained.blend_weight,
                   "validation": {str(w): f for w, f in trained.blend_figures.items()}},
         "serving": dataclasses.asdict(config.serving),
         "train_seconds": trained.train_seconds,
+        "stages": trained.stages,
         "created": time.strftime("%Y-%m-%dT%H:%M:%S%z"),
     }
     path = export_module(module, tables, out_dir, config.serving, metadata, index_config.kind)

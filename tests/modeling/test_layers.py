@@ -68,3 +68,38 @@ def test_layers_take_looked_up_ids_as_well_as_strings():
     genres = PooledTokens(["Action", "Drama"], 3, "|")
     text = tf.constant(["Action|Drama", ""])
     np.testing.assert_array_equal(genres(text).numpy(), genres(genres.index(text)).numpy())
+
+
+def test_sampled_history_pooling_is_exact_for_short_histories_and_a_subset_mean_for_long_ones():
+    rng = np.random.default_rng(1)
+    users, movies = [str(u) for u in range(12)], [str(m) for m in range(40)]
+    train = Ratings.from_rows(rng.choice(users, 300).tolist(), rng.choice(movies, 300).tolist(),
+                              rng.integers(1, 6, 300).tolist(), list(range(300)))
+    history = training_history(train, users, _catalog(movies), with_ratings=True)
+    rows = tf.constant(rng.integers(0, 13, 64), tf.int64)
+    targets = tf.constant(rng.choice(movies, 64))
+    exact = RatedMoviesPooling(history, movies, 8, rating_weighted=True)
+    whole = RatedMoviesPooling(history, movies, 8, rating_weighted=True, sample=history.max_length)
+    exact(rows, targets), whole(rows, targets)
+    whole.set_weights(exact.get_weights())
+    np.testing.assert_allclose(whole(rows, targets).numpy(), exact(rows, targets).numpy(), rtol=1e-5, atol=1e-6)
+
+    few = RatedMoviesPooling(history, movies, 8, sample=3)
+    few(rows, targets)
+    table = few.embedding.embeddings.numpy()
+    pooled = few(rows, targets).numpy()
+    for row, target, vector in zip(rows.numpy(), targets.numpy().astype(str), pooled):
+        rated = history.values[history.row_splits[row]:history.row_splits[row + 1]].tolist()
+        others = [m for m in rated if movies[m] != target]
+        if not others:
+            np.testing.assert_allclose(vector, 0.0, atol=1e-7)
+        elif len(rated) <= 3:  # short histories are pooled whole
+            np.testing.assert_allclose(vector, table[others].mean(axis=0), rtol=1e-5, atol=1e-6)
+        else:  # a mean of at most 3 draws from the history, never the target
+            candidates = table[others]
+            assert np.linalg.norm(vector) <= np.linalg.norm(candidates, axis=1).max() + 1e-5
+    # Serving (no targets) always pools the whole history.
+    plain = RatedMoviesPooling(history, movies, 8)
+    plain(rows)
+    plain.set_weights(few.get_weights())
+    np.testing.assert_allclose(few(rows).numpy(), plain(rows).numpy(), rtol=1e-6)
