@@ -172,8 +172,16 @@ def generate(config: SyntheticConfig = SyntheticConfig()) -> SyntheticData:
     zip_code = np.asarray([f"{(t * 11 + rng.integers(0, 10)) % 100:02d}{rng.integers(0, 1000):03d}"
                            for t in user_taste])
 
-    counts = np.clip(rng.lognormal(np.log(config.ratings_per_user) - 0.3, 0.75, size=config.num_users),
-                     min(10, config.num_movies // 2), config.num_movies // 2).astype(int)
+    raw_counts = rng.lognormal(np.log(config.ratings_per_user) - 0.3, 0.75, size=config.num_users)
+    bounds = (min(10, config.num_movies // 2), config.num_movies // 2)
+    counts = np.clip(raw_counts, *bounds).astype(int)
+    for _ in range(10 if config.num_ratings else 0):
+        # The clip to the bounds loses or adds ratings: rescale until the total is the one asked for.
+        factor = config.num_ratings / max(1, counts.sum())
+        if abs(factor - 1.0) < 0.002:
+            break
+        raw_counts *= factor
+        counts = np.clip(raw_counts, *bounds).astype(int)
     planted = _Planted(user_vec, movie_vec, np.log(popularity), user_bias, movie_bias, config.noise)
     if config.num_users * config.num_movies <= EXACT_SAMPLING_CELLS:
         user_rows, movie_rows, stars, stamps = _rate_exact(rng, planted, counts)

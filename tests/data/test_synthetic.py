@@ -1,6 +1,7 @@
 from collections import Counter
 
 import numpy as np
+import pytest
 
 from twostage.data import SyntheticConfig, generate
 
@@ -33,3 +34,31 @@ def test_users_mostly_rate_and_like_their_planted_taste(small_synthetic):
     assert same.mean() > 0.3
     assert data.ratings.rating[same].mean() > data.ratings.rating[~same].mean() + 0.5
     assert Counter(user_taste.values()).most_common()[-1][1] > 5  # every taste has users
+
+
+def test_generator_takes_its_size_and_scales_with_the_ratings():
+    from twostage.data.synthetic import EXACT_SAMPLING_CELLS
+
+    config = SyntheticConfig.parse("users=3000,movies=20000,ratings=90000,seed=4")
+    assert config.num_users * config.num_movies > EXACT_SAMPLING_CELLS  # the proposal sampler
+    generated = generate(config)
+    ratings = generated.data.ratings
+    assert 0.9 * 90000 <= len(ratings) <= 1.02 * 90000
+    assert len(ratings.latest_per_pair()[0]) == len(ratings)  # one rating per (user, movie)
+    assert len(ratings.users.used()) == 3000 and len(generated.data.movies) == 20000
+    assert np.all(np.diff(ratings.timestamp) >= 0)
+    assert set(np.unique(ratings.rating).tolist()) <= {1.0, 2.0, 3.0, 4.0, 5.0}
+    users, movies = ratings.user_id, ratings.movie_id
+    same = np.asarray([generated.movie_taste[m] == generated.user_taste[u] for u, m in zip(users, movies)])
+    assert same.mean() > 0.3  # the planted tastes hold in the sampled path too
+    counts = np.bincount(ratings.movies.codes, minlength=len(ratings.movies.ids))
+    assert counts.max() > 20 * np.median(counts)  # a popularity long tail
+
+
+def test_generator_size_errors_are_config_errors():
+    from twostage.data import ConfigError
+
+    for spec, message in (("users=10,films=5", "cannot read 'films=5'"), ("users=ten", "cannot read 'users=ten'"),
+                          ("users=0", "num_users must be at least 1")):
+        with pytest.raises(ConfigError, match=message):
+            SyntheticConfig.parse(spec)
