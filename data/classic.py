@@ -24,7 +24,7 @@ import numpy as np
 import scipy.sparse as sparse
 
 from twostage.data.errors import TwostageError
-from twostage.data.metrics import HeldOutEvaluator
+from twostage.data.metrics import VALIDATION_USERS, HeldOutEvaluator
 from twostage.data.schema import Ratings
 
 log = logging.getLogger("twostage")
@@ -130,7 +130,7 @@ def als_scorer(catalog_ids: np.ndarray, train: Ratings, regularization: float, f
 def _choose(name: str, make: Callable[[Ratings, float], Scorer], settings: Sequence[float], prepared) -> ClassicModel:
     """Fits ``make`` on the fit part for each setting, keeps the best on the validation part
     (by CHOICE_METRIC), and refits it on the whole training part."""
-    evaluator = HeldOutEvaluator(prepared.movies.movie_id, prepared.fit, prepared.validation)
+    evaluator = HeldOutEvaluator(prepared.movies.movie_id, prepared.fit, prepared.validation, VALIDATION_USERS)
     validation = {}
     for setting in settings:
         validation[setting] = evaluator.score_metrics(make(prepared.fit, setting), ks=(10, 100), batch_size=512)

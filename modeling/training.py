@@ -40,7 +40,8 @@ def _create_variables(model: tf.keras.Model, data: tf.data.Dataset) -> None:
 
 def _examples_per_step(data: tf.data.Dataset) -> Optional[int]:
     """The batch size of ``data`` when every batch has it (training drops the remainder)."""
-    return tf.nest.flatten(data.element_spec)[0].shape[0]
+    sizes = [spec.shape[0] for spec in tf.nest.flatten(data.element_spec) if spec.shape.rank]
+    return next((size for size in sizes if size is not None), None)
 
 
 def _duration(seconds: float) -> str:

@@ -6,6 +6,7 @@ import dataclasses
 from typing import Optional
 
 from twostage.data.errors import check_at_least, check_choice, check_positive, check_share
+from twostage.data.metrics import VALIDATION_USERS
 from twostage.data.prepared import LARGE_DATA_EXAMPLES
 
 OPTIMIZERS = ("auto", "adagrad", "adam")
@@ -73,7 +74,7 @@ class RetrievalConfig:
     temperature: Optional[float] = None
     patience: int = 1
     monitor: str = "recall@100"
-    validation_users: int = 20_000
+    validation_users: int = VALIDATION_USERS
     steps_per_execution: int = 4
     refit: bool = False
     seed: int = 42

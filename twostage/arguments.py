@@ -138,5 +138,8 @@ def build_parser() -> argparse.ArgumentParser:
     evaluate.add_argument("--model", required=True, help="the export")
     evaluate.add_argument("--data", help="data source (default: the one the model was trained on)")
     _add_split_flags(evaluate, defaults=False)
+    evaluate.add_argument("--sample-users", type=_whole_number(1, 10 ** 9),
+                          help="score a seeded sample of this many test users (default: all), e.g. to bound the "
+                               "time at 160k users; the JSON says how many were scored of how many")
     evaluate.add_argument("--json", action="store_true", help="print the JSON object only")
     return parser

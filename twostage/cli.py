@@ -224,7 +224,7 @@ def _evaluate(args) -> int:
     from twostage.evaluation import evaluate
 
     results = evaluate(args.model, source=args.data, method=args.split, seed=args.seed,
-                       test_fraction=args.test_fraction)
+                       test_fraction=args.test_fraction, sample_users=args.sample_users)
     print(json.dumps(results, indent=None if args.json else 2))
     return 0
 

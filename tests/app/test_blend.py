@@ -7,22 +7,24 @@ from twostage.data import SplitConfig, split
 
 @pytest.mark.slow
 def test_blend_weight_is_chosen_on_validation_only(monkeypatch, tmp_path, small_data):
-    """The weight must never see the test part: every evaluator the blend builds is checked."""
+    """The weight must never see the test part: the evaluator its candidates come with (built by
+    the retrieval trainer) is checked."""
     from conftest import small_pipeline_config
     from twostage import pipeline
     from twostage.data import HeldOutEvaluator
     from twostage import blend
+    from twostage.retrieval import train as retrieval_train
 
     test_pairs = split(small_data.ratings, SplitConfig())[1].pairs()
     seen = []
 
     class Spy(HeldOutEvaluator):
-        def __init__(self, catalog_ids, train, test):
+        def __init__(self, catalog_ids, train, test, *sample):
             assert not (test.pairs() & test_pairs), "the blend was scored on test ratings"
             assert not (train.pairs() & test_pairs)
             seen.append(len(test))
-            super().__init__(catalog_ids, train, test)
+            super().__init__(catalog_ids, train, test, *sample)
 
-    monkeypatch.setattr(blend, "HeldOutEvaluator", Spy)
+    monkeypatch.setattr(retrieval_train, "HeldOutEvaluator", Spy)
     result = pipeline.train(small_pipeline_config(index="brute-force", epochs=2), str(tmp_path))
     assert seen and result.metadata["blend"]["weight"] in blend.BLEND_WEIGHTS

@@ -45,10 +45,10 @@ def test_settings_are_chosen_without_the_test_part(small_prepared, monkeypatch):
     seen = []
 
     class Spy(HeldOutEvaluator):
-        def __init__(self, catalog_ids, train, test):
+        def __init__(self, catalog_ids, train, test, *sample):
             assert not (test.pairs() & test_pairs) and not (train.pairs() & test_pairs)
             seen.append(len(test))
-            super().__init__(catalog_ids, train, test)
+            super().__init__(catalog_ids, train, test, *sample)
 
     monkeypatch.setattr(classic, "HeldOutEvaluator", Spy)
     model = classic.fit_ease(small_prepared, lambdas=(10.0, 100.0))
