@@ -17,6 +17,10 @@ def _best(stage: dict) -> dict:
     return history[best - 1]["validation"] if best and len(history) >= best else {}
 
 
+# The pipeline's stages in the order they run (the metadata's keys are sorted).
+_ORDER = {"prepare": 0, "retrieval": 1, "ranking": 2, "blend": 3}
+
+
 def describe(model_path: str) -> dict:
     """Data, sizes, feature values, index, settings and validation figures of the newest
     version under ``model_path``.
@@ -48,6 +52,7 @@ def describe(model_path: str) -> dict:
                         "architecture")},
         "blend_weight": metadata["blend"]["weight"],
         "train_seconds": metadata.get("train_seconds"),
+        "stages": metadata.get("stages", {}),
     }
 
 
@@ -67,6 +72,10 @@ def render_text(info: dict) -> str:
         f"ranking ({info['ranking']['architecture']}): best epoch {info['ranking']['best_epoch']}, validation "
         + ", ".join(f"{k} {v:.4f}" for k, v in info["ranking"]["validation"].items()),
         f"final list: retrieval score + {info['blend_weight']:g} x predicted rating",
+        *(f"{stage}: {entry['seconds']:.1f}s" + (f", {entry['examples_per_second']:,.0f} training examples/s"
+                                                 if "examples_per_second" in entry else "")
+          + f", peak memory so far {entry['peak_rss_bytes'] / 1e9:.2f} GB"
+          for stage, entry in sorted(info["stages"].items(), key=lambda item: _ORDER.get(item[0], len(_ORDER)))),
         "user features a new user may give (recommend --age/--gender/--occupation/--zip):",
     ]
     values = info["user_feature_values"]
