@@ -27,6 +27,14 @@ log = logging.getLogger("twostage")
 # (docs/scale.md): measured at ML-25M shape, Adam's dense update of 160k-row tables, pooling
 # whole histories and a refit cost most of a run.
 LARGE_DATA_EXAMPLES = 5_000_000
+# History movies pooled per user and training step where the whole histories cannot be pooled densely.
+SAMPLED_HISTORY = 32
+
+
+def history_sample_for(batch_size: int, catalog_size: int, dense_pooling_cells: int) -> int:
+    """The "auto" history sample of a stage: 0 (whole histories) where a batch's users x
+    catalog matrix can be pooled densely, else ``SAMPLED_HISTORY``."""
+    return 0 if batch_size * catalog_size <= dense_pooling_cells else SAMPLED_HISTORY
 
 
 @dataclasses.dataclass(frozen=True)

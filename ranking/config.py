@@ -6,7 +6,7 @@ import dataclasses
 from typing import Optional
 
 from twostage.data.errors import check_at_least, check_choice, check_positive, check_share
-from twostage.data.prepared import LARGE_DATA_EXAMPLES
+from twostage.data.prepared import LARGE_DATA_EXAMPLES, history_sample_for
 
 # The rating models that can be trained: this design's and the seed systems' (ranking.architectures).
 ARCHITECTURES = ("default", "svd", "rsvd", "nn", "genre-mlp", "text-cnn", "dcn")
@@ -96,6 +96,6 @@ class RankingConfig:
         if self.refit is None:
             chosen["refit"] = not large
         if self.history_sample is None:
-            batch = chosen.get("batch_size", self.batch_size)
-            chosen["history_sample"] = 0 if batch * catalog_size <= dense_pooling_cells else 32
+            chosen["history_sample"] = history_sample_for(chosen.get("batch_size", self.batch_size), catalog_size,
+                                                          dense_pooling_cells)
         return dataclasses.replace(self, **chosen), chosen

@@ -7,7 +7,7 @@ from typing import Optional
 
 from twostage.data.errors import check_at_least, check_choice, check_positive, check_share
 from twostage.data.metrics import VALIDATION_USERS
-from twostage.data.prepared import LARGE_DATA_EXAMPLES
+from twostage.data.prepared import LARGE_DATA_EXAMPLES, history_sample_for
 
 OPTIMIZERS = ("auto", "adagrad", "adam")
 LOSSES = ("auto", "full-softmax", "in-batch")
@@ -101,8 +101,8 @@ class RetrievalConfig:
         if self.loss == "auto":
             chosen["loss"] = self.loss_for(catalog_size)
         if self.history_sample is None:
-            batch = chosen.get("batch_size", self.batch_size)
-            chosen["history_sample"] = 0 if batch * catalog_size <= dense_pooling_cells else 32
+            chosen["history_sample"] = history_sample_for(chosen.get("batch_size", self.batch_size), catalog_size,
+                                                          dense_pooling_cells)
         return dataclasses.replace(self, **chosen), chosen
 
     def loss_for(self, catalog_size: int) -> str:

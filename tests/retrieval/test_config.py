@@ -1,0 +1,37 @@
+"""Settings left "auto" are chosen from the data's size; settings given are kept."""
+
+import pytest
+
+from twostage.data.errors import ConfigError
+from twostage.data.prepared import LARGE_DATA_EXAMPLES, SAMPLED_HISTORY
+from twostage.ranking.config import RankingConfig
+from twostage.retrieval.config import RetrievalConfig
+
+DENSE = 40_000_000
+
+
+def test_small_data_keeps_the_tuned_defaults():
+    retrieval, _ = RetrievalConfig().for_data(72_000, 1682, DENSE)
+    assert (retrieval.batch_size, retrieval.optimizer, retrieval.learning_rate, retrieval.loss,
+            retrieval.history_sample) == (4096, "adam", 0.01, "full-softmax", 0)
+    ranking, _ = RankingConfig().for_data(72_000, 1682, DENSE)
+    assert (ranking.batch_size, ranking.refit, ranking.history_sample) == (2048, True, 0)
+
+
+def test_large_data_chooses_for_throughput_and_says_what():
+    retrieval, chosen = RetrievalConfig().for_data(LARGE_DATA_EXAMPLES, 62_423, DENSE)
+    assert chosen == {"batch_size": 8192, "optimizer": "adagrad", "learning_rate": 0.1, "loss": "in-batch",
+                      "history_sample": SAMPLED_HISTORY}
+    assert retrieval.history_sample == SAMPLED_HISTORY
+    ranking, chosen = RankingConfig().for_data(LARGE_DATA_EXAMPLES, 62_423, DENSE)
+    assert chosen == {"batch_size": 8192, "refit": False, "history_sample": SAMPLED_HISTORY}
+
+
+def test_given_settings_are_never_overridden():
+    given = RetrievalConfig(batch_size=1024, optimizer="adam", learning_rate=0.005, loss="full-softmax",
+                            history_sample=0)
+    resolved, chosen = given.for_data(LARGE_DATA_EXAMPLES * 4, 62_423, DENSE)
+    assert resolved == given and chosen == {}
+    assert RankingConfig(batch_size=512, refit=True, history_sample=8).for_data(10 ** 8, 10 ** 5, DENSE)[1] == {}
+    with pytest.raises(ConfigError, match="history_sample must be at least 0"):
+        RetrievalConfig(history_sample=-1)
