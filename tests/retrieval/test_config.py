@@ -20,7 +20,7 @@ def test_small_data_keeps_the_tuned_defaults():
 
 def test_large_data_chooses_for_throughput_and_says_what():
     retrieval, chosen = RetrievalConfig().for_data(LARGE_DATA_EXAMPLES, 62_423, DENSE)
-    assert chosen == {"batch_size": 8192, "optimizer": "adagrad", "learning_rate": 0.1, "loss": "in-batch",
+    assert chosen == {"batch_size": 4096, "optimizer": "adagrad", "learning_rate": 0.1, "loss": "in-batch",
                       "history_sample": SAMPLED_HISTORY}
     assert retrieval.history_sample == SAMPLED_HISTORY
     ranking, chosen = RankingConfig().for_data(LARGE_DATA_EXAMPLES, 62_423, DENSE)
