@@ -73,7 +73,7 @@ def read_ratings_csv(files: DataFiles, name: str, layout: RatingsLayout) -> Opti
     for column in empty:  # ml-1m: the fields between the "::" halves must be empty
         if column in table.column_names and pc.any(pc.not_equal(table[column], "")).as_py():
             return None
-    return _checked(table, layout)
+    return _checked(table, layout.bounds, layout.whole_ratings)
 
 
 def read_ratings_parquet(files: DataFiles, name: str, bounds: tuple = (0.5, 5.0)) -> Ratings:
@@ -106,7 +106,7 @@ def read_ratings_parquet(files: DataFiles, name: str, bounds: tuple = (0.5, 5.0)
         nulls = pc.is_null(columns[new])
         if pc.any(nulls).as_py():
             raise DataError(f"column {old} is empty in row {_first(nulls)}", where)
-    ratings = _checked(pa.table(columns), RatingsLayout(",", None, (), bounds, False))
+    ratings = _checked(pa.table(columns), bounds, whole_ratings=False)
     if ratings is None:
         _raise_first_bad_row(pa.table(columns), bounds, where)
     return ratings
@@ -119,13 +119,7 @@ def _source(files: DataFiles, name: str):
 
 
 def _first_line(files: DataFiles, name: str) -> tuple:
-    path = files.local_path(name)
-    if path is None:
-        head = files.raw(name)[:4096]
-    else:
-        with open(path, "rb") as f:
-            head = f.read(4096)
-    line = head.removeprefix(b"\xef\xbb\xbf").split(b"\n", 1)[0].decode("utf-8", "replace")
+    line = files.first_line(name)
     return tuple(field.strip() for field in line.strip().split(","))
 
 
@@ -142,13 +136,13 @@ def _coded(column: pa.ChunkedArray) -> Optional[CodedIds]:
     return CodedIds(codes, ids)
 
 
-def _checked(table: pa.Table, layout: RatingsLayout) -> Optional[Ratings]:
+def _checked(table: pa.Table, bounds: tuple, whole_ratings: bool) -> Optional[Ratings]:
     """Ratings from parsed columns, or None if a value needs the exact reader's message."""
     if table.num_rows == 0 or any(table[c].null_count for c in ("user", "movie", "rating", "timestamp")):
         return None
     rating = table["rating"].to_numpy().astype(np.float32, copy=False)
-    low, high = layout.bounds
-    if not ((rating >= low) & (rating <= high)).all() or (layout.whole_ratings and (rating % 1 != 0).any()):
+    low, high = bounds
+    if not ((rating >= low) & (rating <= high)).all() or (whole_ratings and (rating % 1 != 0).any()):
         return None
     users, movies = _coded(table["user"]), _coded(table["movie"])
     if users is None or movies is None:

@@ -52,16 +52,20 @@ class DataFiles:
         """The file's path when it is a plain file (readers may map it), None inside a .zip."""
         return self._names[name] if self._zip is None else None
 
-    def raw(self, name: str) -> bytes:
-        """The file's bytes."""
+    def raw(self, name: str, size: int = -1) -> bytes:
+        """The file's bytes (the first ``size`` of them, if given: a .zip member is then
+        decompressed only that far)."""
         try:
-            if self._zip is None:
-                with open(self._names[name], "rb") as f:
-                    return f.read()
-            return self._zip.read(self._names[name])
+            opened = open(self._names[name], "rb") if self._zip is None else self._zip.open(self._names[name])
+            with opened as f:
+                return f.read(size)
         except _ZIP_ERRORS as err:
             what = "cannot read this member of the .zip archive (damaged?)" if self._zip else "cannot read the file"
             raise DataError(f"{what}: {err}", self.display(name)) from None
+
+    def first_line(self, name: str) -> str:
+        """The first line (of at most 4 KB), past any byte-order mark, undecodable bytes replaced."""
+        return self.raw(name, 4096).removeprefix(_BOM).split(b"\n", 1)[0].decode("utf-8", "replace")
 
     def lines(self, name: str, encoding: str) -> Iterator[tuple[int, str]]:
         """Yields (1-based line number, line without its newline), raising on an empty file."""
