@@ -52,15 +52,24 @@ class RatingInputs:
 
     def __init__(self, prepared: Prepared):
         self.prepared = prepared
-        self._tables = {}
+        self._per_model = {}  # id(model) -> (model, its tables, its traced prediction)
+
+    def _for(self, model: RatingTaskModel) -> tuple:
+        key = id(model)
+        if key not in self._per_model:
+            tables = ExampleTables(model.index_features, self.prepared.user_row_columns, self.prepared.movie_columns)
+            predict = tf.function(lambda features: model(features)[:, 0], autograph=False, reduce_retracing=True)
+            self._per_model[key] = (model, tables, predict)
+        return self._per_model[key]
 
     def tables(self, model: RatingTaskModel) -> ExampleTables:
         """The feature tables in ``model``'s input form (built once per model)."""
-        key = id(model)
-        if key not in self._tables:
-            self._tables[key] = (model, ExampleTables(model.index_features, self.prepared.user_row_columns,
-                                                      self.prepared.movie_columns))
-        return self._tables[key][1]
+        return self._for(model)[1]
+
+    def predictor(self, model: RatingTaskModel):
+        """features -> [batch] predicted ratings, traced once per model (validation calls it
+        every epoch)."""
+        return self._for(model)[2]
 
     def batches(self, model: RatingTaskModel, ratings: Ratings, batch_size: int, with_labels: bool = False,
                 shuffle_seed: Optional[int] = None) -> tf.data.Dataset:
@@ -71,7 +80,7 @@ class RatingInputs:
 
 def predict_ratings(model: RatingTaskModel, inputs: RatingInputs, ratings: Ratings, batch_size: int = 8192) -> np.ndarray:
     """Predicted ratings for the (user, movie) pairs of ``ratings``, in order."""
-    predict = tf.function(lambda features: model(features)[:, 0], autograph=False, reduce_retracing=True)
+    predict = inputs.predictor(model)
     return np.concatenate([predict(batch).numpy() for batch in inputs.batches(model, ratings, batch_size)])
 
 
