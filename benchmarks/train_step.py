@@ -22,7 +22,7 @@ import time
 import twostage  # noqa: F401
 import tensorflow as tf
 from twostage.data import DataConfig, prepare
-from twostage.modeling.examples import example_batches
+from twostage.modeling.examples import ExampleBatches
 from twostage.modeling.layers import DENSE_POOLING_CELLS
 from twostage.retrieval import train as retrieval_train
 from twostage.retrieval.config import RetrievalConfig
@@ -66,8 +66,8 @@ def measure(prepared, settings: dict, steps: int) -> dict:
     if steps < 1:
         raise SystemExit(f"fewer training examples than one batch of {config.batch_size}")
     size = steps * config.batch_size
-    data = example_batches({k: v[:size] for k, v in rows.items()}, config.batch_size, shuffle_seed=1,
-                           drop_remainder=True, expand=retrieval_train.example_tables(model, prepared).expand)
+    data = ExampleBatches({k: v[:size] for k, v in rows.items()}, config.batch_size, shuffle_seed=1,
+                          drop_remainder=True, expand=retrieval_train.example_tables(model, prepared).expand).dataset()
     start = time.perf_counter()
     for _ in data:
         pass

@@ -48,51 +48,90 @@ class ExampleTables:
         return features
 
 
-def example_batches(rows: Columns, batch_size: int, shuffle_seed: Optional[int] = None,
-                    drop_remainder: bool = False,
-                    expand: Optional[Callable[[Dict[str, tf.Tensor]], Dict[str, tf.Tensor]]] = None
-                    ) -> tf.data.Dataset:
-    """A batched ``tf.data`` pipeline over in-memory columns, without a copy per epoch.
+class ExampleBatches:
+    """In-memory example rows cut into batches: a new seeded permutation every epoch, or in order.
+
+    Each epoch's permutation is a function of the seed and the epoch's number alone, so a run
+    resumed at epoch ``k`` sees what an uninterrupted one would have, and under a
+    ``tf.distribute`` strategy every input pipeline cuts its own slice of the same global
+    batches before gathering their features.
 
     Args:
       rows: column name -> array (or tensor), all of the same length.
-      batch_size: examples per batch.
+      batch_size: examples per (global) batch.
       shuffle_seed: a new permutation every epoch from this seed; None keeps the order.
       drop_remainder: when shuffling, drop the last, smaller batch (one batch shape means one
         trace of the train step; every epoch drops other rows).
       expand: batch of rows -> features (ExampleTables.expand), run in the pipeline.
-
-    Returns:
-      A dataset of feature dicts.
     """
-    tensors = {name: values if isinstance(values, (tf.Tensor, tf.RaggedTensor)) else tf.constant(values)
-               for name, values in rows.items()}
-    size = int(next(iter(tensors.values())).shape[0])
-    if shuffle_seed is not None:
+
+    def __init__(self, rows: Columns, batch_size: int, shuffle_seed: Optional[int] = None,
+                 drop_remainder: bool = False,
+                 expand: Optional[Callable[[Dict[str, tf.Tensor]], Dict[str, tf.Tensor]]] = None):
+        self.tensors = {name: values if isinstance(values, (tf.Tensor, tf.RaggedTensor)) else tf.constant(values)
+                        for name, values in rows.items()}
+        self.size = int(next(iter(self.tensors.values())).shape[0])
+        self.batch_size, self.shuffle_seed, self.expand = batch_size, shuffle_seed, expand
+        self.drop_remainder = drop_remainder and shuffle_seed is not None and self.size >= batch_size
+        self.steps_per_epoch = self.size // batch_size if self.drop_remainder else -(-self.size // batch_size)
+
+    @property
+    def examples_per_step(self) -> Optional[int]:
+        """Examples in every batch, when they all have the same number (else None)."""
+        return self.batch_size if self.drop_remainder or self.size % self.batch_size == 0 else None
+
+    def _epoch(self, epoch: tf.Tensor) -> tf.data.Dataset:
+        """The batches of row numbers of one epoch ([batch] int64 each)."""
+        size, batch, full = self.size, self.batch_size, self.steps_per_epoch
+        if self.shuffle_seed is None:
+            return tf.data.Dataset.range(full).map(lambda b: tf.range(b * batch, tf.minimum((b + 1) * batch, size)))
         # One permutation per epoch, cut into batches: shuffling row numbers one element at
         # a time through tf.data costs seconds per million rows, and memory per element.
-        full = size // batch_size if drop_remainder and size >= batch_size else -(-size // batch_size)
+        order = tf.random.experimental.stateless_shuffle(tf.range(size, dtype=tf.int64),
+                                                         seed=tf.stack([tf.constant(self.shuffle_seed, tf.int64),
+                                                                        tf.cast(epoch, tf.int64)]))
+        if full * batch <= size:
+            return tf.data.Dataset.from_tensor_slices(tf.reshape(order[:full * batch], [full, batch]))
+        return tf.data.Dataset.from_tensor_slices(order).batch(batch)
 
-        def epoch(seed):
-            order = tf.random.experimental.stateless_shuffle(tf.range(size, dtype=tf.int64), seed=[seed, 0])
-            if full * batch_size <= size:
-                return tf.data.Dataset.from_tensor_slices(tf.reshape(order[:full * batch_size], [full, batch_size]))
-            return tf.data.Dataset.from_tensor_slices(order).batch(batch_size)
+    def _features(self, batches: tf.data.Dataset) -> tf.data.Dataset:
+        batches = batches.map(self._gather, num_parallel_calls=2, deterministic=True)
+        # Fixed parallelism, no autotuning: tearing down an autotuned iterator stalled ``fit``
+        # by up to ten seconds at its end on a 2-core machine.
+        options = tf.data.Options()
+        options.autotune.enabled = False
+        # Each input pipeline already reads its own slice (``epochs``): nothing to shard.
+        options.experimental_distribute.auto_shard_policy = tf.data.experimental.AutoShardPolicy.OFF
+        return batches.prefetch(2).with_options(options)
 
-        # A new seed each time the dataset is iterated again (every epoch), from one seed.
-        seeds = tf.data.Dataset.random(seed=shuffle_seed, rerandomize_each_iteration=True).take(1)
-        batches = seeds.flat_map(epoch).apply(tf.data.experimental.assert_cardinality(full))
-    else:
-        batches = tf.data.Dataset.range(-(-size // batch_size)).map(
-            lambda b: tf.range(b * batch_size, tf.minimum((b + 1) * batch_size, size)))
+    def _gather(self, index: tf.Tensor) -> Dict[str, tf.Tensor]:
+        batch = {name: tf.gather(t, index) for name, t in self.tensors.items()}
+        return self.expand(batch) if self.expand else batch
 
-    def gather(index):
-        batch = {name: tf.gather(t, index) for name, t in tensors.items()}
-        return expand(batch) if expand else batch
+    def head(self, count: int) -> Dict[str, tf.Tensor]:
+        """The features of the first ``count`` rows (e.g. to create a model's variables)."""
+        return self._gather(tf.range(min(count, self.size), dtype=tf.int64))
 
-    batches = batches.map(gather, num_parallel_calls=2, deterministic=True)
-    # Fixed parallelism, no autotuning: tearing down an autotuned iterator stalled ``fit``
-    # by up to ten seconds at its end on a 2-core machine.
-    options = tf.data.Options()
-    options.autotune.enabled = False
-    return batches.prefetch(2).with_options(options)
+    def dataset(self) -> tf.data.Dataset:
+        """One pass (epoch 0): for prediction and evaluation."""
+        return self._features(self._epoch(tf.constant(0, tf.int64)))
+
+    def epochs(self, first: int = 0, input_context: Optional[tf.distribute.InputContext] = None) -> tf.data.Dataset:
+        """Epoch ``first``, then the next ones, without end (``fit`` cuts them by ``steps_per_epoch``).
+
+        Args:
+          first: the number of the first epoch (a resumed run's next one).
+          input_context: under a strategy, which input pipeline this is: it keeps its share of
+            each global batch, one element per local replica (``batch_size`` must divide
+            evenly among all replicas).
+        """
+        batches = tf.data.Dataset.range(first, 2 ** 62).flat_map(self._epoch)
+        if input_context is not None and input_context.num_replicas_in_sync > 1:
+            local = input_context.num_replicas_in_sync // input_context.num_input_pipelines
+            per_replica = input_context.get_per_replica_batch_size(self.batch_size)
+            share = per_replica * local
+            pipeline = input_context.input_pipeline_id
+            batches = batches.flat_map(lambda index: tf.data.Dataset.from_tensor_slices(
+                tf.reshape(index[pipeline * share:(pipeline + 1) * share], [local, per_replica])))
+        return self._features(batches)
+

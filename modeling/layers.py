@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import random
 from typing import Optional, Sequence
 
 import numpy as np
@@ -19,6 +20,40 @@ DENSE_POOLING_CELLS = 40_000_000
 # fixed (serving), a matrix sparser than one rated movie in this many cells takes the sparse
 # product (a few users, a large catalog).
 DENSE_POOLING_SPARSITY = 64
+
+
+def training_noise() -> tf.random.Generator:
+    """The random generator of a layer's training noise (dropout, sampling).
+
+    Seeded from the run's seed (``tf.keras.utils.set_random_seed`` seeds Python's ``random``)
+    and tracked by the layer, so the model's checkpoints carry its state: a resumed run draws
+    what an uninterrupted one would have drawn. It is not among the model's weights.
+    """
+    return tf.random.Generator.from_seed(random.randint(0, 2 ** 31 - 1))
+
+
+class SeededDropout(keras.layers.Layer):
+    """Dropout drawn from the layer's own generator (``training_noise``).
+
+    Args:
+      rate: share of the inputs zeroed in training (the rest scaled by 1 / (1 - rate)).
+
+    Call args:
+      inputs: any shape; training: apply the dropout.
+
+    Returns:
+      ``inputs``' shape.
+    """
+
+    def __init__(self, rate: float, **kwargs):
+        super().__init__(**kwargs)
+        self.rate = rate
+        self.noise = training_noise()
+
+    def call(self, inputs: tf.Tensor, training: bool = False) -> tf.Tensor:
+        if not training or not self.rate:
+            return inputs
+        return tf.nn.experimental.stateless_dropout(inputs, self.rate, seed=self.noise.make_seeds(1)[:, 0])
 
 
 class IdEmbedding(keras.layers.Layer):
@@ -123,17 +158,20 @@ class RatedMoviesPooling(keras.layers.Layer):
                  rating_weighted: bool = False, sample: Optional[int] = None, **kwargs):
         super().__init__(**kwargs)
         self.sample = sample
+        self.noise = training_noise()
         if rating_weighted and history.weights is None:
             raise ValueError("a rating-weighted history needs the ratings (training_history(with_ratings=True))")
         self.num_movies = len(catalog_ids)
         # The centre stays that of the history trained with, when a larger one replaces it.
         self.centre = float(history.weights.mean()) if rating_weighted and len(history.weights) else 0.0
         # Variables of open shape, so the history can be swapped for a larger one after
-        # training (and is saved with the weights, not as a graph constant).
-        self.values = tf.Variable(np.zeros(0, np.int32), shape=[None], trainable=False, name="history_values")
+        # training (and is saved with the weights, not as a graph constant). Their first
+        # values are placeholders of one element: a multi-worker strategy broadcasts
+        # initial values, and broadcasting an empty one crashes the process.
+        self.values = tf.Variable(np.zeros(1, np.int32), shape=[None], trainable=False, name="history_values")
         self.row_splits = tf.Variable(np.zeros(1, np.int64), shape=[None], trainable=False, name="history_row_splits")
-        self.pair_keys = tf.Variable(np.zeros(0, np.int64), shape=[None], trainable=False, name="history_pair_keys")
-        self.centred_ratings = tf.Variable(np.zeros(0, np.float32), shape=[None], trainable=False,
+        self.pair_keys = tf.Variable(np.zeros(1, np.int64), shape=[None], trainable=False, name="history_pair_keys")
+        self.centred_ratings = tf.Variable(np.zeros(1, np.float32), shape=[None], trainable=False,
                                            name="history_centred_ratings") if rating_weighted else None
         self.set_history(history)
         self.catalog_lookup = keras.layers.StringLookup(vocabulary=list(catalog_ids), mask_token=None)
@@ -176,7 +214,7 @@ class RatedMoviesPooling(keras.layers.Layer):
         lengths = tf.gather(self.row_splits, unique_rows + 1) - starts
         slots = tf.range(self.sample, dtype=tf.int64)[tf.newaxis, :]
         short = lengths[:, tf.newaxis] <= self.sample
-        drawn = tf.cast(tf.random.uniform(tf.shape(slots * lengths[:, tf.newaxis])) *
+        drawn = tf.cast(self.noise.uniform(tf.shape(slots * lengths[:, tf.newaxis])) *
                         tf.cast(lengths[:, tf.newaxis], tf.float32), tf.int64)
         offsets = tf.where(short, slots, tf.minimum(drawn, lengths[:, tf.newaxis] - 1))
         present = tf.cast(~short | (slots < lengths[:, tf.newaxis]), tf.float32)  # [users, sample]

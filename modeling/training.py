@@ -3,45 +3,66 @@
 Both stages choose how long to train on a validation part carved from the training part,
 then keep the best-epoch model or, where their config says so, retrain from scratch on the
 whole training part for that many epochs.
-Models are built inside the ``tf.distribute`` strategy scope of the pipeline (the default
-strategy on one machine), so multi-GPU or multi-worker training needs no redesign.
+Models are built and trained under the run's ``tf.distribute`` strategy (modeling.distribute);
+each fit can keep a backup after every epoch (modeling.backup) and write TensorBoard scalars.
 """
 
 from __future__ import annotations
 
 import dataclasses
 import logging
+import os
 import time
-from typing import Callable, Dict, List, Optional, Union
+from typing import Callable, Dict, List, Optional
 
 import numpy as np
 import tensorflow as tf
 
+from twostage.modeling.backup import FitBackup
+from twostage.modeling.distribute import Cluster, default_cluster
+from twostage.modeling.examples import ExampleBatches
+
 log = logging.getLogger("twostage")
 
 
-# Training examples: a dataset, or a function that makes one for the model being trained.
-Examples = Union[tf.data.Dataset, Callable[[tf.keras.Model], tf.data.Dataset]]
+# Training examples: a function that batches them for the model being trained (the model
+# looks its feature tables up once, before training).
+Examples = Callable[[tf.keras.Model], ExampleBatches]
 
 
-def _examples_for(model: tf.keras.Model, examples: Examples) -> tf.data.Dataset:
-    return examples if isinstance(examples, tf.data.Dataset) else examples(model)
+@dataclasses.dataclass(frozen=True)
+class TrainingRun:
+    """Where a run's fits train and what they leave behind.
+
+    Attributes:
+      cluster: the strategy and this process's part in it.
+      backup_dir: per-epoch backups of every fit, one folder each (None: no backups); a fit
+        with a backup there resumes from it. Each worker of a cluster has its own.
+      tensorboard_dir: per-epoch scalars of every fit, one folder each (None: none).
+    """
+
+    cluster: Cluster = dataclasses.field(default_factory=default_cluster)
+    backup_dir: Optional[str] = None
+    tensorboard_dir: Optional[str] = None
+
+    def backup(self, fit_name: str) -> Optional[FitBackup]:
+        if self.backup_dir is None:
+            return None
+        return FitBackup(os.path.join(self.backup_dir, fit_name.replace(" ", "-")))
+
+    def summaries(self, fit_name: str) -> Optional[tf.summary.SummaryWriter]:
+        if self.tensorboard_dir is None or not self.cluster.is_chief:
+            return None
+        return tf.summary.create_file_writer(os.path.join(self.tensorboard_dir, fit_name.replace(" ", "-")))
 
 
-def _create_variables(model: tf.keras.Model, data: tf.data.Dataset) -> None:
-    """Creates the model's and its optimizer's variables on a few rows of ``data``.
+def _create_variables(model: tf.keras.Model, batches: ExampleBatches) -> None:
+    """Creates the model's and its optimizer's variables on a few rows (run eagerly).
 
     A train function that creates variables is traced twice; with them in place, once.
     """
-    # A few rows suffice, and cost less run eagerly.
-    model.compute_loss(tf.nest.map_structure(lambda column: column[:8], next(iter(data))), training=True)
+    model.compute_loss(batches.head(8), training=True)
     model.optimizer.build(model.trainable_variables)
-
-
-def _examples_per_step(data: tf.data.Dataset) -> Optional[int]:
-    """The batch size of ``data`` when every batch has it (training drops the remainder)."""
-    sizes = [spec.shape[0] for spec in tf.nest.flatten(data.element_spec) if spec.shape.rank]
-    return next((size for size in sizes if size is not None), None)
 
 
 def _duration(seconds: float) -> str:
@@ -96,13 +117,16 @@ class Progress(tf.keras.callbacks.Callback):
         return self.trained_steps * self.examples_per_step / self.trained_seconds
 
 
-def _fit_inputs(data: tf.data.Dataset) -> dict:
-    """``fit`` arguments for ``data``: one repeated dataset cut into epochs by
-    ``steps_per_epoch`` keeps one iterator, where a new one each epoch stalled the loop."""
-    steps = int(data.cardinality())
-    if steps <= 0:  # unknown or infinite: Keras finds the epoch's end itself
-        return {"x": data}
-    return {"x": data.repeat(), "steps_per_epoch": steps}
+def _fit_inputs(batches: ExampleBatches, first_epoch: int, cluster: Cluster) -> dict:
+    """``fit`` arguments: one endless dataset cut into epochs by ``steps_per_epoch`` keeps one
+    iterator, where a new one each epoch stalled the loop; under a strategy, each input
+    pipeline makes its own slice of every global batch."""
+    cluster.check_batch(batch_size=batches.batch_size, what="training")
+    if cluster.kind == "default":
+        x = batches.epochs(first_epoch)
+    else:
+        x = cluster.strategy.distribute_datasets_from_function(lambda context: batches.epochs(first_epoch, context))
+    return {"x": x, "steps_per_epoch": batches.steps_per_epoch, "initial_epoch": first_epoch}
 
 
 @dataclasses.dataclass(frozen=True)
@@ -148,12 +172,24 @@ class FitResult:
 
 
 class _EpochChooser(tf.keras.callbacks.Callback):
-    """Validates after every epoch, remembers the best, stops after ``patience`` worse ones."""
+    """Validates after every epoch, remembers the best, stops after ``patience`` worse ones;
+    keeps a backup of each epoch and writes its scalars when the run asks for them."""
 
-    def __init__(self, name: str, validate, schedule: EpochSchedule, progress: Progress):
+    def __init__(self, name: str, validate, schedule: EpochSchedule, progress: Progress, cluster: Cluster,
+                 backup: Optional[FitBackup] = None, summaries: Optional[tf.summary.SummaryWriter] = None):
         super().__init__()
         self.name, self.validate, self.schedule, self.progress = name, validate, schedule, progress
+        self.cluster, self.backup, self.summaries = cluster, backup, summaries
         self.history, self.best, self.best_epoch, self.best_weights = [], None, 0, None
+        self.stopped = False
+
+    def resume(self, state: dict) -> None:
+        """Takes up the choice where a backup left it."""
+        self.history, self.best, self.best_epoch = state["history"], state["best"], state["best_epoch"]
+        self.best_weights, self.stopped = state["best_weights"], state["stopped"]
+
+    def state(self) -> dict:
+        return {"history": self.history, "best": self.best, "best_epoch": self.best_epoch, "stopped": self.stopped}
 
     def on_train_begin(self, logs=None):
         # Keras walks every layer for this list: once per fit, not once per epoch.
@@ -169,55 +205,94 @@ class _EpochChooser(tf.keras.callbacks.Callback):
             raw = [v.numpy() for v in self.trainable]
             self.model.optimizer._overwrite_model_variables_with_average_value(self.trainable)
         figures = {key: float(value) for key, value in self.validate(self.model).items()}
-        figure = figures[self.schedule.monitor]
+        figure = self.cluster.agree(figures[self.schedule.monitor])
         improved = self.best is None or (figure > self.best if self.schedule.higher_is_better else figure < self.best)
         self.history.append({"epoch": epoch, "loss": float(logs["loss"]), "validation": figures})
         log.info("%s epoch %d/%d: loss %.4f, validation %s %.4f%s (%s; %.1fs validation)", self.name, epoch,
                  self.schedule.max_epochs, logs["loss"], self.schedule.monitor, figure, " (best)" if improved else "",
                  self.progress.epoch_summary(), time.perf_counter() - validation_start)
+        _write_scalars(self.summaries, epoch, logs["loss"], self.progress, figures)
         if improved:
             self.best, self.best_epoch = figure, epoch
             self.best_weights = self.model.get_weights()
         elif epoch - self.best_epoch >= self.schedule.patience:
-            self.model.stop_training = True
+            self.model.stop_training = self.stopped = True
             log.info("%s: stopped after epoch %d: no better validation %s for %d epoch(s); keeping epoch %d "
                      "(%s %.4f)", self.name, epoch, self.schedule.monitor, epoch - self.best_epoch, self.best_epoch,
                      self.schedule.monitor, self.best)
         if averaged:
             for variable, value in zip(self.trainable, raw):
                 variable.assign(value)
+        if self.backup is not None:
+            self.backup.save(self.model, epoch, self.state(), self.best_weights if improved else None,
+                             finished=self.stopped or epoch == self.schedule.max_epochs)
 
 
 class _EpochLogger(tf.keras.callbacks.Callback):
-    """One line per epoch (of a refit, which has no validation)."""
+    """One line per epoch of a refit (which has no validation), its backup and scalars."""
 
-    def __init__(self, name: str, epochs: int, progress: Progress):
+    def __init__(self, name: str, epochs: int, progress: Progress, backup: Optional[FitBackup] = None,
+                 summaries: Optional[tf.summary.SummaryWriter] = None):
         super().__init__()
-        self.name, self.epochs, self.progress = name, epochs, progress
+        self.name, self.epochs, self.progress, self.backup, self.summaries = name, epochs, progress, backup, summaries
 
     def on_epoch_end(self, epoch, logs=None):
         log.info("%s epoch %d/%d: loss %.4f (%s)", self.name, epoch + 1, self.epochs, logs["loss"],
                  self.progress.epoch_summary())
+        _write_scalars(self.summaries, epoch + 1, logs["loss"], self.progress)
+        if self.backup is not None:
+            self.backup.save(self.model, epoch + 1, {}, finished=epoch + 1 == self.epochs)
 
 
-def fit_choosing_epochs(name: str, build: Callable[[bool], tf.keras.Model], fit_data: "Examples",
+def _write_scalars(writer: Optional[tf.summary.SummaryWriter], epoch: int, loss: float, progress: Progress,
+                   figures: Optional[Dict[str, float]] = None) -> None:
+    """TensorBoard scalars of one epoch: loss, training examples/s, validation figures."""
+    if writer is None:
+        return
+    with writer.as_default(step=epoch):
+        tf.summary.scalar("loss", loss)
+        if progress.examples_per_step:
+            tf.summary.scalar("examples_per_second",
+                              progress.steps * progress.examples_per_step / progress.last_epoch_seconds)
+        for key, value in (figures or {}).items():
+            tf.summary.scalar(f"validation/{key}", value)
+    writer.flush()
+
+
+def _resume(name: str, backup: Optional[FitBackup], model: tf.keras.Model, cluster: Cluster) -> Optional[dict]:
+    """The backed-up state to go on from (the model restored to it), or None to start afresh.
+
+    Workers restart from the last epoch every one of them backed up (one may have stopped
+    an epoch before the others).
+    """
+    if backup is None:
+        return None
+    epochs = backup.epochs()
+    epoch = cluster.lowest(epochs[-1] if epochs else 0)
+    state = backup.restore(model, epoch) if epoch else None
+    if state is not None:
+        log.info("%s: %s from the backup of epoch %d (%s)", name,
+                 "finished" if state["finished"] else "resuming", state["epoch"], backup.directory)
+    return state
+
+
+def fit_choosing_epochs(name: str, build: Callable[[bool], tf.keras.Model], fit_data: Examples,
                         validate: Callable[[tf.keras.Model], Dict[str, float]], schedule: EpochSchedule,
-                        full_data: Optional["Examples"] = None,
-                        strategy: Optional[tf.distribute.Strategy] = None,
+                        full_data: Optional[Examples] = None, run: Optional[TrainingRun] = None,
                         refit_in_place: Optional[Callable[[tf.keras.Model], None]] = None) -> FitResult:
     """Trains, choosing the epoch count on validation.
 
     Args:
-      name: stage name for progress lines.
+      name: stage name for progress lines (and the run's backup and TensorBoard folders).
       build: refit -> a new compiled model (called inside the strategy scope); refit is
         False while choosing epochs on the fit part, True for the refit on the whole
         training part (models that bake in training data must use the matching part).
-      fit_data: the training part minus validation: a dataset, or model -> dataset (for
-        examples the model indexes once, before training).
+      fit_data: model -> the training part minus validation, batched (the model looks its
+        feature tables up once, before training).
       validate: model -> validation figures (``schedule.monitor`` among them).
       schedule: epochs, patience, direction, refit.
       full_data: the whole training part, for the refit (required when schedule.refit).
-      strategy: distribution strategy (default: the current one).
+      run: the strategy, backups and TensorBoard folder (default: this process alone, none).
       refit_in_place: for models whose refit differs from the fit only in data this function
         swaps in (e.g. the history a model pools): the refit then retrains the fit's own
         model from its initial weights and optimizer state, reusing its traced train step
@@ -226,18 +301,25 @@ def fit_choosing_epochs(name: str, build: Callable[[bool], tf.keras.Model], fit_
     Returns:
       The trained model, the chosen epoch count and the per-epoch history.
     """
-    strategy = strategy or tf.distribute.get_strategy()
+    run = run or TrainingRun()
+    strategy = run.cluster.strategy
     start = time.perf_counter()
     with strategy.scope():
         model = build(False)
-    fit_examples = _examples_for(model, fit_data)
-    progress = Progress(name, int(fit_examples.cardinality()), _examples_per_step(fit_examples))
-    chooser = _EpochChooser(name, validate, schedule, progress)
-    _create_variables(model, fit_examples)
+        fit_batches = fit_data(model)
+        _create_variables(model, fit_batches)
+    progress = Progress(name, fit_batches.steps_per_epoch, fit_batches.examples_per_step)
+    backup = run.backup(name)
+    chooser = _EpochChooser(name, validate, schedule, progress, run.cluster, backup, run.summaries(name))
     if schedule.refit and refit_in_place is not None:
         initial = (model.get_weights(), [v.numpy() for v in model.optimizer.variables])
-    # One fit call for all epochs: a fit call per epoch pays Keras' set-up every time.
-    model.fit(epochs=schedule.max_epochs, verbose=0, callbacks=[progress, chooser], **_fit_inputs(fit_examples))
+    state = _resume(name, backup, model, run.cluster)
+    if state is not None:
+        chooser.resume(state)
+    if state is None or not state["finished"]:
+        # One fit call for all epochs: a fit call per epoch pays Keras' set-up every time.
+        model.fit(epochs=schedule.max_epochs, verbose=0, callbacks=[progress, chooser],
+                  **_fit_inputs(fit_batches, state["epoch"] if state else 0, run.cluster))
     history, best_epoch = chooser.history, chooser.best_epoch
     model.set_weights(chooser.best_weights)
     validation_model = model
@@ -245,23 +327,27 @@ def fit_choosing_epochs(name: str, build: Callable[[bool], tf.keras.Model], fit_
         if full_data is None:
             raise ValueError("refit needs the whole training part")
         refit_start = time.perf_counter()
+        refit_name = f"{name} refit"
         with strategy.scope():
             if refit_in_place is None:
                 model = build(True)
-                full_examples = _examples_for(model, full_data)
-                _create_variables(model, full_examples)
+                full_batches = full_data(model)
+                _create_variables(model, full_batches)
             else:
                 validation_model = build(False)
-                _create_variables(validation_model, fit_examples)
+                _create_variables(validation_model, fit_batches)
                 validation_model.set_weights(chooser.best_weights)
                 model.set_weights(initial[0])
                 model.optimizer.set_weights(initial[1])
                 refit_in_place(model)
-                full_examples = _examples_for(model, full_data)
-        refit_progress = Progress(f"{name} refit", int(full_examples.cardinality()), _examples_per_step(full_examples))
-        model.fit(epochs=best_epoch, verbose=0, callbacks=[refit_progress, _EpochLogger(f"{name} refit", best_epoch,
-                                                                                        refit_progress)],
-                  **_fit_inputs(full_examples))
+                full_batches = full_data(model)
+        refit_backup = run.backup(refit_name)
+        refit_state = _resume(refit_name, refit_backup, model, run.cluster)
+        if refit_state is None or not refit_state["finished"]:
+            refit_progress = Progress(refit_name, full_batches.steps_per_epoch, full_batches.examples_per_step)
+            logger = _EpochLogger(refit_name, best_epoch, refit_progress, refit_backup, run.summaries(refit_name))
+            model.fit(epochs=best_epoch, verbose=0, callbacks=[refit_progress, logger],
+                      **_fit_inputs(full_batches, refit_state["epoch"] if refit_state else 0, run.cluster))
         log.info("%s: refitted on the whole training part for %d epoch(s) (%.1fs)", name, best_epoch,
                  time.perf_counter() - refit_start)
     return FitResult(model=model, validation_model=validation_model, best_epoch=best_epoch, history=history,

@@ -12,7 +12,8 @@ from twostage.data.features import FeatureVocabularies
 from twostage.data.history import RaggedTable
 from twostage.modeling.encoders import feature_encoders
 from twostage.ranking.config import OUTPUTS
-from twostage.modeling.layers import IdEmbedding, RatedMoviesPooling
+from twostage.modeling.distribute import replica_count
+from twostage.modeling.layers import IdEmbedding, RatedMoviesPooling, SeededDropout
 from twostage.modeling.tf_setup import require_legacy_keras
 
 keras = require_legacy_keras()
@@ -74,7 +75,8 @@ class RatingTaskModel(tfrs.models.Model):
         self.global_mean = float(global_mean)
         self.output_kind = output
         self.l2 = l2
-        self.task = tfrs.tasks.Ranking(loss=keras.losses.MeanSquaredError(),
+        # Summed here, averaged in compute_loss: a strategy's replicas may not average for us.
+        self.task = tfrs.tasks.Ranking(loss=keras.losses.MeanSquaredError(reduction=keras.losses.Reduction.SUM),
                                        metrics=[keras.metrics.RootMeanSquaredError()])
 
     # The feature columns the model reads besides user_id and movie_id (none here).
@@ -105,10 +107,14 @@ class RatingTaskModel(tfrs.models.Model):
     @tf.autograph.experimental.do_not_convert
     def compute_loss(self, features: Dict[str, tf.Tensor], training: bool = False) -> tf.Tensor:
         raw, penalised = self._raw(features, training)
-        loss = self.task(labels=features["rating"], predictions=self._rating(raw))
+        examples = tf.cast(tf.shape(raw)[0], tf.float32)
+        # The RMSE metric is for evaluation; validation computes its own between epochs.
+        loss = self.task(labels=features["rating"][:, tf.newaxis], predictions=self._rating(raw),
+                         compute_metrics=not training) / examples
         if self.l2:
             loss += self.l2 * tf.reduce_mean(tf.reduce_sum(tf.square(penalised), axis=1))
-        return loss
+        # The mean over the global batch, once the optimizer sums the replicas' gradients.
+        return loss / replica_count()
 
 
 class RatingModel(RatingTaskModel):
@@ -164,7 +170,7 @@ class RatingModel(RatingTaskModel):
                                                history_sample, name="rated_movies") if history is not None else None
         self.user_bias = IdEmbedding(vocabularies.user_ids, 1, name="user_bias") if biases else None
         self.movie_bias = IdEmbedding(vocabularies.movie_ids, 1, name="movie_bias") if biases else None
-        self.dropout = keras.layers.Dropout(dropout) if dropout else None
+        self.dropout = SeededDropout(dropout) if dropout else None
         self.rating_head = keras.Sequential(
             [keras.layers.Dense(units, activation="relu") for units in hidden_units] + [keras.layers.Dense(1)],
             name="rating_head")

@@ -11,9 +11,9 @@ import tensorflow as tf
 
 from twostage.data.prepared import Prepared
 from twostage.data.schema import Ratings
-from twostage.modeling.examples import ExampleTables, example_batches
+from twostage.modeling.examples import ExampleBatches, ExampleTables
 from twostage.modeling.layers import DENSE_POOLING_CELLS
-from twostage.modeling.training import EpochSchedule, FitResult, fit_choosing_epochs
+from twostage.modeling.training import EpochSchedule, FitResult, TrainingRun, fit_choosing_epochs
 from twostage.ranking.config import RankingConfig
 from twostage.ranking.architectures import build_rating_model
 from twostage.ranking.model import AveragedRatingModel, RatingTaskModel
@@ -72,16 +72,16 @@ class RatingInputs:
         return self._for(model)[2]
 
     def batches(self, model: RatingTaskModel, ratings: Ratings, batch_size: int, with_labels: bool = False,
-                shuffle_seed: Optional[int] = None) -> tf.data.Dataset:
+                shuffle_seed: Optional[int] = None) -> ExampleBatches:
         """Batches of ``model``'s features for the rows of ``ratings`` (in order unless shuffled)."""
-        return example_batches(self.prepared.example_rows(ratings, with_labels), batch_size, shuffle_seed,
-                               drop_remainder=shuffle_seed is not None, expand=self.tables(model).expand)
+        return ExampleBatches(self.prepared.example_rows(ratings, with_labels), batch_size, shuffle_seed,
+                              drop_remainder=shuffle_seed is not None, expand=self.tables(model).expand)
 
 
 def predict_ratings(model: RatingTaskModel, inputs: RatingInputs, ratings: Ratings, batch_size: int = 8192) -> np.ndarray:
     """Predicted ratings for the (user, movie) pairs of ``ratings``, in order."""
     predict = inputs.predictor(model)
-    return np.concatenate([predict(batch).numpy() for batch in inputs.batches(model, ratings, batch_size)])
+    return np.concatenate([predict(batch).numpy() for batch in inputs.batches(model, ratings, batch_size).dataset()])
 
 
 def _errors(predicted: np.ndarray, ratings: Ratings) -> dict:
@@ -100,7 +100,7 @@ def _validator(inputs: RatingInputs, ratings: Ratings):
 
 
 def train_ranking(prepared: Prepared, config: RankingConfig, validation_pairs: Optional[Ratings] = None,
-                  strategy: Optional[tf.distribute.Strategy] = None) -> TrainedRanking:
+                  run: Optional[TrainingRun] = None) -> TrainedRanking:
     """Trains the rating model, choosing the epoch count on validation RMSE.
 
     Args:
@@ -110,7 +110,7 @@ def train_ranking(prepared: Prepared, config: RankingConfig, validation_pairs: O
       config: model and training settings.
       validation_pairs: (user, movie) pairs of validation users to predict with the model
         chosen on the fit part (e.g. retrieval's validation candidates).
-      strategy: tf.distribute strategy (default: the current one).
+      run: the strategy, backups and TensorBoard folder (default: this process alone).
 
     Returns:
       The trained model and its fit history.
@@ -144,7 +144,7 @@ def train_ranking(prepared: Prepared, config: RankingConfig, validation_pairs: O
         "ranking", build, examples(fit), _validator(inputs, prepared.validation),
         EpochSchedule(config.epochs, "rmse", config.patience, higher_is_better=False, refit=config.refit),
         full_data=examples(train) if config.refit else None,
-        strategy=strategy,
+        run=run,
         # The refit differs from the fit only in the history pooled (and keeps the fit
         # part's global mean, a constant the biases absorb).
         refit_in_place=pool_whole_training_part,

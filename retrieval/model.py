@@ -9,8 +9,9 @@ import tensorflow_recommenders as tfrs
 
 from twostage.data.features import USER_FEATURES, FeatureVocabularies
 from twostage.data.history import RaggedTable
+from twostage.modeling.distribute import cross_replica_concat
 from twostage.modeling.encoders import feature_encoders
-from twostage.modeling.layers import IdEmbedding, RatedMoviesPooling
+from twostage.modeling.layers import IdEmbedding, RatedMoviesPooling, training_noise
 from twostage.modeling.tf_setup import require_legacy_keras
 
 keras = require_legacy_keras()
@@ -34,11 +35,12 @@ class _FeatureTower(keras.Model):
         self.projection = keras.layers.Dense(embedding_dim, use_bias=False, name="feature_projection") \
             if features else None
         self.id_dropout = id_dropout
+        self.noise = training_noise()
 
     def call(self, features: Dict[str, tf.Tensor], training: bool = False) -> tf.Tensor:
         ids = self.id_embedding.index(features[self.id_name])
         if training and self.id_dropout > 0:
-            drop = tf.random.uniform(tf.shape(ids)) < self.id_dropout
+            drop = self.noise.uniform(tf.shape(ids)) < self.id_dropout
             ids = tf.where(drop, tf.zeros_like(ids), ids)  # row 0: the unknown id
         vector = self.id_embedding(ids) + self.extra(features, training)
         if self.projection is None:
@@ -150,7 +152,9 @@ class TwoTowerModel(tfrs.Model):
     * ``in-batch``: the other positives of the batch (``tfrs.tasks.Retrieval``), with the
       logQ correction (popular movies are over-sampled as negatives, so their logits are
       lowered by log of their sampling probability) and accidental hits removed (a batch
-      positive equal to the query's own positive is not a negative).
+      positive equal to the query's own positive is not a negative). Under a strategy with
+      several replicas, the negatives are the positives of the whole global batch, every
+      replica's (gathered, with their gradients), not just the replica's own slice.
     * ``full-softmax``: every catalog movie, exact when the catalog is small enough to
       embed once per step.
 
@@ -200,8 +204,12 @@ class TwoTowerModel(tfrs.Model):
             loss = tf.reduce_sum(tf.nn.sparse_softmax_cross_entropy_with_logits(labels=labels, logits=logits))
         else:
             positive = self.candidate_tower(features, training=training)
-            loss = self.task(query, positive, candidate_sampling_probability=features.get("sampling_probability"),
-                             candidate_ids=features["movie_id"], compute_metrics=False)
+            probability = features.get("sampling_probability")
+            # This replica's positives first, so that they stay on the diagonal TFRS expects.
+            loss = self.task(query, cross_replica_concat(positive),
+                             candidate_sampling_probability=None if probability is None
+                             else cross_replica_concat(probability),
+                             candidate_ids=cross_replica_concat(features["movie_id"]), compute_metrics=False)
         if self.l2:
             loss += self.l2 * (tf.reduce_sum(tf.square(query)) + tf.reduce_sum(tf.square(positive)))
         return loss

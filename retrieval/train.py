@@ -13,9 +13,9 @@ from twostage.data.metrics import HeldOutEvaluator
 from twostage.data.prepared import Prepared
 from twostage.data.schema import Ratings
 from twostage.data.metrics import rating_counts
-from twostage.modeling.examples import ExampleTables, example_batches
+from twostage.modeling.examples import ExampleBatches, ExampleTables
 from twostage.modeling.layers import DENSE_POOLING_CELLS
-from twostage.modeling.training import EpochSchedule, FitResult, fit_choosing_epochs
+from twostage.modeling.training import EpochSchedule, FitResult, TrainingRun, fit_choosing_epochs
 from twostage.retrieval.config import RetrievalConfig
 from twostage.retrieval.model import CandidateTower, QueryTower, TwoTowerModel
 
@@ -121,7 +121,7 @@ def example_tables(model: TwoTowerModel, prepared: Prepared) -> ExampleTables:
 
 
 def train_retrieval(prepared: Prepared, config: RetrievalConfig, candidates: int = 100,
-                    strategy: Optional[tf.distribute.Strategy] = None) -> TrainedRetrieval:
+                    run: Optional[TrainingRun] = None) -> TrainedRetrieval:
     """Trains the two-tower model, choosing the epoch count on validation.
 
     Args:
@@ -130,7 +130,7 @@ def train_retrieval(prepared: Prepared, config: RetrievalConfig, candidates: int
         queries), the catalog is the candidate vocabulary.
       config: model and training settings.
       candidates: how many candidates per validation user to record.
-      strategy: tf.distribute strategy (default: the current one).
+      run: the strategy, backups and TensorBoard folder (default: this process alone).
 
     Returns:
       The trained model, its fit history and its validation candidates.
@@ -169,14 +169,14 @@ def train_retrieval(prepared: Prepared, config: RetrievalConfig, candidates: int
 
     def examples(ratings: Ratings):
         rows = training_rows(prepared, ratings, probability)
-        return lambda model: example_batches(rows, config.batch_size, shuffle_seed=config.seed, drop_remainder=True,
-                                             expand=example_tables(model, prepared).expand)
+        return lambda model: ExampleBatches(rows, config.batch_size, shuffle_seed=config.seed, drop_remainder=True,
+                                            expand=example_tables(model, prepared).expand)
 
     result = fit_choosing_epochs(
         "retrieval", build, examples(fit), validate,
         EpochSchedule(config.epochs, config.monitor, config.patience, higher_is_better=True, refit=config.refit),
         full_data=examples(train) if config.refit else None,
-        strategy=strategy,
+        run=run,
     )
     columns, scores = evaluator.top_unseen(catalog_scorer(result.validation_model, prepared), candidates)
     validation_candidates = ValidationCandidates(evaluator.user_ids, columns, scores, evaluator)

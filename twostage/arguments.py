@@ -27,6 +27,14 @@ def _whole_number(low: int, high: int):
     return parse
 
 
+def _add_strategy_flag(parser: argparse.ArgumentParser):
+    from twostage.modeling.distribute_config import STRATEGIES
+
+    parser.add_argument("--strategy", choices=STRATEGIES, default="default",
+                        help="default: this process; mirrored: every local GPU; multi-worker: the workers of "
+                             "TF_CONFIG (docs/distributed.md)")
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="twostage", description="Two-stage movie recommender: train, recommend, similar, also-liked, evaluate, serve.")
     parser.add_argument("-q", "--quiet", action="store_true", help="no progress lines on stderr")
@@ -53,6 +61,12 @@ def build_parser() -> argparse.ArgumentParser:
     train.add_argument("--index", choices=("scann", "brute-force"),
                        help="scann (default): approximate, needs ScaNN's ops to load; brute-force: stock TensorFlow "
                             "ops only. A ScaNN version is added on top of a brute-force one only when asked for")
+    _add_strategy_flag(train)
+    train.add_argument("--resume", action="store_true",
+                       help="continue the run backed up under --out (each epoch is backed up until the export is "
+                            "written) after a crash or Ctrl-C, with the same command")
+    train.add_argument("--tensorboard", metavar="DIR", help="write each stage's per-epoch loss, examples/s and "
+                                                            "validation figures there, for TensorBoard")
 
     generate = commands.add_parser("generate", help="write generated MovieLens-shaped data of any size "
                                                     "(the ml-25m CSV layout, or Parquet)")
@@ -104,6 +118,7 @@ def build_parser() -> argparse.ArgumentParser:
     benchmark.add_argument("--data", required=True, help="as for train")
     _add_split_flags(benchmark, defaults=True)
     benchmark.add_argument("--architectures", help="comma-separated subset (default: all)")
+    _add_strategy_flag(benchmark)
     benchmark.add_argument("--json", action="store_true", help="print JSON instead of a table")
 
     report = commands.add_parser("report", help="write an HTML report (figures, baselines, examples) of an export")

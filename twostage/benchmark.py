@@ -8,6 +8,7 @@ import time
 from typing import Optional, Sequence
 
 from twostage.data.prepared import Prepared
+from twostage.modeling.training import TrainingRun
 from twostage.ranking.architectures import ARCHITECTURES
 from twostage.ranking.config import RankingConfig
 from twostage.ranking.train import rating_errors, train_ranking
@@ -16,7 +17,7 @@ log = logging.getLogger("twostage")
 
 
 def benchmark_ranking(prepared: Prepared, config: RankingConfig, architectures: Sequence[str] = ARCHITECTURES,
-                      trained: Optional[dict] = None) -> list[dict]:
+                      trained: Optional[dict] = None, run: Optional[TrainingRun] = None) -> list[dict]:
     """Trains each architecture on the training part and scores it on the test part.
 
     Each one chooses its epochs on the validation part carved from the training part, as
@@ -27,6 +28,7 @@ def benchmark_ranking(prepared: Prepared, config: RankingConfig, architectures: 
       config: the ranking settings (the architecture is replaced in turn).
       architectures: which to run.
       trained: if given, filled with architecture -> TrainedRanking (for the report's lists).
+      run: the strategy to train under (default: this process alone).
 
     Returns:
       One row per architecture: architecture, rmse, mae, fit_seconds, parameters, epochs.
@@ -35,7 +37,7 @@ def benchmark_ranking(prepared: Prepared, config: RankingConfig, architectures: 
     for architecture in architectures:
         log.info("benchmark: %s", architecture)
         start = time.perf_counter()
-        ranking = train_ranking(prepared, dataclasses.replace(config, architecture=architecture))
+        ranking = train_ranking(prepared, dataclasses.replace(config, architecture=architecture), run=run)
         seconds = time.perf_counter() - start
         errors = rating_errors(ranking.model, ranking.inputs, prepared.test)
         rows.append({"architecture": architecture, "rmse": errors["rmse"], "mae": errors["mae"],

@@ -15,18 +15,28 @@ log = logging.getLogger("twostage")
 
 
 def _train(args) -> int:
+    from twostage.modeling.distribute import connect
+    from twostage.modeling.distribute_config import DistributeConfig
+
+    distribute = DistributeConfig(args.strategy)
+    cluster = connect(distribute)  # first: multi-worker needs it before any other TensorFlow work
+
     from twostage.data import DataConfig, SplitConfig
     from twostage.pipeline import PipelineConfig, train
     from twostage.retrieval.config import IndexConfig
 
     config = PipelineConfig(data=DataConfig(source=args.data, split=SplitConfig(args.split, args.seed,
                                                                                   args.test_fraction)),
-                            index=IndexConfig(kind=args.index or "scann"))
+                            index=IndexConfig(kind=args.index or "scann"), distribute=distribute)
     if args.epochs is not None:
         config = dataclasses.replace(config, retrieval=dataclasses.replace(config.retrieval, epochs=args.epochs),
                                      ranking=dataclasses.replace(config.ranking, epochs=args.epochs))
     start = time.perf_counter()
-    result = train(config, args.out, scann_over_brute_force=args.index == "scann")
+    result = train(config, args.out, scann_over_brute_force=args.index == "scann", cluster=cluster,
+                   resume=args.resume, tensorboard_dir=args.tensorboard)
+    if result is None:
+        print(f"worker {cluster.worker_index}: trained ({time.perf_counter() - start:.1f}s); the chief exports")
+        return 0
     print(f"exported {result.export_path} (trained in {result.metadata['train_seconds']:.1f}s, "
           f"{time.perf_counter() - start:.1f}s in all)")
     return 0
@@ -133,15 +143,23 @@ def _serving_config(args) -> int:
 
 
 def _benchmark(args) -> int:
+    from twostage.modeling.distribute import connect
+    from twostage.modeling.distribute_config import DistributeConfig
+
+    cluster = connect(DistributeConfig(args.strategy))  # before any other TensorFlow work
+
     from twostage.benchmark import benchmark_ranking, format_table
     from twostage.data import DataConfig, SplitConfig
     from twostage.data.prepared import prepare
+    from twostage.modeling.training import TrainingRun
     from twostage.ranking.architectures import ARCHITECTURES
     from twostage.ranking.config import RankingConfig
 
     chosen = _architectures(args.architectures) or list(ARCHITECTURES)
     prepared = prepare(DataConfig(source=args.data, split=SplitConfig(args.split, args.seed, args.test_fraction)))
-    rows = benchmark_ranking(prepared, RankingConfig(), chosen)
+    rows = benchmark_ranking(prepared, RankingConfig(), chosen, run=TrainingRun(cluster))
+    if not cluster.is_chief:
+        return 0
     print(json.dumps(rows, indent=2) if args.json else format_table(rows))
     return 0
 

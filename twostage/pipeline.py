@@ -3,15 +3,21 @@
 from __future__ import annotations
 
 import dataclasses
+import json
 import logging
 import os
 import resource
+import shutil
 import time
 
 from twostage.data import DataConfig, MovieLensData
 from twostage.data.prepared import Prepared, prepare
 from twostage.data.splits import SplitConfig
+from twostage.data.errors import ConfigError
 from twostage.data.synthetic import SyntheticConfig
+from twostage.modeling.distribute import Cluster, default_cluster
+from twostage.modeling.distribute_config import DistributeConfig
+from twostage.modeling.training import TrainingRun
 from twostage.ranking.config import RankingConfig
 from twostage.ranking.train import train_ranking
 from twostage.retrieval.config import IndexConfig, RetrievalConfig
@@ -36,6 +42,7 @@ class PipelineConfig:
     ranking: RankingConfig = RankingConfig()
     index: IndexConfig = IndexConfig()
     serving: ServingConfig = ServingConfig()
+    distribute: DistributeConfig = DistributeConfig()
 
 
 @dataclasses.dataclass(frozen=True)
@@ -102,25 +109,29 @@ class TrainedStages:
     blend_figures: dict
     train_seconds: float
     stages: dict = dataclasses.field(default_factory=dict)
+    cluster: Cluster = dataclasses.field(default_factory=default_cluster)
 
 
-def train_stages(config: PipelineConfig, data: MovieLensData | None = None) -> TrainedStages:
+def train_stages(config: PipelineConfig, data: MovieLensData | None = None,
+                 run: TrainingRun | None = None) -> TrainedStages:
     """Trains both stages on the training part and chooses the blend on validation.
 
     Args:
       config: the run's settings.
       data: already-loaded data (else loaded from config.data.source).
+      run: the strategy, backups and TensorBoard folder (default: this process alone).
 
     Returns:
       The trained stages, ready to export (once or several times, with different indexes).
     """
+    run = run or TrainingRun()
     start = time.perf_counter()
     stages = StageLog()
     prepared = prepare(config.data, data)
     stages.done("prepare")
-    retrieval = train_retrieval(prepared, config.retrieval, candidates=config.serving.num_candidates)
+    retrieval = train_retrieval(prepared, config.retrieval, candidates=config.serving.num_candidates, run=run)
     stages.done("retrieval", retrieval.fit.examples_per_second)
-    ranking = train_ranking(prepared, config.ranking,
+    ranking = train_ranking(prepared, config.ranking, run=run,
                             validation_pairs=candidate_pairs(retrieval.validation_candidates, prepared.movies))
     stages.done("ranking", ranking.fit.examples_per_second)
     weight, blend_figures = choose_blend_weight(retrieval.validation_candidates, ranking.validation_predictions)
@@ -129,7 +140,7 @@ def train_stages(config: PipelineConfig, data: MovieLensData | None = None) -> T
              "%.4f, rating alone %.4f)", weight, blend_figures[weight]["ndcg@10"], blend_figures[0.0]["ndcg@10"],
              blend_figures[max(blend_figures)]["ndcg@10"])
     return TrainedStages(config, prepared, retrieval, ranking, weight, blend_figures, time.perf_counter() - start,
-                         stages.record)
+                         stages.record, run.cluster)
 
 
 def export(trained: TrainedStages, out_dir: str, index: IndexConfig | None = None) -> TrainResult:
@@ -163,6 +174,7 @@ def export(trained: TrainedStages, out_dir: str, index: IndexConfig | None = Non
         "blend": {"weight": trained.blend_weight,
                   "validation": {str(w): f for w, f in trained.blend_figures.items()}},
         "serving": dataclasses.asdict(config.serving),
+        "distribute": trained.cluster.record(),
         "train_seconds": trained.train_seconds,
         "stages": trained.stages,
         "created": time.strftime("%Y-%m-%dT%H:%M:%S%z"),
@@ -171,9 +183,71 @@ def export(trained: TrainedStages, out_dir: str, index: IndexConfig | None = Non
     return TrainResult(export_path=path, metadata=metadata, rating_model=ranking.model, rating_inputs=ranking.inputs)
 
 
+def backup_folder(out_dir: str, model_name: str) -> str:
+    """Where a run exporting under ``out_dir`` keeps its per-epoch backups until it exports."""
+    return os.path.join(out_dir, f".{model_name}-backup")
+
+
+def _run_record(config: PipelineConfig) -> dict:
+    return json.loads(json.dumps({**dataclasses.asdict(config), "data": data_source_record(config.data)},
+                                 default=str))
+
+
+def _holds_epochs(folder: str) -> bool:
+    """Whether ``folder`` holds a backup of at least one finished epoch (one folder per fit)."""
+    return os.path.isdir(folder) and any(os.path.isdir(os.path.join(folder, name)) for name in os.listdir(folder))
+
+
+def _remove_backup(folder: str, out_dir: str, created: list[str]) -> None:
+    """Removes this process's backup folder, then the folders made for it once they are empty
+    (the shared one waits for every worker's)."""
+    shutil.rmtree(folder, ignore_errors=True)
+    for path in [os.path.dirname(folder)] + created[::-1]:
+        try:
+            os.rmdir(path)
+        except OSError:
+            pass
+
+
+def _backup_for(config: PipelineConfig, out_dir: str, cluster: Cluster, resume: bool) -> str:
+    """This process's backup folder, checked against ``resume`` and the run it holds.
+
+    Raises:
+      ConfigError: a backup is there but ``resume`` is not set, or it is the backup of a run
+        with other settings.
+    """
+    folder = backup_folder(out_dir, config.serving.model_name)
+    if cluster.num_workers > 1:
+        folder = os.path.join(folder, f"worker-{cluster.worker_index}")
+    record_path = os.path.join(folder, "run.json")
+    record = _run_record(config)
+    if _holds_epochs(folder):
+        if not resume:
+            raise ConfigError(f"{folder} holds the backup of an unfinished run: pass --resume to continue it, "
+                              f"or remove that folder to start again")
+        with open(record_path) as f:
+            saved = json.load(f)
+        changed = sorted(key for key in set(saved) | set(record) if saved.get(key) != record.get(key))
+        if changed:
+            raise ConfigError(f"--resume: the backup in {folder} is of a run with other settings ({', '.join(changed)} "
+                              f"differ); resume with the same command, or remove that folder to start again")
+        log.info("resuming the run backed up in %s", folder)
+    else:
+        if resume:
+            log.info("--resume: no backup in %s; starting from the beginning", folder)
+        os.makedirs(folder, exist_ok=True)
+        with open(record_path, "w") as f:
+            json.dump(record, f, indent=1)
+    return folder
+
+
 def train(config: PipelineConfig, out_dir: str, data: MovieLensData | None = None,
-          scann_over_brute_force: bool = False) -> TrainResult:
+          scann_over_brute_force: bool = False, cluster: Cluster | None = None, resume: bool = False,
+          tensorboard_dir: str | None = None) -> TrainResult | None:
     """Trains both stages on the training part and exports the SavedModel (see train_stages, export).
+
+    Every epoch of every fit is backed up under ``out_dir`` (``backup_folder``) until the
+    export is written; ``resume`` continues a run from there.
 
     Args:
       config: the run's settings.
@@ -181,10 +255,33 @@ def train(config: PipelineConfig, out_dir: str, data: MovieLensData | None = Non
       data: already-loaded data (else loaded from config.data.source).
       scann_over_brute_force: add a ScaNN version even where the newest version is a
         brute-force one (which a stock TF Serving watching the folder would stop serving).
+      cluster: the strategy (modeling.distribute.connect; default: this process alone).
+      resume: continue the run backed up under ``out_dir``.
+      tensorboard_dir: write each fit's per-epoch scalars there.
+
+    Returns:
+      What was exported; None in a worker other than the chief, which exports nothing.
 
     Raises:
       ModelError: ``out_dir`` cannot hold exports, or the ScaNN-over-brute-force case.
+      ConfigError: a backup is in the way (see ``_backup_for``).
     """
+    cluster = cluster or default_cluster()
     check_export_root(out_dir, config.serving.model_name)
     check_index_over_newest(out_dir, config.serving.model_name, config.index.kind, scann_over_brute_force)
-    return export(train_stages(config, data), out_dir)
+    created = [path for path in (out_dir, backup_folder(out_dir, config.serving.model_name))
+               if not os.path.exists(path)]
+    backup = _backup_for(config, out_dir, cluster, resume)
+    try:
+        trained = train_stages(config, data, TrainingRun(cluster, backup, tensorboard_dir))
+    except BaseException:
+        if not _holds_epochs(backup):  # nothing worth resuming: leave no folders behind
+            _remove_backup(backup, out_dir, created)
+        raise
+    result = None
+    if cluster.is_chief:
+        result = export(trained, out_dir)
+    else:
+        log.info("worker %d: training done; the chief (worker 0) writes the export", cluster.worker_index)
+    _remove_backup(backup, out_dir, [])
+    return result

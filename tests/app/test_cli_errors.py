@@ -35,3 +35,29 @@ def test_every_config_error_is_a_user_error(make, message):
 def test_an_unknown_split_from_the_command_line(tmp_path, capsys):
     code = main(["train", "--data", "synthetic", "--out", str(tmp_path), "--test-fraction", "1.5"])
     assert code == 2 and "test fraction must be between 0 and 1" in capsys.readouterr().err
+
+
+def test_multi_worker_without_tf_config_is_named(tmp_path, capsys, monkeypatch):
+    monkeypatch.delenv("TF_CONFIG", raising=False)
+    code = main(["train", "--data", "synthetic", "--out", str(tmp_path / "out"), "--strategy", "multi-worker"])
+    assert code == 2 and "--strategy multi-worker needs TF_CONFIG" in capsys.readouterr().err
+    assert not (tmp_path / "out").exists()
+
+
+def _unfinished_backup(out, settings: dict):
+    import json
+
+    backup = out / ".twostage-backup"
+    (backup / "retrieval").mkdir(parents=True)  # one fit's epochs
+    (backup / "run.json").write_text(json.dumps(settings))
+    return backup
+
+
+def test_an_unfinished_run_is_never_started_over_silently(tmp_path, capsys):
+    backup = _unfinished_backup(tmp_path / "out", {})
+    code = main(["train", "--data", "synthetic", "--out", str(tmp_path / "out")])
+    assert code == 2 and "pass --resume to continue it, or remove that folder" in capsys.readouterr().err
+    # --resume with other settings than the backup's is refused too, and the backup is kept.
+    code = main(["train", "--data", "synthetic", "--out", str(tmp_path / "out"), "--resume"])
+    assert code == 2 and "is of a run with other settings" in capsys.readouterr().err
+    assert (backup / "retrieval").is_dir() and (backup / "run.json").is_file()

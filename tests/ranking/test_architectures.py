@@ -32,7 +32,7 @@ def test_architecture_trains_saves_and_reloads(architecture, setup, tmp_path):
 
     model = build()
     batches = inputs.batches(model, train, 512, with_labels=True, shuffle_seed=0)
-    losses = model.fit(batches, epochs=3, verbose=0).history["loss"]
+    losses = model.fit(batches.epochs(), steps_per_epoch=batches.steps_per_epoch, epochs=3, verbose=0).history["loss"]
     assert np.isfinite(losses).all() and losses[-1] < losses[0], losses
     sample = string_features(inputs.prepared, train.take(np.arange(200)))
     predicted = model(sample).numpy()

@@ -1,0 +1,25 @@
+"""The distribution setting of a run (no TensorFlow here: the command line reads it)."""
+
+from __future__ import annotations
+
+import dataclasses
+
+from twostage.data.errors import check_choice
+
+STRATEGIES = ("default", "mirrored", "multi-worker")
+
+
+@dataclasses.dataclass(frozen=True)
+class DistributeConfig:
+    """How training is spread over devices and machines.
+
+    Attributes:
+      strategy: "default" (this process, its first device), "mirrored" (every local GPU,
+        ``MirroredStrategy``) or "multi-worker" (``MultiWorkerMirroredStrategy`` over the
+        workers of ``TF_CONFIG``).
+    """
+
+    strategy: str = "default"
+
+    def __post_init__(self):
+        check_choice("strategy", self.strategy, STRATEGIES)

@@ -1,0 +1,126 @@
+"""Multi-worker training as separate processes on 127.0.0.1: the chief's export, its quality
+against one process's, and a cluster that loses a worker and is restarted with --resume.
+
+Every process is started in its own process group and killed when a test ends, pass or fail.
+"""
+
+import contextlib
+import json
+import os
+import signal
+import socket
+import subprocess
+import sys
+import time
+
+import pytest
+
+pytestmark = pytest.mark.slow
+
+DATA = "synthetic:users=400,movies=300,ratings=16000,seed=5"
+TRAIN = ["--data", DATA, "--index", "brute-force"]
+
+
+def _free_ports(count):
+    sockets = [socket.socket() for _ in range(count)]
+    try:
+        for s in sockets:
+            s.bind(("127.0.0.1", 0))
+        return [s.getsockname()[1] for s in sockets]
+    finally:
+        for s in sockets:
+            s.close()
+
+
+def _twostage(*args):
+    return [sys.executable, "-m", "twostage", *args]
+
+
+@contextlib.contextmanager
+def _processes():
+    """Starts processes (start(args, env, log)), and kills every one of them on the way out."""
+    started = []
+
+    def start(args, env_extra=None, log=None):
+        env = {**os.environ, **(env_extra or {})}
+        env.pop("TF_USE_LEGACY_KERAS", None)
+        process = subprocess.Popen(args, env=env, stdout=log or subprocess.DEVNULL, stderr=subprocess.STDOUT,
+                                   start_new_session=True)
+        started.append(process)
+        return process
+
+    try:
+        yield start
+    finally:
+        for process in started:
+            if process.poll() is None:
+                with contextlib.suppress(ProcessLookupError):
+                    os.killpg(process.pid, signal.SIGKILL)
+            process.wait()
+
+
+def _workers(start, out, logs, extra=()):
+    ports = _free_ports(2)
+    cluster = {"worker": [f"127.0.0.1:{port}" for port in ports]}
+    return [start(_twostage("train", "--strategy", "multi-worker", "--out", str(out), *TRAIN, *extra),
+                  {"TF_CONFIG": json.dumps({"cluster": cluster, "task": {"type": "worker", "index": i}})},
+                  open(logs / f"worker-{i}.log", "a"))
+            for i in range(2)]
+
+
+def _evaluate(model):
+    done = subprocess.run(_twostage("evaluate", "--model", str(model), "--json"), capture_output=True, text=True,
+                          timeout=600)
+    assert done.returncode == 0, done.stderr[-3000:]
+    return json.loads(done.stdout)
+
+
+def test_two_workers_export_once_and_match_one_process(tmp_path):
+    with _processes() as start:
+        single = start(_twostage("train", "--out", str(tmp_path / "single"), *TRAIN, "--epochs", "3"))
+        assert single.wait(timeout=600) == 0
+        workers = _workers(start, tmp_path / "multi", tmp_path, ["--epochs", "3"])
+        codes = [w.wait(timeout=900) for w in workers]
+        logs = {i: (tmp_path / f"worker-{i}.log").read_text() for i in range(2)}
+        assert codes == [0, 0], logs
+    assert "the chief exports" in logs[1]
+    exports = sorted((tmp_path / "multi" / "twostage").iterdir())
+    assert [p.name for p in exports] == ["1"]  # the chief alone wrote, once; no backup left
+    assert not (tmp_path / "multi" / ".twostage-backup").exists()
+    metadata = json.loads((exports[0] / "assets.extra" / "twostage.json").read_text())
+    assert metadata["distribute"] == {"strategy": "multi-worker", "workers": 2, "replicas": 2}
+    # Loads with stock TensorFlow alone, in a fresh process.
+    code = ("import tensorflow as tf, sys; m = tf.saved_model.load(sys.argv[1]); "
+            "print(sorted(m.signatures))")
+    loaded = subprocess.run([sys.executable, "-c", code, str(exports[0])], capture_output=True, text=True,
+                            timeout=300)
+    assert loaded.returncode == 0 and "serving_default" in loaded.stdout, loaded.stderr[-3000:]
+    one, two = _evaluate(tmp_path / "single"), _evaluate(tmp_path / "multi")
+    # The same global batches and negatives: within 10% of one process's figures.
+    assert abs(two["retrieval"]["recall@10"] - one["retrieval"]["recall@10"]) <= 0.1 * one["retrieval"]["recall@10"]
+    assert abs(two["rmse"] - one["rmse"]) <= 0.1 * one["rmse"]
+
+
+def test_a_cluster_that_lost_a_worker_resumes_from_its_backups(tmp_path):
+    out = tmp_path / "out"
+    backup = out / ".twostage-backup"
+    with _processes() as start:
+        workers = _workers(start, out, tmp_path, ["--epochs", "4"])
+        deadline = time.time() + 600
+        while not list((backup / "worker-1" / "retrieval").glob("state-*.json")):
+            assert time.time() < deadline and all(w.poll() is None for w in workers), "no backup was written"
+            time.sleep(0.5)
+        os.killpg(workers[1].pid, signal.SIGKILL)  # worker 1 dies mid-run
+        try:
+            workers[0].wait(timeout=120)  # its peer fails (or is stopped, as a cluster manager would)
+        except subprocess.TimeoutExpired:
+            os.killpg(workers[0].pid, signal.SIGKILL)
+        workers[0].wait()
+        assert not (out / "twostage").exists()
+        restarted = _workers(start, out, tmp_path, ["--epochs", "4", "--resume"])
+        codes = [w.wait(timeout=900) for w in restarted]
+    logs = {i: (tmp_path / f"worker-{i}.log").read_text() for i in range(2)}
+    assert codes == [0, 0], logs
+    assert "retrieval: resuming from the backup of epoch" in logs[1] or "retrieval: finished" in logs[1], logs[1]
+    assert (out / "twostage" / "1" / "saved_model.pb").is_file()
+    assert not backup.exists()
