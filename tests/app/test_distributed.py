@@ -124,3 +124,40 @@ def test_a_cluster_that_lost_a_worker_resumes_from_its_backups(tmp_path):
     assert "retrieval: resuming from the backup of epoch" in logs[1] or "retrieval: finished" in logs[1], logs[1]
     assert (out / "twostage" / "1" / "saved_model.pb").is_file()
     assert not backup.exists()
+
+
+def _variables(export):
+    import numpy as np
+    import tensorflow as tf
+
+    reader = tf.train.load_checkpoint(str(export / "variables" / "variables"))
+    return {name: np.asarray(reader.get_tensor(name)) for name in reader.get_variable_to_shape_map()
+            if "OPTIMIZER" not in name and "save_counter" not in name}
+
+
+def test_a_run_killed_after_its_first_epoch_and_resumed_exports_the_uninterrupted_model(tmp_path):
+    args = [*TRAIN, "--epochs", "3"]
+    with _processes() as start:
+        whole = start(_twostage("train", "--out", str(tmp_path / "whole"), *args))
+        killed = start(_twostage("train", "--out", str(tmp_path / "killed"), *args),
+                       log=open(tmp_path / "killed.log", "w"))
+        deadline = time.time() + 600
+        while not list((tmp_path / "killed" / ".twostage-backup" / "retrieval").glob("state-*.json")):
+            assert time.time() < deadline and killed.poll() is None, "no backup was written"
+            time.sleep(0.2)
+        os.killpg(killed.pid, signal.SIGKILL)
+        killed.wait()
+        resumed = start(_twostage("train", "--out", str(tmp_path / "killed"), *args, "--resume"),
+                        log=open(tmp_path / "resumed.log", "w"))
+        assert whole.wait(timeout=600) == 0 and resumed.wait(timeout=600) == 0, (tmp_path / "resumed.log").read_text()
+    assert "retrieval: resuming from the backup of epoch" in (tmp_path / "resumed.log").read_text()
+    exports = [tmp_path / name / "twostage" / "1" for name in ("whole", "killed")]
+    metadata = [json.loads((e / "assets.extra" / "twostage.json").read_text()) for e in exports]
+    for stage in ("retrieval", "ranking"):
+        assert metadata[0][stage]["best_epoch"] == metadata[1][stage]["best_epoch"]
+        assert [h["validation"] for h in metadata[0][stage]["history"]] == \
+            [h["validation"] for h in metadata[1][stage]["history"]]
+    first, second = (_variables(e) for e in exports)
+    assert first.keys() == second.keys() and first
+    for name in first:
+        assert (first[name] == second[name]).all(), name

@@ -1,0 +1,96 @@
+"""One process against a multi-worker cluster on the same data: prints one JSON line per run.
+
+Each run is ``twostage train`` as users start it (the workers as separate processes on
+127.0.0.1 ports, each with its own TF_CONFIG), then ``twostage evaluate --json`` of the
+export. Per run: wall time, per-stage seconds and training examples/s (from the export's
+metadata), peak RSS per process (wait4), and the quality of the export.
+
+On one machine the workers share its cores: this measures what distribution costs, not
+what more machines would gain.
+
+    python benchmarks/distributed.py --data DIR --work /tmp/dist [--runs single,multi-worker-2]
+"""
+
+import argparse
+import json
+import os
+import socket
+import subprocess
+import sys
+import time
+
+TWOSTAGE = [sys.executable, "-m", "twostage"]
+
+
+def _free_ports(count):
+    sockets = [socket.socket() for _ in range(count)]
+    for s in sockets:
+        s.bind(("127.0.0.1", 0))
+    ports = [s.getsockname()[1] for s in sockets]
+    for s in sockets:
+        s.close()
+    return ports
+
+
+def _start(command, log_path, env=None):
+    log = open(log_path, "w")
+    return subprocess.Popen(command, stdout=log, stderr=subprocess.STDOUT, env={**os.environ, **(env or {})})
+
+
+def _wait(process):
+    _, status, usage = os.wait4(process.pid, 0)
+    return os.waitstatus_to_exitcode(status), usage.ru_maxrss * 1024
+
+
+def train(kind: str, data: str, work: str, extra: list) -> dict:
+    out = os.path.join(work, kind)
+    command = TWOSTAGE + ["train", "--data", data, "--out", out, "--index", "brute-force", *extra]
+    start = time.perf_counter()
+    if kind == "single":
+        processes = [_start(command, os.path.join(work, f"{kind}.log"))]
+    elif kind.startswith("multi-worker-"):
+        workers = int(kind.rsplit("-", 1)[1])
+        cluster = {"worker": [f"127.0.0.1:{port}" for port in _free_ports(workers)]}
+        processes = [_start(command + ["--strategy", "multi-worker"], os.path.join(work, f"{kind}-{i}.log"),
+                            {"TF_CONFIG": json.dumps({"cluster": cluster, "task": {"type": "worker", "index": i}})})
+                     for i in range(workers)]
+    else:
+        raise SystemExit(f"unknown run {kind!r}")
+    results = [_wait(p) for p in processes]
+    wall = time.perf_counter() - start
+    if any(code != 0 for code, _ in results):
+        raise SystemExit(f"{kind} failed; see the logs in {work}")
+    version = max(os.listdir(os.path.join(out, "twostage")), key=int)
+    with open(os.path.join(out, "twostage", version, "assets.extra", "twostage.json")) as f:
+        metadata = json.load(f)
+    evaluation = json.loads(subprocess.run(TWOSTAGE + ["evaluate", "--model", out, "--json"], check=True,
+                                           capture_output=True, text=True).stdout)
+    stages = metadata["stages"]
+    return {
+        "run": kind, "wall_seconds": round(wall, 1), "train_seconds": round(metadata["train_seconds"], 1),
+        "peak_rss_gb_per_process": [round(rss / 1e9, 2) for _, rss in results],
+        "distribute": metadata["distribute"],
+        "stages": {name: {k: stages[name][k] for k in ("seconds", "examples_per_second") if k in stages[name]}
+                   for name in ("retrieval", "ranking")},
+        "epochs": {"retrieval": metadata["retrieval"]["best_epoch"], "ranking": metadata["ranking"]["best_epoch"]},
+        "quality": {"retrieval": {k: round(evaluation["retrieval"][k], 4) for k in ("recall@10", "ndcg@10",
+                                                                                      "recall@100")},
+                    "rmse": round(evaluation["rmse"], 4)},
+    }
+
+
+def main():
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--data", required=True, help="a data source, as for twostage train")
+    parser.add_argument("--work", required=True, help="folder for the exports and the logs")
+    parser.add_argument("--runs", default="single,multi-worker-2")
+    parser.add_argument("--epochs", type=int, help="passed to twostage train")
+    args = parser.parse_args()
+    os.makedirs(args.work, exist_ok=True)
+    extra = ["--epochs", str(args.epochs)] if args.epochs else []
+    for kind in args.runs.split(","):
+        print(json.dumps(train(kind, args.data, args.work, extra)), flush=True)
+
+
+if __name__ == "__main__":
+    main()
