@@ -198,27 +198,26 @@ def _holds_epochs(folder: str) -> bool:
     return os.path.isdir(folder) and any(os.path.isdir(os.path.join(folder, name)) for name in os.listdir(folder))
 
 
-def _remove_backup(folder: str, out_dir: str, created: list[str]) -> None:
-    """Removes this process's backup folder, then the folders made for it once they are empty
-    (the shared one waits for every worker's)."""
+def _remove_backup(folder: str, shared: str, created: list[str]) -> None:
+    """Removes this process's backup folder, then the shared backup folder once every
+    worker's is gone, then the folders this run created, once empty."""
     shutil.rmtree(folder, ignore_errors=True)
-    for path in [os.path.dirname(folder)] + created[::-1]:
+    for path in [shared, *reversed(created)]:
         try:
             os.rmdir(path)
         except OSError:
             pass
 
 
-def _backup_for(config: PipelineConfig, out_dir: str, cluster: Cluster, resume: bool) -> str:
-    """This process's backup folder, checked against ``resume`` and the run it holds.
+def _backup_for(config: PipelineConfig, shared: str, cluster: Cluster, resume: bool) -> str:
+    """This process's backup folder (``shared`` itself, or a worker's folder in it), checked
+    against ``resume`` and the run it holds.
 
     Raises:
       ConfigError: a backup is there but ``resume`` is not set, or it is the backup of a run
         with other settings.
     """
-    folder = backup_folder(out_dir, config.serving.model_name)
-    if cluster.num_workers > 1:
-        folder = os.path.join(folder, f"worker-{cluster.worker_index}")
+    folder = shared if cluster.num_workers == 1 else os.path.join(shared, f"worker-{cluster.worker_index}")
     record_path = os.path.join(folder, "run.json")
     record = _run_record(config)
     if _holds_epochs(folder):
@@ -269,19 +268,19 @@ def train(config: PipelineConfig, out_dir: str, data: MovieLensData | None = Non
     cluster = cluster or default_cluster()
     check_export_root(out_dir, config.serving.model_name)
     check_index_over_newest(out_dir, config.serving.model_name, config.index.kind, scann_over_brute_force)
-    created = [path for path in (out_dir, backup_folder(out_dir, config.serving.model_name))
-               if not os.path.exists(path)]
-    backup = _backup_for(config, out_dir, cluster, resume)
+    shared = backup_folder(out_dir, config.serving.model_name)
+    created = [path for path in (out_dir, shared) if not os.path.exists(path)]
+    backup = _backup_for(config, shared, cluster, resume)
     try:
         trained = train_stages(config, data, TrainingRun(cluster, backup, tensorboard_dir))
     except BaseException:
         if not _holds_epochs(backup):  # nothing worth resuming: leave no folders behind
-            _remove_backup(backup, out_dir, created)
+            _remove_backup(backup, shared, created)
         raise
     result = None
     if cluster.is_chief:
         result = export(trained, out_dir)
     else:
         log.info("worker %d: training done; the chief (worker 0) writes the export", cluster.worker_index)
-    _remove_backup(backup, out_dir, [])
+    _remove_backup(backup, shared, [])
     return result

@@ -61,3 +61,10 @@ def test_an_unfinished_run_is_never_started_over_silently(tmp_path, capsys):
     code = main(["train", "--data", "synthetic", "--out", str(tmp_path / "out"), "--resume"])
     assert code == 2 and "is of a run with other settings" in capsys.readouterr().err
     assert (backup / "retrieval").is_dir() and (backup / "run.json").is_file()
+
+
+def test_an_empty_out_folder_the_user_made_outlives_a_failed_run(tmp_path, capsys):
+    (tmp_path / "out").mkdir()
+    code = main(["train", "--data", str(tmp_path / "no-such-data"), "--out", str(tmp_path / "out")])
+    assert code == 2 and "no-such-data" in capsys.readouterr().err
+    assert (tmp_path / "out").is_dir() and not any((tmp_path / "out").iterdir())
