@@ -42,10 +42,12 @@ class FitBackup:
 
     def state(self, epoch: Optional[int] = None) -> Optional[dict]:
         """The state saved with ``epoch`` (default: the last one backed up), or None."""
-        epochs = self.epochs()
         if epoch is None:
-            epoch = epochs[-1] if epochs else None
-        if epoch is None or epoch not in epochs:
+            epochs = self.epochs()
+            if not epochs:
+                return None
+            epoch = epochs[-1]
+        if not os.path.exists(self._state_path(epoch)):
             return None
         with open(self._state_path(epoch)) as f:
             return json.load(f)
