@@ -117,6 +117,10 @@ class Ratings:
         return Ratings(self.users.take(indices), self.movies.take(indices), self.rating[indices],
                        self.timestamp[indices])
 
+    def of_users(self, user_ids: Sequence[str]) -> "Ratings":
+        """The rows of the users in ``user_ids`` (in their order here)."""
+        return self.take(np.flatnonzero(self.users.positions(user_ids) >= 0))
+
     def pairs(self) -> set:
         """The set of (user id, movie id) pairs."""
         return set(zip(self.user_id.tolist(), self.movie_id.tolist()))

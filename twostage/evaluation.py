@@ -49,7 +49,7 @@ def evaluate(model_path: str, source: Optional[str] = None, method: Optional[str
     recommender = Recommender.load(model_path)
     prepared, evaluator = held_out(recommender, source, method, seed, test_fraction, sample_users)
     train_part, split_config = prepared.train, prepared.config.split
-    test_part = prepared.test.take(np.flatnonzero(prepared.test.users.positions(evaluator.user_ids) >= 0))
+    test_part = prepared.test.of_users(evaluator.user_ids)
     catalog_ids = evaluator.catalog_ids
     sampled = f" (a seeded sample of the {evaluator.all_users})" if len(evaluator.user_ids) < evaluator.all_users else ""
     log.info("evaluating on %d held-out ratings of %d users%s", len(test_part), len(evaluator.user_ids), sampled)
@@ -130,7 +130,7 @@ def _refuse_training_ratings(recommender: Recommender, users: np.ndarray, test_p
     """
     if len(users) > most_users:
         users = users[np.sort(np.random.default_rng(0).choice(len(users), most_users, replace=False))]
-    test_part = test_part.take(np.flatnonzero(test_part.users.positions(users) >= 0))
+    test_part = test_part.of_users(users)
     trained_pairs = set()
     for start in range(0, len(users), 4096):
         batch = users[start:start + 4096]
