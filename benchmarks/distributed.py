@@ -1,4 +1,4 @@
-"""One process against a multi-worker cluster on the same data: prints one JSON line per run.
+"""One process against other strategies on the same data: prints one JSON line per run.
 
 Each run is ``twostage train`` as users start it (the workers as separate processes on
 127.0.0.1 ports, each with its own TF_CONFIG), then ``twostage evaluate --json`` of the
@@ -9,6 +9,11 @@ On one machine the workers share its cores: this measures what distribution cost
 what more machines would gain.
 
     python benchmarks/distributed.py --data DIR --work /tmp/dist [--runs single,multi-worker-2]
+
+Runs: ``single`` (default strategy), ``cpu`` (the same with every GPU hidden), ``mirrored``
+(``--strategy mirrored``: every local GPU), ``multi-worker-N`` (N worker processes). With
+``--compare-answers``, a last line compares each run's export with the first run's: how many
+of the same users' top-10 lists hold the same movies, and how far predicted ratings lie apart.
 """
 
 import argparse
@@ -46,8 +51,10 @@ def train(kind: str, data: str, work: str, extra: list) -> dict:
     out = os.path.join(work, kind)
     command = TWOSTAGE + ["train", "--data", data, "--out", out, "--index", "brute-force", *extra]
     start = time.perf_counter()
-    if kind == "single":
-        processes = [_start(command, os.path.join(work, f"{kind}.log"))]
+    if kind in ("single", "cpu", "mirrored"):
+        strategy = ["--strategy", "mirrored"] if kind == "mirrored" else []
+        hidden = {"CUDA_VISIBLE_DEVICES": ""} if kind == "cpu" else {}
+        processes = [_start(command + strategy, os.path.join(work, f"{kind}.log"), hidden)]
     elif kind.startswith("multi-worker-"):
         workers = int(kind.rsplit("-", 1)[1])
         cluster = {"worker": [f"127.0.0.1:{port}" for port in _free_ports(workers)]}
@@ -79,17 +86,46 @@ def train(kind: str, data: str, work: str, extra: list) -> dict:
     }
 
 
+def agreement(first: str, other: str, users: int = 1000, seed: int = 0) -> dict:
+    """How alike two exports of the same data answer: the same users' top-10 lists (share of
+    movies in common, share of identical lists) and predicted ratings of random pairs."""
+    import numpy as np
+    import twostage  # noqa: F401  (before tensorflow: selects the legacy Keras)
+    from twostage.serving.clients.recommender import Recommender
+
+    a, b = Recommender.load(first), Recommender.load(other)
+    rng = np.random.default_rng(seed)
+    known = np.intersect1d(a.known_users(), b.known_users())
+    chosen = rng.choice(known, min(users, len(known)), replace=False).tolist()
+    lists_a, lists_b = a.recommend_arrays(chosen, 10)["movie_id"], b.recommend_arrays(chosen, 10)["movie_id"]
+    common = [len(set(x) & set(y)) / 10 for x, y in zip(lists_a.tolist(), lists_b.tolist())]
+    movies, _ = a.catalog()
+    pairs_users, pairs_movies = rng.choice(known, 10_000).tolist(), rng.choice(movies, 10_000).tolist()
+    difference = np.abs(a.predict_rating(pairs_users, pairs_movies) - b.predict_rating(pairs_users, pairs_movies))
+    return {"users": len(chosen), "top10_movies_in_common": round(float(np.mean(common)), 4),
+            "identical_top10_lists": round(float(np.mean(np.all(lists_a == lists_b, axis=1))), 4),
+            "rating_pairs": len(pairs_users), "rating_mean_abs_difference": round(float(difference.mean()), 4),
+            "rating_max_abs_difference": round(float(difference.max()), 4)}
+
+
 def main():
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--data", required=True, help="a data source, as for twostage train")
     parser.add_argument("--work", required=True, help="folder for the exports and the logs")
     parser.add_argument("--runs", default="single,multi-worker-2")
     parser.add_argument("--epochs", type=int, help="passed to twostage train")
+    parser.add_argument("--compare-answers", action="store_true",
+                        help="then compare each run's answers with the first run's")
     args = parser.parse_args()
     os.makedirs(args.work, exist_ok=True)
     extra = ["--epochs", str(args.epochs)] if args.epochs else []
-    for kind in args.runs.split(","):
+    runs = args.runs.split(",")
+    for kind in runs:
         print(json.dumps(train(kind, args.data, args.work, extra)), flush=True)
+    if args.compare_answers:
+        print(json.dumps({"answers_against": runs[0],
+                          **{kind: agreement(os.path.join(args.work, runs[0]), os.path.join(args.work, kind))
+                             for kind in runs[1:]}}), flush=True)
 
 
 if __name__ == "__main__":
