@@ -11,7 +11,9 @@ what more machines would gain.
     python benchmarks/distributed.py --data DIR --work /tmp/dist [--runs single,multi-worker-2]
 
 Runs: ``single`` (default strategy), ``cpu`` (the same with every GPU hidden), ``mirrored``
-(``--strategy mirrored``: every local GPU), ``multi-worker-N`` (N worker processes). With
+(``--strategy mirrored``: every local GPU), ``multi-worker-N`` (N worker processes),
+``parameter-server-N-P`` (a chief, N workers and P parameter servers; the workers' and
+servers' peak RSS follow the chief's, and they are stopped when the chief is done). With
 ``--compare-answers``, a last line compares each run's export with the first run's: how many
 of the same users' top-10 lists hold the same movies, and how far predicted ratings lie apart.
 """
@@ -61,9 +63,23 @@ def train(kind: str, data: str, work: str, extra: list) -> dict:
         processes = [_start(command + ["--strategy", "multi-worker"], os.path.join(work, f"{kind}-{i}.log"),
                             {"TF_CONFIG": json.dumps({"cluster": cluster, "task": {"type": "worker", "index": i}})})
                      for i in range(workers)]
+    elif kind.startswith("parameter-server-"):
+        workers, servers = map(int, kind.split("-")[2:4])
+        ports = iter(_free_ports(1 + workers + servers))
+        cluster = {role: [f"127.0.0.1:{next(ports)}" for _ in range(count)]
+                   for role, count in (("chief", 1), ("worker", workers), ("ps", servers))}
+        processes = [_start(command + ["--strategy", "parameter-server"], os.path.join(work, f"{kind}-{role}-{i}.log"),
+                            {"TF_CONFIG": json.dumps({"cluster": cluster, "task": {"type": role, "index": i}})})
+                     for role in ("chief", "worker", "ps") for i in range(len(cluster[role]))]
     else:
         raise SystemExit(f"unknown run {kind!r}")
-    results = [_wait(p) for p in processes]
+    if kind.startswith("parameter-server-"):
+        results = [_wait(processes[0])]
+        for process in processes[1:]:  # they serve until stopped
+            process.terminate()
+        results += [_wait(p) for p in processes[1:]]
+    else:
+        results = [_wait(p) for p in processes]
     wall = time.perf_counter() - start
     if any(code != 0 for code, _ in results):
         raise SystemExit(f"{kind} failed; see the logs in {work}")

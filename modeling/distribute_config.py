@@ -6,7 +6,7 @@ import dataclasses
 
 from twostage.data.errors import check_choice
 
-STRATEGIES = ("default", "mirrored", "multi-worker")
+STRATEGIES = ("default", "mirrored", "multi-worker", "parameter-server")
 
 
 @dataclasses.dataclass(frozen=True)
@@ -15,8 +15,10 @@ class DistributeConfig:
 
     Attributes:
       strategy: "default" (this process, its first device), "mirrored" (every local GPU,
-        ``MirroredStrategy``) or "multi-worker" (``MultiWorkerMirroredStrategy`` over the
-        workers of ``TF_CONFIG``).
+        ``MirroredStrategy``), "multi-worker" (``MultiWorkerMirroredStrategy`` over the
+        workers of ``TF_CONFIG``) or "parameter-server" (``ParameterServerStrategy``: the
+        chief of ``TF_CONFIG`` coordinates its workers, the embedding tables sharded over
+        its parameter servers).
     """
 
     strategy: str = "default"

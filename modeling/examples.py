@@ -123,7 +123,8 @@ class ExampleBatches:
           first: the number of the first epoch (a resumed run's next one).
           input_context: under a strategy, which input pipeline this is: it keeps its share of
             each global batch, one element per local replica (``batch_size`` must divide
-            evenly among all replicas).
+            evenly among all replicas); under parameter servers (one replica, a pipeline per
+            worker, each step taken by whichever worker is free), every n-th whole batch.
         """
         batches = tf.data.Dataset.range(first, 2 ** 62).flat_map(self._epoch)
         if input_context is not None and input_context.num_replicas_in_sync > 1:
@@ -133,5 +134,7 @@ class ExampleBatches:
             pipeline = input_context.input_pipeline_id
             batches = batches.flat_map(lambda index: tf.data.Dataset.from_tensor_slices(
                 tf.reshape(index[pipeline * share:(pipeline + 1) * share], [local, per_replica])))
+        elif input_context is not None and input_context.num_input_pipelines > 1:
+            batches = batches.shard(input_context.num_input_pipelines, input_context.input_pipeline_id)
         return self._features(batches)
 

@@ -9,6 +9,7 @@ import numpy as np
 import tensorflow as tf
 
 from twostage.data.history import RaggedTable
+from twostage.modeling.distribute import variables_are_remote
 from twostage.modeling.tf_setup import require_legacy_keras
 
 keras = require_legacy_keras()
@@ -167,12 +168,23 @@ class RatedMoviesPooling(keras.layers.Layer):
         # Variables of open shape, so the history can be swapped for a larger one after
         # training (and is saved with the weights, not as a graph constant). Their first
         # values are placeholders of one element: a multi-worker strategy broadcasts
-        # initial values, and broadcasting an empty one crashes the process.
-        self.values = tf.Variable(np.zeros(1, np.int32), shape=[None], trainable=False, name="history_values")
-        self.row_splits = tf.Variable(np.zeros(1, np.int64), shape=[None], trainable=False, name="history_row_splits")
-        self.pair_keys = tf.Variable(np.zeros(1, np.int64), shape=[None], trainable=False, name="history_pair_keys")
-        self.centred_ratings = tf.Variable(np.zeros(1, np.float32), shape=[None], trainable=False,
-                                           name="history_centred_ratings") if rating_weighted else None
+        # initial values, and broadcasting an empty one crashes the process. Parameter
+        # servers cannot hand variables of open shape to their workers' steps (the process
+        # aborts): there they take the history's own shape, and only a history of the same
+        # sizes can replace it.
+        open_shape = not variables_are_remote()
+        pairs = len(history.values)
+
+        def history_variable(dtype, size, name):
+            if open_shape:
+                return tf.Variable(np.zeros(1, dtype), shape=[None], trainable=False, name=name)
+            return tf.Variable(np.zeros(size, dtype), trainable=False, name=name)
+
+        self.values = history_variable(np.int32, pairs, "history_values")
+        self.row_splits = history_variable(np.int64, len(history.row_splits), "history_row_splits")
+        self.pair_keys = history_variable(np.int64, pairs, "history_pair_keys")
+        self.centred_ratings = history_variable(np.float32, pairs, "history_centred_ratings") if rating_weighted \
+            else None
         self.set_history(history)
         self.catalog_lookup = keras.layers.StringLookup(vocabulary=list(catalog_ids), mask_token=None)
         self.embedding = keras.layers.Embedding(len(catalog_ids), embedding_dim)

@@ -19,8 +19,9 @@ import numpy as np
 import tensorflow as tf
 
 from twostage.modeling.backup import FitBackup
-from twostage.modeling.distribute import Cluster, default_cluster
+from twostage.modeling.distribute import Cluster, default_cluster, sharded_variables, whole_weights
 from twostage.modeling.examples import ExampleBatches
+from twostage.modeling.progress import EpochProgress, Progress
 
 log = logging.getLogger("twostage")
 
@@ -65,56 +66,22 @@ def _create_variables(model: tf.keras.Model, batches: ExampleBatches) -> None:
     model.optimizer.build(model.trainable_variables)
 
 
-def _duration(seconds: float) -> str:
-    seconds = int(round(seconds))
-    return f"{seconds // 3600}h{seconds % 3600 // 60:02d}m" if seconds >= 3600 else f"{seconds // 60}m{seconds % 60:02d}s"
+def _local_copy(model: tf.keras.Model, build: Callable[[], tf.keras.Model], batches: ExampleBatches) -> tf.keras.Model:
+    """``model`` in ordinary variables of this process, built by ``build`` outside any strategy.
 
-
-class Progress(tf.keras.callbacks.Callback):
-    """A progress line every ``every`` seconds inside long epochs: steps done, examples/s, ETA.
-
-    Also measures the training throughput of the whole fit (``examples_per_second``), which
-    the pipeline saves with the export.
+    A model trained under parameter servers keeps its variables there, the largest split into
+    ``ShardedVariable`` parts: what comes after training (validation figures, the export,
+    which must load with plain ``tf.saved_model.load``) works on a copy.
     """
+    local = build()
+    _create_variables(local, batches)
+    local.set_weights(whole_weights(model))
+    return local
 
-    def __init__(self, name: str, steps: int, examples_per_step: Optional[int], every: float = 30.0):
-        super().__init__()
-        self.name, self.steps, self.examples_per_step, self.every = name, steps, examples_per_step, every
-        self.epoch, self.epoch_start, self.last = 0, 0.0, 0.0
-        self.trained_steps, self.trained_seconds = 0, 0.0
 
-    def on_epoch_begin(self, epoch, logs=None):
-        self.epoch, self.epoch_start = epoch + 1, time.perf_counter()
-        self.last = self.epoch_start
-
-    def on_train_batch_end(self, batch, logs=None):
-        now = time.perf_counter()
-        if now - self.last < self.every or self.steps <= 0:
-            return
-        self.last = now
-        done = batch + 1
-        rate = done / (now - self.epoch_start)
-        examples = f", {rate * self.examples_per_step:,.0f} examples/s" if self.examples_per_step else ""
-        log.info("%s epoch %d: %d/%d steps (%.0f%%)%s, epoch ETA %s", self.name, self.epoch, done, self.steps,
-                 100.0 * done / self.steps, examples, _duration((self.steps - done) / rate))
-
-    def on_epoch_end(self, epoch, logs=None):
-        self.last_epoch_seconds = time.perf_counter() - self.epoch_start
-        self.trained_steps += self.steps
-        self.trained_seconds += self.last_epoch_seconds
-
-    def epoch_summary(self) -> str:
-        """How long the last epoch's training took, and at what rate."""
-        rate = (f", {self.steps * self.examples_per_step / self.last_epoch_seconds:,.0f} examples/s"
-                if self.examples_per_step else "")
-        return f"{self.last_epoch_seconds:.1f}s training{rate}"
-
-    @property
-    def examples_per_second(self) -> Optional[float]:
-        """Training examples per second over the epochs so far (validation time excluded)."""
-        if not self.examples_per_step or not self.trained_seconds:
-            return None
-        return self.trained_steps * self.examples_per_step / self.trained_seconds
+def _progress(cluster: Cluster, name: str, batches: ExampleBatches) -> EpochProgress:
+    kind = EpochProgress if cluster.coordinated else Progress
+    return kind(name, batches.steps_per_epoch, batches.examples_per_step)
 
 
 def _fit_inputs(batches: ExampleBatches, first_epoch: int, cluster: Cluster) -> dict:
@@ -124,6 +91,8 @@ def _fit_inputs(batches: ExampleBatches, first_epoch: int, cluster: Cluster) -> 
     cluster.check_batch(batch_size=batches.batch_size, what="training")
     if cluster.kind == "default":
         x = batches.epochs(first_epoch)
+    elif cluster.coordinated:  # each worker makes its dataset from this function
+        x = tf.keras.utils.experimental.DatasetCreator(lambda context: batches.epochs(first_epoch, context))
     else:
         x = cluster.strategy.distribute_datasets_from_function(lambda context: batches.epochs(first_epoch, context))
     return {"x": x, "steps_per_epoch": batches.steps_per_epoch, "initial_epoch": first_epoch}
@@ -161,6 +130,8 @@ class FitResult:
       seconds: wall time of the whole fit, refit included.
       examples_per_second: training examples per second while choosing epochs (validation
         excluded); None where batches vary in size.
+      sharded_variables: under parameter servers, the variables split over them (name ->
+        parts); the returned models hold ordinary copies.
     """
 
     model: tf.keras.Model
@@ -169,13 +140,14 @@ class FitResult:
     history: List[dict]
     seconds: float
     examples_per_second: Optional[float] = None
+    sharded_variables: Dict[str, int] = dataclasses.field(default_factory=dict)
 
 
 class _EpochChooser(tf.keras.callbacks.Callback):
     """Validates after every epoch, remembers the best, stops after ``patience`` worse ones;
     keeps a backup of each epoch and writes its scalars when the run asks for them."""
 
-    def __init__(self, name: str, validate, schedule: EpochSchedule, progress: Progress, cluster: Cluster,
+    def __init__(self, name: str, validate, schedule: EpochSchedule, progress: EpochProgress, cluster: Cluster,
                  backup: Optional[FitBackup] = None, summaries: Optional[tf.summary.SummaryWriter] = None):
         super().__init__()
         self.name, self.validate, self.schedule, self.progress = name, validate, schedule, progress
@@ -231,7 +203,7 @@ class _EpochChooser(tf.keras.callbacks.Callback):
 class _EpochLogger(tf.keras.callbacks.Callback):
     """One line per epoch of a refit (which has no validation), its backup and scalars."""
 
-    def __init__(self, name: str, epochs: int, progress: Progress, backup: Optional[FitBackup] = None,
+    def __init__(self, name: str, epochs: int, progress: EpochProgress, backup: Optional[FitBackup] = None,
                  summaries: Optional[tf.summary.SummaryWriter] = None):
         super().__init__()
         self.name, self.epochs, self.progress, self.backup, self.summaries = name, epochs, progress, backup, summaries
@@ -244,7 +216,7 @@ class _EpochLogger(tf.keras.callbacks.Callback):
             self.backup.save(self.model, epoch + 1, {}, finished=epoch + 1 == self.epochs)
 
 
-def _write_scalars(writer: Optional[tf.summary.SummaryWriter], epoch: int, loss: float, progress: Progress,
+def _write_scalars(writer: Optional[tf.summary.SummaryWriter], epoch: int, loss: float, progress: EpochProgress,
                    figures: Optional[Dict[str, float]] = None) -> None:
     """TensorBoard scalars of one epoch: loss, training examples/s, validation figures."""
     if writer is None:
@@ -303,12 +275,20 @@ def fit_choosing_epochs(name: str, build: Callable[[bool], tf.keras.Model], fit_
     """
     run = run or TrainingRun()
     strategy = run.cluster.strategy
+    if run.cluster.coordinated:
+        # Swapping a model's data in place needs variables of open shape, which parameter
+        # servers cannot hand to their workers' steps: the refit builds its own model.
+        refit_in_place = None
     start = time.perf_counter()
     with strategy.scope():
         model = build(False)
         fit_batches = fit_data(model)
         _create_variables(model, fit_batches)
-    progress = Progress(name, fit_batches.steps_per_epoch, fit_batches.examples_per_step)
+    sharded = sharded_variables(model)
+    if run.cluster.coordinated:
+        log.info("%s: %s", name, ", ".join(f"{variable} in {parts} parts" for variable, parts in sharded.items())
+                 or "no variable large enough to split over the parameter servers")
+    progress = _progress(run.cluster, name, fit_batches)
     backup = run.backup(name)
     chooser = _EpochChooser(name, validate, schedule, progress, run.cluster, backup, run.summaries(name))
     if schedule.refit and refit_in_place is not None:
@@ -344,11 +324,16 @@ def fit_choosing_epochs(name: str, build: Callable[[bool], tf.keras.Model], fit_
         refit_backup = run.backup(refit_name)
         refit_state = _resume(refit_name, refit_backup, model, run.cluster)
         if refit_state is None or not refit_state["finished"]:
-            refit_progress = Progress(refit_name, full_batches.steps_per_epoch, full_batches.examples_per_step)
+            refit_progress = _progress(run.cluster, refit_name, full_batches)
             logger = _EpochLogger(refit_name, best_epoch, refit_progress, refit_backup, run.summaries(refit_name))
             model.fit(epochs=best_epoch, verbose=0, callbacks=[refit_progress, logger],
                       **_fit_inputs(full_batches, refit_state["epoch"] if refit_state else 0, run.cluster))
         log.info("%s: refitted on the whole training part for %d epoch(s) (%.1fs)", name, best_epoch,
                  time.perf_counter() - refit_start)
+    if run.cluster.coordinated:
+        fit_model = validation_model
+        validation_model = _local_copy(fit_model, lambda: build(False), fit_batches)
+        model = validation_model if model is fit_model else _local_copy(model, lambda: build(True), full_batches)
     return FitResult(model=model, validation_model=validation_model, best_epoch=best_epoch, history=history,
-                     seconds=time.perf_counter() - start, examples_per_second=progress.examples_per_second)
+                     seconds=time.perf_counter() - start, examples_per_second=progress.examples_per_second,
+                     sharded_variables=sharded)

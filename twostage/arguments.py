@@ -32,7 +32,8 @@ def _add_strategy_flag(parser: argparse.ArgumentParser):
 
     parser.add_argument("--strategy", choices=STRATEGIES, default="default",
                         help="default: this process; mirrored: every local GPU; multi-worker: the workers of "
-                             "TF_CONFIG (docs/distributed.md)")
+                             "TF_CONFIG; parameter-server: the chief of TF_CONFIG coordinates its workers, tables "
+                             "split over its ps tasks (docs/distributed.md)")
 
 
 def build_parser() -> argparse.ArgumentParser:

@@ -174,7 +174,8 @@ def export(trained: TrainedStages, out_dir: str, index: IndexConfig | None = Non
         "blend": {"weight": trained.blend_weight,
                   "validation": {str(w): f for w, f in trained.blend_figures.items()}},
         "serving": dataclasses.asdict(config.serving),
-        "distribute": trained.cluster.record(),
+        "distribute": {**trained.cluster.record(), **({"sharded_variables": {
+            **retrieval.fit.sharded_variables, **ranking.fit.sharded_variables}} if trained.cluster.coordinated else {})},
         "train_seconds": trained.train_seconds,
         "stages": trained.stages,
         "created": time.strftime("%Y-%m-%dT%H:%M:%S%z"),

@@ -37,10 +37,11 @@ def test_an_unknown_split_from_the_command_line(tmp_path, capsys):
     assert code == 2 and "test fraction must be between 0 and 1" in capsys.readouterr().err
 
 
-def test_multi_worker_without_tf_config_is_named(tmp_path, capsys, monkeypatch):
+@pytest.mark.parametrize("strategy", ["multi-worker", "parameter-server"])
+def test_a_cluster_without_tf_config_is_named(tmp_path, capsys, monkeypatch, strategy):
     monkeypatch.delenv("TF_CONFIG", raising=False)
-    code = main(["train", "--data", "synthetic", "--out", str(tmp_path / "out"), "--strategy", "multi-worker"])
-    assert code == 2 and "--strategy multi-worker needs TF_CONFIG" in capsys.readouterr().err
+    code = main(["train", "--data", "synthetic", "--out", str(tmp_path / "out"), "--strategy", strategy])
+    assert code == 2 and f"--strategy {strategy} needs TF_CONFIG" in capsys.readouterr().err
     assert not (tmp_path / "out").exists()
 
 

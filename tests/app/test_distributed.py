@@ -1,5 +1,6 @@
-"""Multi-worker training as separate processes on 127.0.0.1: the chief's export, its quality
-against one process's, and a cluster that loses a worker and is restarted with --resume.
+"""Clusters as separate processes on 127.0.0.1: multi-worker (the chief's export, its quality
+against one process's, a cluster that loses a worker and is restarted with --resume) and
+parameter servers (sharded tables, an export of ordinary variables).
 
 Every process is started in its own process group and killed when a test ends, pass or fail.
 """
@@ -124,6 +125,52 @@ def test_a_cluster_that_lost_a_worker_resumes_from_its_backups(tmp_path):
     assert "retrieval: resuming from the backup of epoch" in logs[1] or "retrieval: finished" in logs[1], logs[1]
     assert (out / "twostage" / "1" / "saved_model.pb").is_file()
     assert not backup.exists()
+
+
+# 1,200 users x 128 floats: the user tables are large enough to split over two servers.
+PS_DATA = "synthetic:users=1200,movies=300,ratings=24000,seed=5"
+
+
+def test_a_parameter_server_cluster_shards_tables_and_exports_ordinary_variables(tmp_path):
+    args = ["--data", PS_DATA, "--index", "brute-force", "--epochs", "2"]
+    ports = iter(_free_ports(5))
+    cluster = {role: [f"127.0.0.1:{next(ports)}" for _ in range(count)]
+               for role, count in (("chief", 1), ("worker", 2), ("ps", 2))}
+    with _processes() as start:
+        single = start(_twostage("train", "--out", str(tmp_path / "single"), *args))
+        tasks = [start(_twostage("train", "--strategy", "parameter-server", "--out", str(tmp_path / "ps"), *args),
+                       {"TF_CONFIG": json.dumps({"cluster": cluster, "task": {"type": role, "index": i}})},
+                       open(tmp_path / f"{role}-{i}.log", "w"))
+                 for role in ("chief", "worker", "ps") for i in range(len(cluster[role]))]
+        assert single.wait(timeout=600) == 0
+        chief = tasks[0].wait(timeout=900)
+        assert chief == 0, (tmp_path / "chief-0.log").read_text()[-5000:]
+        # The workers and servers stop by themselves once their chief is gone.
+        assert [task.wait(timeout=120) for task in tasks[1:]] == [0, 0, 0, 0]
+    assert "the chief is gone" in (tmp_path / "ps-1.log").read_text()
+    export = tmp_path / "ps" / "twostage" / "1"
+    metadata = json.loads((export / "assets.extra" / "twostage.json").read_text())
+    distribute = metadata["distribute"]
+    assert {k: distribute[k] for k in ("strategy", "workers", "parameter_servers")} == \
+        {"strategy": "parameter-server", "workers": 2, "parameter_servers": 2}
+    assert distribute["sharded_variables"] and set(distribute["sharded_variables"].values()) == {2}
+    # Ordinary variables: plain TensorFlow loads and serves it, without scann or twostage.
+    code = f"""
+import sys
+import tensorflow as tf
+model = tf.saved_model.load({str(export)!r})
+out = model.recommend(model.user_ids[:3], k=tf.constant(5))
+assert out["movie_id"].shape == (3, 5)
+assert not any(name == "scann" or name.startswith(("scann.", "twostage")) for name in sys.modules)
+print("served")
+"""
+    env = {k: v for k, v in os.environ.items() if k != "TF_USE_LEGACY_KERAS"}
+    loaded = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=300, env=env)
+    assert loaded.returncode == 0 and "served" in loaded.stdout, loaded.stderr[-3000:]
+    one, ps = _evaluate(tmp_path / "single"), _evaluate(tmp_path / "ps")
+    # Asynchronous steps from two workers: not the same trajectory, the same quality within 10%.
+    assert abs(ps["retrieval"]["recall@10"] - one["retrieval"]["recall@10"]) <= 0.1 * one["retrieval"]["recall@10"]
+    assert abs(ps["rmse"] - one["rmse"]) <= 0.1 * one["rmse"]
 
 
 def _variables(export):

@@ -7,7 +7,7 @@ import pytest
 
 from tests.conftest import run_python
 from twostage.data.errors import ConfigError
-from twostage.modeling.distribute import _tf_config
+from twostage.modeling.distribute import _tf_config, sharded_variables, whole_weights
 
 
 def _with_tf_config(monkeypatch, value):
@@ -22,20 +22,62 @@ def _with_tf_config(monkeypatch, value):
     ("{not json", "TF_CONFIG is not JSON"),
     ({"cluster": {"worker": ["127.0.0.1"]}, "task": {"type": "worker", "index": 0}}, "host:port"),
     ({"cluster": {"worker": ["127.0.0.1:1"], "ps": ["127.0.0.1:2"]}, "task": {"type": "worker", "index": 0}},
-     "workers only, not ps"),
+     "has workers only .* not ps"),
     ({"cluster": {"worker": ["127.0.0.1:1", "127.0.0.1:2"]}, "task": {"type": "worker", "index": 2}},
-     "i from 0 to 1"),
+     "an index into that role's addresses"),
 ])
-def test_a_bad_tf_config_is_named(monkeypatch, value, expected):
+def test_a_bad_multi_worker_tf_config_is_named(monkeypatch, value, expected):
     _with_tf_config(monkeypatch, value)
     with pytest.raises(ConfigError, match=expected):
-        _tf_config()
+        _tf_config("multi-worker")
 
 
-def test_a_good_tf_config_is_read(monkeypatch):
-    config = {"cluster": {"worker": ["127.0.0.1:1", "127.0.0.1:2"]}, "task": {"type": "worker", "index": 1}}
+PS_CLUSTER = {"chief": ["127.0.0.1:1"], "worker": ["127.0.0.1:2", "127.0.0.1:3"], "ps": ["127.0.0.1:4"]}
+
+
+@pytest.mark.parametrize("value, expected", [
+    (None, "--strategy parameter-server needs TF_CONFIG.*\"ps\""),
+    ({"cluster": {"worker": ["127.0.0.1:2"], "ps": ["127.0.0.1:4"]}, "task": {"type": "worker", "index": 0}},
+     "\"chief\" addresses"),
+    ({"cluster": {**PS_CLUSTER, "ps": []}, "task": {"type": "chief", "index": 0}}, "\"ps\" addresses"),
+    ({"cluster": {**PS_CLUSTER, "chief": ["127.0.0.1:1", "127.0.0.1:5"]}, "task": {"type": "chief", "index": 0}},
+     "one chief, got 2"),
+    ({"cluster": {**PS_CLUSTER, "evaluator": ["127.0.0.1:6"]}, "task": {"type": "chief", "index": 0}},
+     "not evaluator"),
+    ({"cluster": PS_CLUSTER, "task": {"type": "ps", "index": 1}}, "an index into that role's addresses"),
+    ({"cluster": PS_CLUSTER, "task": {"type": "master", "index": 0}}, "\"type\": \"chief\""),
+])
+def test_a_bad_parameter_server_tf_config_is_named(monkeypatch, value, expected):
+    _with_tf_config(monkeypatch, value)
+    with pytest.raises(ConfigError, match=expected):
+        _tf_config("parameter-server")
+
+
+@pytest.mark.parametrize("kind, config", [
+    ("multi-worker", {"cluster": {"worker": ["127.0.0.1:1", "127.0.0.1:2"]}, "task": {"type": "worker", "index": 1}}),
+    ("parameter-server", {"cluster": PS_CLUSTER, "task": {"type": "worker", "index": 1}}),
+])
+def test_a_good_tf_config_is_read(monkeypatch, kind, config):
     _with_tf_config(monkeypatch, config)
-    assert _tf_config() == config
+    assert _tf_config(kind) == config
+
+
+class _Weights:
+    def __init__(self, weights):
+        self.weights = weights
+
+
+def test_the_parts_of_a_split_variable_are_joined_in_order():
+    import numpy as np
+    import tensorflow as tf
+
+    weights = [tf.Variable(np.ones((2, 3)), name="table/part_0"), tf.Variable(np.zeros((1, 3)), name="table/part_1"),
+               tf.Variable(np.arange(3.0), name="bias"), tf.Variable(np.ones((1, 2)), name="other/part_0")]
+    model = _Weights(weights)
+    assert sharded_variables(model) == {"table": 2}
+    joined = whole_weights(model)
+    assert [w.shape for w in joined] == [(3, 3), (3,), (1, 2)]
+    assert (joined[0] == np.array([[1, 1, 1], [1, 1, 1], [0, 0, 0]])).all()
 
 
 @pytest.mark.slow

@@ -3,7 +3,7 @@
 import logging
 import time
 
-from twostage.modeling.training import Progress
+from twostage.modeling.progress import Progress
 
 
 def test_progress_lines_carry_steps_rate_and_eta(caplog):
