@@ -19,6 +19,7 @@ from twostage.data.features import (FeatureVocabularies, build_vocabularies, mov
                                     user_feature_lookup)
 from twostage.data.history import RaggedTable, fans, training_history
 from twostage.data.schema import MovieLensData, Movies, Ratings, Users
+from twostage.data.shards import ExampleShards, check_matches, is_shard_folder, read_shards, vocabulary_fingerprint
 from twostage.data.sources import DataConfig, load_dataset
 from twostage.data.splits import split
 
@@ -51,6 +52,8 @@ class Prepared:
       test: the held-out part (only evaluation reads it).
       vocabulary_part: the ratings the vocabularies are built from (the training part, or the
         fit part when a tuning run treats the fit part as all it may know).
+      shards: the fit and training parts' examples as shard files (data.shards), when the
+        source is a folder ``twostage prepare`` wrote.
     """
 
     data: MovieLensData
@@ -60,6 +63,7 @@ class Prepared:
     validation: Ratings
     test: Ratings
     vocabulary_part: Ratings
+    shards: Optional[ExampleShards] = None
 
     @property
     def movies(self) -> Movies:
@@ -78,6 +82,14 @@ class Prepared:
     def vocabularies(self) -> FeatureVocabularies:
         """Every vocabulary the towers need, from ``vocabulary_part`` and the catalog."""
         return build_vocabularies(self.vocabulary_part, self.movies, self.users)
+
+    def split_record(self) -> dict:
+        """The split settings that decide the parts (what shard files are checked against)."""
+        return {**dataclasses.asdict(self.config.split), "validation_fraction": self.config.validation_fraction}
+
+    def fingerprint(self) -> str:
+        """Of the vocabularies example rows are coded against (data.shards)."""
+        return vocabulary_fingerprint(self.vocabularies.user_ids, self.movies.movie_id)
 
     @functools.cached_property
     def movie_columns(self) -> Dict[str, np.ndarray]:
@@ -138,7 +150,8 @@ def prepare(config: DataConfig, data: Optional[MovieLensData] = None) -> Prepare
     Returns:
       The prepared data; vocabularies and feature columns are built when first asked for.
     """
-    data = data or load_dataset(config.source, config.synthetic)
+    shards = read_shards(config.source) if is_shard_folder(config.source) else None
+    data = data or load_dataset(shards.source if shards else config.source, config.synthetic)
     train, test = split(data.ratings, config.split)
     fit, validation = split(train, config.split.for_validation(config.validation_fraction))
     for part, ratings, share in (("test", test, f"{config.split.test_fraction:g} held out"),
@@ -149,4 +162,10 @@ def prepare(config: DataConfig, data: Optional[MovieLensData] = None) -> Prepare
                             f"give more ratings or another --test-fraction", config.source)
     log.info("data %s: %d ratings, %d movies; training on %d (fit %d + validation %d), %d held out",
              data.name, len(data.ratings), len(data.movies), len(train), len(fit), len(validation), len(test))
-    return Prepared(data, config, train=train, fit=fit, validation=validation, test=test, vocabulary_part=train)
+    prepared = Prepared(data, config, train=train, fit=fit, validation=validation, test=test, vocabulary_part=train)
+    if shards is not None:
+        check_matches(shards, prepared.split_record(), prepared.fingerprint())
+        log.info("training examples from %d + %d shard file(s) in %s", len(shards.parts["fit"]),
+                 len(shards.parts["train"]), shards.folder)
+        prepared = dataclasses.replace(prepared, shards=shards)
+    return prepared

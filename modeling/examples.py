@@ -10,12 +10,26 @@ movie, in the form the model reads (looked up once, when the tables are built).
 
 from __future__ import annotations
 
+import copy
 from typing import Callable, Dict, Optional
 
 import numpy as np
 import tensorflow as tf
 
 Columns = Dict[str, np.ndarray]
+
+
+def worker_salt() -> tf.Tensor:
+    """A number drawn anew wherever the op runs (seeds 0 and 0: from the OS).
+
+    Parameter servers give every worker the same dataset function and no input pipeline id
+    (TensorFlow expects "datasets shuffled differently" per worker): a seeded order would
+    hand every worker the same batches. Salting the seed makes each worker's order its own;
+    an epoch is then ``steps_per_epoch`` batches drawn by the workers, not one exact pass
+    (exactly-once visitation would need the tf.data service).
+    """
+    return tf.raw_ops.RandomUniformInt(shape=tf.constant([], tf.int32), minval=tf.constant(1, tf.int64),
+                                       maxval=tf.constant(2 ** 40, tf.int64), seed=0, seed2=0)
 
 
 class ExampleTables:
@@ -74,6 +88,7 @@ class ExampleBatches:
         self.batch_size, self.shuffle_seed, self.expand = batch_size, shuffle_seed, expand
         self.drop_remainder = drop_remainder and shuffle_seed is not None and self.size >= batch_size
         self.steps_per_epoch = self.size // batch_size if self.drop_remainder else -(-self.size // batch_size)
+        self.salted = False
 
     @property
     def examples_per_step(self) -> Optional[int]:
@@ -87,9 +102,9 @@ class ExampleBatches:
             return tf.data.Dataset.range(full).map(lambda b: tf.range(b * batch, tf.minimum((b + 1) * batch, size)))
         # One permutation per epoch, cut into batches: shuffling row numbers one element at
         # a time through tf.data costs seconds per million rows, and memory per element.
+        seed = tf.constant(self.shuffle_seed, tf.int64) + (worker_salt() if self.salted else 0)
         order = tf.random.experimental.stateless_shuffle(tf.range(size, dtype=tf.int64),
-                                                         seed=tf.stack([tf.constant(self.shuffle_seed, tf.int64),
-                                                                        tf.cast(epoch, tf.int64)]))
+                                                         seed=tf.stack([seed, tf.cast(epoch, tf.int64)]))
         if full * batch <= size:
             return tf.data.Dataset.from_tensor_slices(tf.reshape(order[:full * batch], [full, batch]))
         return tf.data.Dataset.from_tensor_slices(order).batch(batch)
@@ -108,6 +123,15 @@ class ExampleBatches:
         batch = {name: tf.gather(t, index) for name, t in self.tensors.items()}
         return self.expand(batch) if self.expand else batch
 
+    def for_cluster(self, cluster) -> "ExampleBatches":
+        """The batches ``cluster``'s input pipelines read: the same ones (each cuts its slice
+        when it is made), or under parameter servers each worker's own order (``salted``)."""
+        if not cluster.coordinated:
+            return self
+        salted = copy.copy(self)
+        salted.salted = True
+        return salted
+
     def head(self, count: int) -> Dict[str, tf.Tensor]:
         """The features of the first ``count`` rows (e.g. to create a model's variables)."""
         return self._gather(tf.range(min(count, self.size), dtype=tf.int64))
@@ -123,8 +147,7 @@ class ExampleBatches:
           first: the number of the first epoch (a resumed run's next one).
           input_context: under a strategy, which input pipeline this is: it keeps its share of
             each global batch, one element per local replica (``batch_size`` must divide
-            evenly among all replicas); under parameter servers (one replica, a pipeline per
-            worker, each step taken by whichever worker is free), every n-th whole batch.
+            evenly among all replicas).
         """
         batches = tf.data.Dataset.range(first, 2 ** 62).flat_map(self._epoch)
         if input_context is not None and input_context.num_replicas_in_sync > 1:
@@ -134,7 +157,113 @@ class ExampleBatches:
             pipeline = input_context.input_pipeline_id
             batches = batches.flat_map(lambda index: tf.data.Dataset.from_tensor_slices(
                 tf.reshape(index[pipeline * share:(pipeline + 1) * share], [local, per_replica])))
-        elif input_context is not None and input_context.num_input_pipelines > 1:
-            batches = batches.shard(input_context.num_input_pipelines, input_context.input_pipeline_id)
         return self._features(batches)
 
+
+
+class ShardedBatches:
+    """Example rows read from shard files (data.shards): each input pipeline reads its own.
+
+    Every epoch, the files' order and the rows inside each file are permuted from (seed,
+    epoch) alone, and the rows are cut into batches in that order (the last, smaller batch
+    dropped), so a resumed run sees what an uninterrupted one would have. Under
+    ``multi-worker``, worker ``w`` of ``n`` reads files ``w, w + n, ...`` and cuts its share
+    of the global batch from them, the same number of steps as every other worker; under
+    parameter servers (no input pipeline ids there) each worker reads every file in an
+    order of its own (``worker_salt``), and the steps of an epoch go to whichever worker is
+    free.
+
+    Args:
+      files: the part's shard files (data.shards.ShardFile).
+      batch_size: examples per (global) batch.
+      shuffle_seed: seeds every epoch's order.
+      expand: batch of rows ("user_id", "movie_id", "rating") -> features, in the pipeline.
+      pipelines: input pipelines that split the files between them (``for_cluster`` sets it).
+    """
+
+    def __init__(self, files, batch_size: int, shuffle_seed: int,
+                 expand: Optional[Callable[[Dict[str, tf.Tensor]], Dict[str, tf.Tensor]]] = None,
+                 pipelines: int = 1, salted: bool = False):
+        self.files, self.batch_size, self.shuffle_seed, self.expand = list(files), batch_size, shuffle_seed, expand
+        self.pipelines, self.salted = pipelines, salted
+        if len(self.files) < pipelines:
+            raise ValueError(f"{len(self.files)} shard file(s) cannot feed {pipelines} input pipelines: "
+                             f"prepare at least {pipelines} shards")
+        self.drop_remainder = True
+        # In lockstep, every pipeline takes as many steps as the one with the fewest rows.
+        self.steps_per_epoch = min(self._steps(p) for p in range(pipelines))
+
+    def for_cluster(self, cluster) -> "ShardedBatches":
+        """The same batches, their files split over ``cluster``'s input pipelines."""
+        if cluster.coordinated:
+            return ShardedBatches(self.files, self.batch_size, self.shuffle_seed, self.expand, salted=True)
+        if cluster.num_workers > 1:
+            return ShardedBatches(self.files, self.batch_size, self.shuffle_seed, self.expand, cluster.num_workers)
+        return self
+
+    @property
+    def examples_per_step(self) -> int:
+        return self.batch_size
+
+    def _pipeline_batch(self) -> int:
+        return self.batch_size // self.pipelines
+
+    def _steps(self, pipeline: int) -> int:
+        batch = self._pipeline_batch()
+        return sum(shard.rows for shard in self.files[pipeline::self.pipelines]) // batch
+
+    @staticmethod
+    def _read(path: tf.Tensor) -> Dict[str, tf.Tensor]:
+        values = tf.reshape(tf.io.decode_raw(tf.io.read_file(path), tf.int32, little_endian=True), [3, -1])
+        return {"user_id": tf.cast(values[0], tf.int64), "movie_id": tf.cast(values[1], tf.int64),
+                "rating": tf.bitcast(values[2], tf.float32)}
+
+    def _epoch(self, epoch: tf.Tensor, paths: tf.Tensor, batch: int, steps: int) -> tf.data.Dataset:
+        seed = tf.constant(self.shuffle_seed, tf.int64) + (worker_salt() if self.salted else 0)
+        epoch = tf.cast(epoch, tf.int64)
+        order = tf.random.experimental.stateless_shuffle(tf.range(tf.size(paths, out_type=tf.int64)),
+                                                         seed=tf.stack([seed, epoch]))
+        files = tf.data.Dataset.from_tensor_slices((tf.gather(paths, order), order))
+
+        def permuted(path, file_index):
+            rows = self._read(path)
+            permutation = tf.random.experimental.stateless_shuffle(
+                tf.range(tf.size(rows["user_id"], out_type=tf.int64)),
+                seed=tf.stack([seed, epoch * 1_000_003 + file_index + 1]))
+            return {name: tf.gather(values, permutation) for name, values in rows.items()}
+
+        # One element per file, its rows permuted; rebatch cuts batches across file boundaries.
+        return files.map(permuted).rebatch(batch, drop_remainder=True).take(steps)
+
+    def epochs(self, first: int = 0, input_context: Optional[tf.distribute.InputContext] = None) -> tf.data.Dataset:
+        """Epoch ``first``, then the next ones, without end; see ExampleBatches.epochs."""
+        pipeline = input_context.input_pipeline_id if input_context is not None else 0
+        if input_context is not None and input_context.num_input_pipelines != self.pipelines:
+            raise ValueError(f"batches made for {self.pipelines} input pipelines fed to "
+                             f"{input_context.num_input_pipelines}")
+        paths = tf.constant([shard.path for shard in self.files[pipeline::self.pipelines]])
+        batch, steps = self._pipeline_batch(), self.steps_per_epoch
+        batches = tf.data.Dataset.range(first, 2 ** 62).flat_map(lambda epoch: self._epoch(epoch, paths, batch, steps))
+        if input_context is not None and input_context.num_replicas_in_sync > self.pipelines:
+            local = input_context.num_replicas_in_sync // self.pipelines
+            batches = batches.flat_map(lambda rows: tf.data.Dataset.from_tensor_slices(
+                {name: tf.reshape(values, [local, -1]) for name, values in rows.items()}))
+        return self._features(batches)
+
+    def _features(self, batches: tf.data.Dataset) -> tf.data.Dataset:
+        if self.expand is not None:
+            batches = batches.map(self.expand, num_parallel_calls=2, deterministic=True)
+        options = tf.data.Options()
+        options.autotune.enabled = False
+        options.experimental_distribute.auto_shard_policy = tf.data.experimental.AutoShardPolicy.OFF
+        return batches.prefetch(2).with_options(options)
+
+    def head(self, count: int) -> Dict[str, tf.Tensor]:
+        """The features of the first ``count`` rows of the first file."""
+        rows = {name: values[:count] for name, values in self._read(tf.constant(self.files[0].path)).items()}
+        return self.expand(rows) if self.expand else rows
+
+    def dataset(self) -> tf.data.Dataset:
+        """One pass over every file in order (epoch 0's batches, unshuffled files)."""
+        paths = tf.constant([shard.path for shard in self.files])
+        return self._features(tf.data.Dataset.from_tensor_slices(paths).map(self._read).unbatch().batch(self.batch_size))

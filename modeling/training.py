@@ -13,14 +13,14 @@ import dataclasses
 import logging
 import os
 import time
-from typing import Callable, Dict, List, Optional
+from typing import Callable, Dict, List, Optional, Union
 
 import numpy as np
 import tensorflow as tf
 
 from twostage.modeling.backup import FitBackup
 from twostage.modeling.distribute import Cluster, default_cluster, sharded_variables, whole_weights
-from twostage.modeling.examples import ExampleBatches
+from twostage.modeling.examples import ExampleBatches, ShardedBatches
 from twostage.modeling.progress import EpochProgress, Progress
 
 log = logging.getLogger("twostage")
@@ -28,7 +28,7 @@ log = logging.getLogger("twostage")
 
 # Training examples: a function that batches them for the model being trained (the model
 # looks its feature tables up once, before training).
-Examples = Callable[[tf.keras.Model], ExampleBatches]
+Examples = Callable[[tf.keras.Model], Union[ExampleBatches, ShardedBatches]]
 
 
 @dataclasses.dataclass(frozen=True)
@@ -282,7 +282,7 @@ def fit_choosing_epochs(name: str, build: Callable[[bool], tf.keras.Model], fit_
     start = time.perf_counter()
     with strategy.scope():
         model = build(False)
-        fit_batches = fit_data(model)
+        fit_batches = fit_data(model).for_cluster(run.cluster)
         _create_variables(model, fit_batches)
     sharded = sharded_variables(model)
     if run.cluster.coordinated:
@@ -311,7 +311,7 @@ def fit_choosing_epochs(name: str, build: Callable[[bool], tf.keras.Model], fit_
         with strategy.scope():
             if refit_in_place is None:
                 model = build(True)
-                full_batches = full_data(model)
+                full_batches = full_data(model).for_cluster(run.cluster)
                 _create_variables(model, full_batches)
             else:
                 validation_model = build(False)
@@ -320,7 +320,7 @@ def fit_choosing_epochs(name: str, build: Callable[[bool], tf.keras.Model], fit_
                 model.set_weights(initial[0])
                 model.optimizer.set_weights(initial[1])
                 refit_in_place(model)
-                full_batches = full_data(model)
+                full_batches = full_data(model).for_cluster(run.cluster)
         refit_backup = run.backup(refit_name)
         refit_state = _resume(refit_name, refit_backup, model, run.cluster)
         if refit_state is None or not refit_state["finished"]:

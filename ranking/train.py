@@ -11,7 +11,7 @@ import tensorflow as tf
 
 from twostage.data.prepared import Prepared
 from twostage.data.schema import Ratings
-from twostage.modeling.examples import ExampleBatches, ExampleTables
+from twostage.modeling.examples import ExampleBatches, ExampleTables, ShardedBatches
 from twostage.modeling.layers import DENSE_POOLING_CELLS
 from twostage.modeling.training import EpochSchedule, FitResult, TrainingRun, fit_choosing_epochs
 from twostage.ranking.config import RankingConfig
@@ -133,7 +133,10 @@ def train_ranking(prepared: Prepared, config: RankingConfig, validation_pairs: O
         model.compile(optimizer=tf.keras.optimizers.Adam(config.learning_rate, **averaging))
         return model
 
-    def examples(ratings: Ratings):
+    def examples(ratings: Ratings, part: str):
+        if prepared.shards is not None:  # rows and labels from the part's shard files
+            return lambda model: ShardedBatches(prepared.shards.parts[part], config.batch_size, config.seed,
+                                                expand=inputs.tables(model).expand)
         return lambda model: inputs.batches(model, ratings, config.batch_size, with_labels=True,
                                             shuffle_seed=config.seed)
 
@@ -141,9 +144,9 @@ def train_ranking(prepared: Prepared, config: RankingConfig, validation_pairs: O
         model.set_history(prepared.history(train, config.history_ratings))
 
     result = fit_choosing_epochs(
-        "ranking", build, examples(fit), _validator(inputs, prepared.validation),
+        "ranking", build, examples(fit, "fit"), _validator(inputs, prepared.validation),
         EpochSchedule(config.epochs, "rmse", config.patience, higher_is_better=False, refit=config.refit),
-        full_data=examples(train) if config.refit else None,
+        full_data=examples(train, "train") if config.refit else None,
         run=run,
         # The refit differs from the fit only in the history pooled (and keeps the fit
         # part's global mean, a constant the biases absorb).

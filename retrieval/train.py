@@ -13,7 +13,7 @@ from twostage.data.metrics import HeldOutEvaluator
 from twostage.data.prepared import Prepared
 from twostage.data.schema import Ratings
 from twostage.data.metrics import rating_counts
-from twostage.modeling.examples import ExampleBatches, ExampleTables
+from twostage.modeling.examples import ExampleBatches, ExampleTables, ShardedBatches
 from twostage.modeling.layers import DENSE_POOLING_CELLS
 from twostage.modeling.training import EpochSchedule, FitResult, TrainingRun, fit_choosing_epochs
 from twostage.retrieval.config import RetrievalConfig
@@ -112,6 +112,19 @@ def training_rows(prepared: Prepared, ratings: Ratings, sampling_probability: np
     return rows
 
 
+def with_sampling_probability(tables: ExampleTables, probability: np.ndarray):
+    """Batch of shard rows -> the retrieval features, each example's sampling probability
+    gathered from its movie's (as ``training_rows`` adds it to in-memory rows)."""
+    probability = tf.constant(probability)
+
+    def expand(rows):
+        features = tables.expand({name: values for name, values in rows.items() if name != "rating"})
+        features["sampling_probability"] = tf.gather(probability, tf.maximum(rows["movie_id"] - 1, 0))
+        return features
+
+    return expand
+
+
 def example_tables(model: TwoTowerModel, prepared: Prepared) -> ExampleTables:
     """Both towers' features of every user row and catalog movie, looked up once."""
     def index(features):
@@ -167,15 +180,19 @@ def train_retrieval(prepared: Prepared, config: RetrievalConfig, candidates: int
     def validate(model: TwoTowerModel) -> dict:
         return evaluator.score_metrics(catalog_scorer(model, prepared), ks=(10, 100))
 
-    def examples(ratings: Ratings):
+    def examples(ratings: Ratings, part: str):
+        if prepared.shards is not None:  # rows from the part's shard files, probabilities added per batch
+            return lambda model: ShardedBatches(prepared.shards.parts[part], config.batch_size, config.seed,
+                                                expand=with_sampling_probability(example_tables(model, prepared),
+                                                                                 probability))
         rows = training_rows(prepared, ratings, probability)
         return lambda model: ExampleBatches(rows, config.batch_size, shuffle_seed=config.seed, drop_remainder=True,
                                             expand=example_tables(model, prepared).expand)
 
     result = fit_choosing_epochs(
-        "retrieval", build, examples(fit), validate,
+        "retrieval", build, examples(fit, "fit"), validate,
         EpochSchedule(config.epochs, config.monitor, config.patience, higher_is_better=True, refit=config.refit),
-        full_data=examples(train) if config.refit else None,
+        full_data=examples(train, "train") if config.refit else None,
         run=run,
     )
     columns, scores = evaluator.top_unseen(catalog_scorer(result.validation_model, prepared), candidates)

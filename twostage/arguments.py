@@ -80,6 +80,15 @@ def build_parser() -> argparse.ArgumentParser:
     generate.add_argument("--format", choices=("csv", "parquet"), default="csv")
     generate.add_argument("--force", action="store_true", help="overwrite files already in --out")
 
+    prepare = commands.add_parser("prepare", help="split a dataset as train will and write its training examples "
+                                                  "as shard files (train --data OUT then reads them)")
+    prepare.add_argument("--data", required=True, help="the data source, as for train")
+    prepare.add_argument("--out", required=True, help="folder for the shard files and shards.json")
+    _add_split_flags(prepare, defaults=True)
+    prepare.add_argument("--shards", type=_whole_number(1, 100_000), default=16,
+                         help="files per part (at least one per worker that will read them; default 16)")
+    prepare.add_argument("--force", action="store_true", help="replace a prepared folder already in --out")
+
     export = commands.add_parser("export", help="export a trained model again, e.g. with another index")
     export.add_argument("--model", required=True, help="an export (the --out of train, or a version folder)")
     export.add_argument("--index", choices=("scann", "brute-force"), required=True,

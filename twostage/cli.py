@@ -5,6 +5,7 @@ from __future__ import annotations
 import dataclasses
 import json
 import logging
+import os
 import sys
 import time
 
@@ -104,6 +105,31 @@ def _generate(args) -> int:
     paths = write_movielens(data, args.out, args.format)
     print(f"wrote {len(data.ratings)} ratings of {args.users} users and {args.movies} movies: {', '.join(paths)} "
           f"({time.perf_counter() - start:.1f}s)")
+    return 0
+
+
+def _prepare(args) -> int:
+    from twostage.data import DataConfig, SplitConfig
+    from twostage.data.errors import DataError
+    from twostage.data.prepared import prepare
+    from twostage.data.shards import MANIFEST, is_shard_folder, write_shards
+
+    if os.path.exists(args.out) and not os.path.isdir(args.out):
+        raise DataError("exists and is not a folder; choose another --out", args.out)
+    if is_shard_folder(args.out) and not args.force:
+        raise DataError(f"holds a prepared folder ({MANIFEST}) already; choose another --out or pass --force",
+                        args.out)
+    source = os.path.abspath(args.data) if os.path.exists(args.data) else args.data
+    if os.path.isdir(source) and is_shard_folder(source):
+        raise DataError("is a prepared folder: give the data it was prepared from", args.data)
+    start = time.perf_counter()
+    prepared = prepare(DataConfig(source=source, split=SplitConfig(args.split, args.seed, args.test_fraction)))
+    parts = {name: prepared.example_rows(part, with_labels=True)
+             for name, part in (("fit", prepared.fit), ("train", prepared.train))}
+    shards = write_shards(args.out, parts, args.shards, args.seed, source, prepared.split_record(),
+                          prepared.fingerprint())
+    print(f"wrote {shards.rows('fit')} fit and {shards.rows('train')} training examples as {args.shards} shard(s) "
+          f"each to {args.out} ({time.perf_counter() - start:.1f}s); train with --data {args.out}")
     return 0
 
 
@@ -264,7 +290,7 @@ def main(argv=None) -> int:
     from twostage.data.errors import TwostageError
 
     try:
-        commands = {"train": _train, "generate": _generate, "recommend": _recommend, "evaluate": _evaluate, "similar": _related,
+        commands = {"train": _train, "generate": _generate, "prepare": _prepare, "recommend": _recommend, "evaluate": _evaluate, "similar": _related,
                     "also-liked": _related, "benchmark": _benchmark, "export": _export,
                     "serving-config": _serving_config, "report": _report, "explore": _explore,
                     "serve-ui": _serve_ui, "gpu-check": _gpu_check, "describe": _describe}

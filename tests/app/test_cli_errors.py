@@ -69,3 +69,20 @@ def test_an_empty_out_folder_the_user_made_outlives_a_failed_run(tmp_path, capsy
     code = main(["train", "--data", str(tmp_path / "no-such-data"), "--out", str(tmp_path / "out")])
     assert code == 2 and "no-such-data" in capsys.readouterr().err
     assert (tmp_path / "out").is_dir() and not any((tmp_path / "out").iterdir())
+
+
+SMALL = "synthetic:users=60,movies=40,ratings=2400,seed=3"
+
+
+def test_prepare_refuses_to_replace_a_prepared_folder_and_train_refuses_another_split(tmp_path, capsys):
+    out = tmp_path / "prepared"
+    assert main(["prepare", "--data", SMALL, "--out", str(out), "--shards", "2"]) == 0
+    manifest = (out / "shards.json").read_text()
+    assert main(["prepare", "--data", SMALL, "--out", str(out), "--seed", "5"]) == 2
+    assert "holds a prepared folder (shards.json) already" in capsys.readouterr().err
+    assert (out / "shards.json").read_text() == manifest
+    assert main(["prepare", "--data", str(out), "--out", str(tmp_path / "again")]) == 2
+    assert "is a prepared folder: give the data it was prepared from" in capsys.readouterr().err
+    code = main(["train", "--data", str(out), "--out", str(tmp_path / "model"), "--seed", "7"])
+    assert code == 2 and "was prepared with --seed 42" in capsys.readouterr().err
+    assert not (tmp_path / "model").exists()

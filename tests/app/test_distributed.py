@@ -131,8 +131,11 @@ def test_a_cluster_that_lost_a_worker_resumes_from_its_backups(tmp_path):
 PS_DATA = "synthetic:users=1200,movies=300,ratings=24000,seed=5"
 
 
-def test_a_parameter_server_cluster_shards_tables_and_exports_ordinary_variables(tmp_path):
-    args = ["--data", PS_DATA, "--index", "brute-force", "--epochs", "2"]
+def test_a_parameter_server_cluster_reads_shard_files_splits_tables_and_exports_ordinary_variables(tmp_path):
+    prepared = subprocess.run(_twostage("prepare", "--data", PS_DATA, "--out", str(tmp_path / "prepared"),
+                                        "--shards", "4"), capture_output=True, text=True, timeout=300)
+    assert prepared.returncode == 0, prepared.stderr[-3000:]
+    args = ["--data", str(tmp_path / "prepared"), "--index", "brute-force", "--epochs", "2"]
     ports = iter(_free_ports(5))
     cluster = {role: [f"127.0.0.1:{next(ports)}" for _ in range(count)]
                for role, count in (("chief", 1), ("worker", 2), ("ps", 2))}
@@ -148,6 +151,7 @@ def test_a_parameter_server_cluster_shards_tables_and_exports_ordinary_variables
         # The workers and servers stop by themselves once their chief is gone.
         assert [task.wait(timeout=120) for task in tasks[1:]] == [0, 0, 0, 0]
     assert "the chief is gone" in (tmp_path / "ps-1.log").read_text()
+    assert "training examples from 4 + 4 shard file(s)" in (tmp_path / "chief-0.log").read_text()
     export = tmp_path / "ps" / "twostage" / "1"
     metadata = json.loads((export / "assets.extra" / "twostage.json").read_text())
     distribute = metadata["distribute"]

@@ -70,3 +70,72 @@ def test_tables_gather_each_rows_user_and_movie_features_in_the_models_form():
     assert batch["rating"].numpy().tolist() == [5.0, 3.0, 1.0] and "movie_title" not in batch
     head = ExampleBatches(rows, 3, expand=tables.expand).head(2)
     assert head["zip"].numpy().tolist() == [b"20", b""]
+
+
+def _shards(tmp_path, sizes):
+    from twostage.data.shards import ShardFile
+
+    files, start = [], 0
+    for index, size in enumerate(sizes):
+        path = tmp_path / f"part-{index}.bin"
+        users = np.arange(start, start + size, dtype="<i4")
+        path.write_bytes(users.tobytes() + (users + 1000).astype("<i4").tobytes() +
+                         (users * 0.5).astype("<f4").tobytes())
+        files.append(ShardFile(str(path), size))
+        start += size
+    return files
+
+
+def _sharded_epochs(batches, epochs, first=0, context=None):
+    iterator = iter(batches.epochs(first, context))
+    return [[next(iterator) for _ in range(batches.steps_per_epoch)] for _ in range(epochs)]
+
+
+def test_shard_files_give_every_row_once_an_epoch_in_a_seeded_order(tmp_path):
+    from twostage.modeling.examples import ShardedBatches
+
+    batches = ShardedBatches(_shards(tmp_path, [30, 25, 26]), 8, shuffle_seed=4)
+    assert batches.steps_per_epoch == 81 // 8
+    epochs = _sharded_epochs(batches, 3)
+    for epoch in epochs:
+        users = np.concatenate([b["user_id"].numpy() for b in epoch])
+        assert len(set(users.tolist())) == len(users) == 80  # one smaller batch dropped, across files
+        for batch in epoch:  # the columns stay together
+            assert (batch["movie_id"].numpy() == batch["user_id"].numpy() + 1000).all()
+            assert np.allclose(batch["rating"].numpy(), batch["user_id"].numpy() * 0.5)
+    flat = [np.concatenate([b["user_id"].numpy() for b in epoch]) for epoch in epochs]
+    assert not np.array_equal(flat[0], flat[1])
+    resumed = _sharded_epochs(batches, 1, first=2)[0]
+    assert np.array_equal(np.concatenate([b["user_id"].numpy() for b in resumed]), flat[2])
+
+
+def test_workers_in_lockstep_read_their_own_files_for_the_same_steps(tmp_path):
+    from twostage.modeling.distribute import Cluster
+    from twostage.modeling.examples import ShardedBatches
+
+    files = _shards(tmp_path, [20, 20, 20, 19])
+    two_workers = Cluster(tf.distribute.get_strategy(), "multi-worker", num_workers=2)
+    batches = ShardedBatches(files, 8, shuffle_seed=1).for_cluster(two_workers)
+    assert batches.steps_per_epoch == 39 // 4  # each worker cuts 4 of the 8 examples a step
+    seen = []
+    for pipeline in range(2):
+        epoch = _sharded_epochs(batches, 1, context=tf.distribute.InputContext(2, pipeline, 2))[0]
+        assert all(b["user_id"].shape == (4,) for b in epoch)
+        seen.append(set(np.concatenate([b["user_id"].numpy() for b in epoch]).tolist()))
+    assert seen[0].isdisjoint(seen[1])
+    assert seen[0] <= set(range(0, 20)) | set(range(40, 60))  # files 0 and 2
+
+
+def test_parameter_server_workers_each_draw_their_own_order(tmp_path):
+    from twostage.modeling.distribute import Cluster
+    from twostage.modeling.examples import ShardedBatches
+
+    coordinated = Cluster(tf.distribute.get_strategy(), "parameter-server", num_workers=2, parameter_servers=1)
+    batches = ShardedBatches(_shards(tmp_path, [40, 40]), 8, shuffle_seed=1).for_cluster(coordinated)
+    first, second = (np.concatenate([b["user_id"].numpy() for b in _sharded_epochs(batches, 1)[0]])
+                     for _ in range(2))
+    assert sorted(first.tolist()) == sorted(second.tolist()) == list(range(80))
+    assert not np.array_equal(first, second)
+    rows = ExampleBatches({"row": np.arange(64)}, 8, shuffle_seed=1, drop_remainder=True).for_cluster(coordinated)
+    one, two = (np.concatenate(_epochs(rows, 1)[0]) for _ in range(2))
+    assert not np.array_equal(one, two)
