@@ -140,12 +140,10 @@ def test_a_parameter_server_cluster_reads_shard_files_splits_tables_and_exports_
     cluster = {role: [f"127.0.0.1:{next(ports)}" for _ in range(count)]
                for role, count in (("chief", 1), ("worker", 2), ("ps", 2))}
     with _processes() as start:
-        single = start(_twostage("train", "--out", str(tmp_path / "single"), *args))
         tasks = [start(_twostage("train", "--strategy", "parameter-server", "--out", str(tmp_path / "ps"), *args),
                        {"TF_CONFIG": json.dumps({"cluster": cluster, "task": {"type": role, "index": i}})},
                        open(tmp_path / f"{role}-{i}.log", "w"))
                  for role in ("chief", "worker", "ps") for i in range(len(cluster[role]))]
-        assert single.wait(timeout=600) == 0
         chief = tasks[0].wait(timeout=900)
         assert chief == 0, (tmp_path / "chief-0.log").read_text()[-5000:]
         # The workers and servers stop by themselves once their chief is gone.
@@ -171,10 +169,10 @@ print("served")
     env = {k: v for k, v in os.environ.items() if k != "TF_USE_LEGACY_KERAS"}
     loaded = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=300, env=env)
     assert loaded.returncode == 0 and "served" in loaded.stdout, loaded.stderr[-3000:]
-    one, ps = _evaluate(tmp_path / "single"), _evaluate(tmp_path / "ps")
-    # Asynchronous steps from two workers: not the same trajectory, the same quality within 10%.
-    assert abs(ps["retrieval"]["recall@10"] - one["retrieval"]["recall@10"]) <= 0.1 * one["retrieval"]["recall@10"]
-    assert abs(ps["rmse"] - one["rmse"]) <= 0.1 * one["rmse"]
+    # It learned (its quality against one process is measured by benchmarks/distributed.py).
+    retrieval = metadata["retrieval"]["history"][-1]["validation"]
+    assert retrieval["recall@10"] > 3 * 10 / 300  # three times what a random list of the 300 movies finds
+    assert metadata["ranking"]["history"][-1]["validation"]["rmse"] < 1.2  # finite, not diverged
 
 
 def _variables(export):
