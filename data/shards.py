@@ -11,7 +11,8 @@ example: the user-vocabulary row (int32; 0: unknown user), the catalog row (int3
 position + 1) and the rating (float32). ``tf.io.decode_raw`` reads one whole, with no
 parsing per example. Rows are dealt to the shards in a seeded random order, so every
 shard is a random sample of its part. ``shards.json`` lists the files and their rows, the
-split and a fingerprint of the vocabularies they were coded against.
+split, the counts (ratings per part, users, movies) and a fingerprint of the vocabularies
+the rows were coded against.
 """
 
 from __future__ import annotations
@@ -49,6 +50,7 @@ class ExampleShards:
       source: the data source they were prepared from (``--data`` of ``prepare``).
       split: the split settings they were cut with (method, seed, test_fraction).
       fingerprint: of the user vocabulary and the catalog the rows are coded against.
+      counts: ratings of each part, users and movies of the vocabularies.
       parts: "fit" and "train" -> their shard files.
     """
 
@@ -56,6 +58,7 @@ class ExampleShards:
     source: str
     split: dict
     fingerprint: str
+    counts: Dict[str, int]
     parts: Dict[str, List[ShardFile]]
 
     def rows(self, part: str) -> int:
@@ -72,7 +75,7 @@ def vocabulary_fingerprint(user_ids: Sequence[str], catalog_ids: Sequence[str]) 
 
 
 def write_shards(folder: str, parts: Dict[str, Dict[str, np.ndarray]], shards: int, seed: int, source: str,
-                 split: dict, fingerprint: str) -> ExampleShards:
+                 split: dict, fingerprint: str, counts: Dict[str, int]) -> ExampleShards:
     """Writes each part's example rows as ``shards`` files and the manifest.
 
     Args:
@@ -80,7 +83,7 @@ def write_shards(folder: str, parts: Dict[str, Dict[str, np.ndarray]], shards: i
       parts: "fit" / "train" -> {"user_id", "movie_id", "rating"} arrays (Prepared.example_rows).
       shards: files per part.
       seed: seeds the order rows are dealt to the shards in.
-      source, split, fingerprint: recorded in the manifest (see ExampleShards).
+      source, split, fingerprint, counts: recorded in the manifest (see ExampleShards).
     """
     os.makedirs(folder, exist_ok=True)
     rng = np.random.default_rng(seed)
@@ -94,7 +97,7 @@ def write_shards(folder: str, parts: Dict[str, Dict[str, np.ndarray]], shards: i
                 for column, dtype in (("user_id", "<i4"), ("movie_id", "<i4"), ("rating", "<f4")):
                     f.write(np.ascontiguousarray(rows[column][chunk], dtype=dtype).tobytes())
             listed[name].append(ShardFile(file_name, len(chunk)))
-    manifest = {"format": FORMAT, "source": source, "split": split, "fingerprint": fingerprint,
+    manifest = {"format": FORMAT, "source": source, "split": split, "fingerprint": fingerprint, "counts": counts,
                 "parts": {name: [dataclasses.asdict(s) for s in files] for name, files in listed.items()}}
     temporary = os.path.join(folder, MANIFEST + ".tmp")
     with open(temporary, "w") as f:
@@ -130,7 +133,8 @@ def read_shards(folder: str) -> ExampleShards:
             if size != shard.rows * ROW_BYTES:
                 raise DataError(f"holds {size} bytes, the manifest says {shard.rows} rows of {ROW_BYTES}; "
                                 f"prepare the folder again", shard.path)
-    return ExampleShards(folder, manifest["source"], manifest["split"], manifest["fingerprint"], parts)
+    return ExampleShards(folder, manifest["source"], manifest["split"], manifest["fingerprint"],
+                         manifest.get("counts", {}), parts)
 
 
 def check_matches(shards: ExampleShards, split: dict, fingerprint: str) -> None:

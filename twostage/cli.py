@@ -126,8 +126,10 @@ def _prepare(args) -> int:
     prepared = prepare(DataConfig(source=source, split=SplitConfig(args.split, args.seed, args.test_fraction)))
     parts = {name: prepared.example_rows(part, with_labels=True)
              for name, part in (("fit", prepared.fit), ("train", prepared.train))}
+    counts = {"users": len(prepared.vocabularies.user_ids), "movies": len(prepared.movies),
+              **{name: len(getattr(prepared, name)) for name in ("train", "fit", "validation", "test")}}
     shards = write_shards(args.out, parts, args.shards, args.seed, source, prepared.split_record(),
-                          prepared.fingerprint())
+                          prepared.fingerprint(), counts)
     print(f"wrote {shards.rows('fit')} fit and {shards.rows('train')} training examples as {args.shards} shard(s) "
           f"each to {args.out} ({time.perf_counter() - start:.1f}s); train with --data {args.out}")
     return 0

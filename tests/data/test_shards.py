@@ -26,7 +26,7 @@ def _read(path):
 
 def test_every_row_lands_in_one_shard_with_its_columns(tmp_path):
     parts = _parts()
-    shards = write_shards(str(tmp_path), parts, 4, seed=1, source="/data", split=SPLIT, fingerprint="abc")
+    shards = write_shards(str(tmp_path), parts, 4, seed=1, source="/data", split=SPLIT, fingerprint="abc", counts={"users": 17})
     assert [s.rows for s in shards.parts["train"]] == [26, 26, 26, 25] and shards.rows("fit") == 93
     rows = [tuple(zip(*_read(s.path))) for s in shards.parts["train"]]
     written = sorted(r for shard in rows for r in shard)
@@ -34,10 +34,11 @@ def test_every_row_lands_in_one_shard_with_its_columns(tmp_path):
                           parts["train"]["rating"].tolist()))
     assert written == expected
     assert shards.source == "/data" and shards.split == SPLIT and shards.fingerprint == "abc"
+    assert shards.counts == {"users": 17}
 
 
 def test_a_damaged_folder_is_named(tmp_path):
-    shards = write_shards(str(tmp_path), _parts(), 2, seed=1, source="s", split=SPLIT, fingerprint="abc")
+    shards = write_shards(str(tmp_path), _parts(), 2, seed=1, source="s", split=SPLIT, fingerprint="abc", counts={"users": 17})
     path = shards.parts["fit"][1].path
     with open(path, "ab") as f:
         f.write(b"\0" * ROW_BYTES)
@@ -49,7 +50,7 @@ def test_a_damaged_folder_is_named(tmp_path):
 
 
 def test_shards_of_another_split_or_vocabulary_are_refused(tmp_path):
-    shards = write_shards(str(tmp_path), _parts(), 2, seed=1, source="s", split=SPLIT, fingerprint="abc")
+    shards = write_shards(str(tmp_path), _parts(), 2, seed=1, source="s", split=SPLIT, fingerprint="abc", counts={"users": 17})
     with pytest.raises(DataError, match="prepared with --seed 42"):
         check_matches(shards, {**SPLIT, "seed": 7}, "abc")
     with pytest.raises(DataError, match="other vocabularies"):
