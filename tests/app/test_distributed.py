@@ -78,9 +78,9 @@ def _evaluate(model):
 
 def test_two_workers_export_once_and_match_one_process(tmp_path):
     with _processes() as start:
-        single = start(_twostage("train", "--out", str(tmp_path / "single"), *TRAIN, "--epochs", "3"))
+        single = start(_twostage("train", "--out", str(tmp_path / "single"), *TRAIN, "--epochs", "2"))
         assert single.wait(timeout=600) == 0
-        workers = _workers(start, tmp_path / "multi", tmp_path, ["--epochs", "3"])
+        workers = _workers(start, tmp_path / "multi", tmp_path, ["--epochs", "2"])
         codes = [w.wait(timeout=900) for w in workers]
         logs = {i: (tmp_path / f"worker-{i}.log").read_text() for i in range(2)}
         assert codes == [0, 0], logs
@@ -132,10 +132,10 @@ PS_DATA = "synthetic:users=1200,movies=300,ratings=24000,seed=5"
 
 
 def test_a_parameter_server_cluster_reads_shard_files_splits_tables_and_exports_ordinary_variables(tmp_path):
-    prepared = subprocess.run(_twostage("prepare", "--data", PS_DATA, "--out", str(tmp_path / "prepared"),
-                                        "--shards", "4"), capture_output=True, text=True, timeout=300)
-    assert prepared.returncode == 0, prepared.stderr[-3000:]
-    args = ["--data", str(tmp_path / "prepared"), "--index", "brute-force", "--epochs", "2"]
+    from twostage.cli import main
+
+    assert main(["prepare", "--data", PS_DATA, "--out", str(tmp_path / "prepared"), "--shards", "4"]) == 0
+    args = ["--data", str(tmp_path / "prepared"), "--index", "brute-force", "--epochs", "1"]
     ports = iter(_free_ports(5))
     cluster = {role: [f"127.0.0.1:{next(ports)}" for _ in range(count)]
                for role, count in (("chief", 1), ("worker", 2), ("ps", 2))}
