@@ -140,12 +140,15 @@ class Prepared:
                         vocabulary_part=self.fit)
 
 
-def prepare(config: DataConfig, data: Optional[MovieLensData] = None) -> Prepared:
+def prepare(config: DataConfig, data: Optional[MovieLensData] = None, for_training: bool = True) -> Prepared:
     """Loads (unless given), splits and carves the validation part of one dataset.
 
     Args:
-      config: the data source, split and validation share.
+      config: the data source, split and validation share; a folder ``twostage prepare``
+        wrote stands for the source it was prepared from.
       data: already-loaded data (else loaded from ``config.source``).
+      for_training: attach (and check) a prepared folder's shard files, which only training
+        reads; scoring a model on another split of the same data needs the source alone.
 
     Returns:
       The prepared data; vocabularies and feature columns are built when first asked for.
@@ -163,7 +166,7 @@ def prepare(config: DataConfig, data: Optional[MovieLensData] = None) -> Prepare
     log.info("data %s: %d ratings, %d movies; training on %d (fit %d + validation %d), %d held out",
              data.name, len(data.ratings), len(data.movies), len(train), len(fit), len(validation), len(test))
     prepared = Prepared(data, config, train=train, fit=fit, validation=validation, test=test, vocabulary_part=train)
-    if shards is not None:
+    if shards is not None and for_training:
         check_matches(shards, prepared.split_record(), prepared.fingerprint())
         log.info("training examples from %d + %d shard file(s) in %s", len(shards.parts["fit"]),
                  len(shards.parts["train"]), shards.folder)

@@ -95,7 +95,8 @@ def held_out(recommender: Recommender, source: Optional[str] = None, method: Opt
     trained = data_config_from_record(recommender.metadata["data"])
     split_config = SplitConfig(method or trained.split.method, trained.split.seed if seed is None else seed,
                                trained.split.test_fraction if test_fraction is None else test_fraction)
-    prepared = prepare(dataclasses.replace(trained, source=source or trained.source, split=split_config))
+    prepared = prepare(dataclasses.replace(trained, source=source or trained.source, split=split_config),
+                       for_training=False)
     catalog_ids, _ = recommender.catalog()
     evaluator = HeldOutEvaluator(catalog_ids, prepared.train, prepared.test, sample_users, split_config.seed)
     _refuse_training_ratings(recommender, evaluator.user_ids, prepared.test, split_config)

@@ -3,7 +3,7 @@
 import pytest
 
 from twostage.cli import main
-from twostage.data.errors import ConfigError
+from twostage.data.errors import ConfigError, DataError
 from twostage.ranking.config import RankingConfig
 from twostage.retrieval.config import IndexConfig, RetrievalConfig
 from twostage.serving.config import ServingConfig
@@ -86,3 +86,16 @@ def test_prepare_refuses_to_replace_a_prepared_folder_and_train_refuses_another_
     code = main(["train", "--data", str(out), "--out", str(tmp_path / "model"), "--seed", "7"])
     assert code == 2 and "was prepared with --seed 42" in capsys.readouterr().err
     assert not (tmp_path / "model").exists()
+
+
+def test_a_prepared_folder_stands_for_its_source_outside_training(tmp_path):
+    from twostage.data import DataConfig, SplitConfig
+    from twostage.data.prepared import prepare
+
+    out = tmp_path / "prepared"
+    assert main(["prepare", "--data", SMALL, "--out", str(out), "--shards", "2"]) == 0
+    other_split = DataConfig(source=str(out), split=SplitConfig(seed=7))
+    scored = prepare(other_split, for_training=False)  # e.g. evaluate --seed 7
+    assert scored.shards is None and len(scored.data.ratings) == len(prepare(DataConfig(source=SMALL)).data.ratings)
+    with pytest.raises(DataError, match="was prepared with --seed 42"):
+        prepare(other_split)
