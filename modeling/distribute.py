@@ -102,8 +102,8 @@ _EXAMPLE = {"multi-worker": '{"cluster": {"worker": ["10.0.0.1:12345", "10.0.0.2
                              '"task": {"type": "worker", "index": 0}}',
             "parameter-server": '{"cluster": {"chief": ["10.0.0.1:12345"], "worker": ["10.0.0.2:12345"], '
                                 '"ps": ["10.0.0.3:12345"]}, "task": {"type": "chief", "index": 0}}'}
-# The roles each strategy's cluster has, and whether each must be there.
-_ROLES = {"multi-worker": {"worker": True}, "parameter-server": {"chief": True, "worker": True, "ps": True}}
+# The roles each strategy's cluster has (every one of them required).
+_ROLES = {"multi-worker": ("worker",), "parameter-server": ("chief", "worker", "ps")}
 
 
 def _tf_config(kind: str) -> dict:

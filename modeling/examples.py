@@ -32,6 +32,22 @@ def worker_salt() -> tf.Tensor:
                                        maxval=tf.constant(2 ** 40, tf.int64), seed=0, seed2=0)
 
 
+def _epoch_seed(shuffle_seed: int, salted: bool) -> tf.Tensor:
+    """The seed every epoch's order is drawn from: ``shuffle_seed``, salted per worker."""
+    return tf.constant(shuffle_seed, tf.int64) + (worker_salt() if salted else 0)
+
+
+def _prefetched(batches: tf.data.Dataset) -> tf.data.Dataset:
+    """The input pipeline's last stage, the same for in-memory rows and shard files."""
+    # Fixed parallelism, no autotuning: tearing down an autotuned iterator stalled ``fit``
+    # by up to ten seconds at its end on a 2-core machine.
+    options = tf.data.Options()
+    options.autotune.enabled = False
+    # Each input pipeline already reads its own slice (``epochs``): nothing to shard.
+    options.experimental_distribute.auto_shard_policy = tf.data.experimental.AutoShardPolicy.OFF
+    return batches.prefetch(2).with_options(options)
+
+
 class ExampleTables:
     """Per-user and per-movie model inputs, gathered by the rows of each batch.
 
@@ -102,7 +118,7 @@ class ExampleBatches:
             return tf.data.Dataset.range(full).map(lambda b: tf.range(b * batch, tf.minimum((b + 1) * batch, size)))
         # One permutation per epoch, cut into batches: shuffling row numbers one element at
         # a time through tf.data costs seconds per million rows, and memory per element.
-        seed = tf.constant(self.shuffle_seed, tf.int64) + (worker_salt() if self.salted else 0)
+        seed = _epoch_seed(self.shuffle_seed, self.salted)
         order = tf.random.experimental.stateless_shuffle(tf.range(size, dtype=tf.int64),
                                                          seed=tf.stack([seed, tf.cast(epoch, tf.int64)]))
         if full * batch <= size:
@@ -110,14 +126,7 @@ class ExampleBatches:
         return tf.data.Dataset.from_tensor_slices(order).batch(batch)
 
     def _features(self, batches: tf.data.Dataset) -> tf.data.Dataset:
-        batches = batches.map(self._gather, num_parallel_calls=2, deterministic=True)
-        # Fixed parallelism, no autotuning: tearing down an autotuned iterator stalled ``fit``
-        # by up to ten seconds at its end on a 2-core machine.
-        options = tf.data.Options()
-        options.autotune.enabled = False
-        # Each input pipeline already reads its own slice (``epochs``): nothing to shard.
-        options.experimental_distribute.auto_shard_policy = tf.data.experimental.AutoShardPolicy.OFF
-        return batches.prefetch(2).with_options(options)
+        return _prefetched(batches.map(self._gather, num_parallel_calls=2, deterministic=True))
 
     def _gather(self, index: tf.Tensor) -> Dict[str, tf.Tensor]:
         batch = {name: tf.gather(t, index) for name, t in self.tensors.items()}
@@ -189,7 +198,6 @@ class ShardedBatches:
         if len(self.files) < pipelines:
             raise ValueError(f"{len(self.files)} shard file(s) cannot feed {pipelines} input pipelines: "
                              f"prepare at least {pipelines} shards")
-        self.drop_remainder = True
         # In lockstep, every pipeline takes as many steps as the one with the fewest rows.
         self.steps_per_epoch = min(self._steps(p) for p in range(pipelines))
 
@@ -219,7 +227,7 @@ class ShardedBatches:
                 "rating": tf.bitcast(values[2], tf.float32)}
 
     def _epoch(self, epoch: tf.Tensor, paths: tf.Tensor, batch: int, steps: int) -> tf.data.Dataset:
-        seed = tf.constant(self.shuffle_seed, tf.int64) + (worker_salt() if self.salted else 0)
+        seed = _epoch_seed(self.shuffle_seed, self.salted)
         epoch = tf.cast(epoch, tf.int64)
         order = tf.random.experimental.stateless_shuffle(tf.range(tf.size(paths, out_type=tf.int64)),
                                                          seed=tf.stack([seed, epoch]))
@@ -253,10 +261,7 @@ class ShardedBatches:
     def _features(self, batches: tf.data.Dataset) -> tf.data.Dataset:
         if self.expand is not None:
             batches = batches.map(self.expand, num_parallel_calls=2, deterministic=True)
-        options = tf.data.Options()
-        options.autotune.enabled = False
-        options.experimental_distribute.auto_shard_policy = tf.data.experimental.AutoShardPolicy.OFF
-        return batches.prefetch(2).with_options(options)
+        return _prefetched(batches)
 
     def head(self, count: int) -> Dict[str, tf.Tensor]:
         """The features of the first ``count`` rows of the first file."""

@@ -284,7 +284,7 @@ def fit_choosing_epochs(name: str, build: Callable[[bool], tf.keras.Model], fit_
         model = build(False)
         fit_batches = fit_data(model).for_cluster(run.cluster)
         _create_variables(model, fit_batches)
-    sharded = sharded_variables(model)
+    sharded = sharded_variables(model) if run.cluster.coordinated else {}
     if run.cluster.coordinated:
         log.info("%s: %s", name, ", ".join(f"{variable} in {parts} parts" for variable, parts in sharded.items())
                  or "no variable large enough to split over the parameter servers")

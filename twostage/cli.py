@@ -120,7 +120,7 @@ def _prepare(args) -> int:
         raise DataError(f"holds a prepared folder ({MANIFEST}) already; choose another --out or pass --force",
                         args.out)
     source = os.path.abspath(args.data) if os.path.exists(args.data) else args.data
-    if os.path.isdir(source) and is_shard_folder(source):
+    if is_shard_folder(source):
         raise DataError("is a prepared folder: give the data it was prepared from", args.data)
     start = time.perf_counter()
     prepared = prepare(DataConfig(source=source, split=SplitConfig(args.split, args.seed, args.test_fraction)))
