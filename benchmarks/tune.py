@@ -31,6 +31,8 @@ GRIDS = {
                      {"use_user_features": True, "use_movie_features": False},
                      {"use_user_features": False, "use_movie_features": True}, {}, {"id_dropout": 0.1}],
         "history": [{"use_history": False}, {}, {"embedding_dim": 64, "l2": 0.01}],
+        # Per-rating full softmax (the default before) against the per-user multinomial loss.
+        "examples": [{"loss": "full-softmax"}, {}, {"history_targets": "held-out"}, {"embedding_dim": 256}],
     },
     "ranking": {
         "default": [{"use_features": False, "use_history": False, "biases": False, "output": "linear"},

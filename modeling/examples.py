@@ -70,11 +70,12 @@ class ExampleTables:
     def expand(self, rows: Dict[str, tf.Tensor]) -> Dict[str, tf.Tensor]:
         """A batch of example rows -> the model's features ([batch] each, ragged for token lists)."""
         features = dict(rows)
-        movie_positions = tf.maximum(rows["movie_id"] - 1, 0)
         for name, table in self.user.items():
             features[name] = tf.gather(table, rows["user_id"])
-        for name, table in self.movie.items():
-            features[name] = tf.gather(table, movie_positions)
+        if "movie_id" in rows:  # examples of whole users have no movie
+            movie_positions = tf.maximum(rows["movie_id"] - 1, 0)
+            for name, table in self.movie.items():
+                features[name] = tf.gather(table, movie_positions)
         return features
 
 

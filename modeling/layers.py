@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import random
-from typing import Optional, Sequence
+from typing import NamedTuple, Optional, Sequence
 
 import numpy as np
 import tensorflow as tf
@@ -65,12 +65,15 @@ class IdEmbedding(keras.layers.Layer):
     Args:
       vocabulary: the known ids.
       embedding_dim: embedding width.
+      embed: False for the lookup alone (``index``; calling the layer gives zeros): a tower
+        that keeps no table per id still finds each id's row in tables such as its history.
     """
 
-    def __init__(self, vocabulary: Sequence[str], embedding_dim: int, **kwargs):
+    def __init__(self, vocabulary: Sequence[str], embedding_dim: int, embed: bool = True, **kwargs):
         super().__init__(**kwargs)
         self.lookup = keras.layers.StringLookup(vocabulary=list(vocabulary), mask_token=None)
-        self.embedding = keras.layers.Embedding(len(vocabulary) + 1, embedding_dim)
+        self.embedding_dim = embedding_dim
+        self.embedding = keras.layers.Embedding(len(vocabulary) + 1, embedding_dim) if embed else None
 
     def index(self, ids: tf.Tensor) -> tf.Tensor:
         """String ids -> int64 rows (0: out of vocabulary); rows (integers) pass through.
@@ -81,7 +84,10 @@ class IdEmbedding(keras.layers.Layer):
 
     def call(self, ids: tf.Tensor) -> tf.Tensor:
         """Returns [..., embedding_dim] embeddings of string ids, or of rows from ``index``."""
-        return self.embedding(self.index(ids))
+        rows = self.index(ids)
+        if self.embedding is None:
+            return tf.zeros(tf.concat([tf.shape(rows), [self.embedding_dim]], axis=0))
+        return self.embedding(rows)
 
 
 class PooledTokens(keras.layers.Layer):
@@ -125,6 +131,23 @@ class PooledTokens(keras.layers.Layer):
         return tf.reduce_sum(vectors, axis=1) / tf.maximum(count, 1.0)
 
 
+class HistorySplit(NamedTuple):
+    """A batch of users' histories, each split at random into input and held-out movies.
+
+    Attributes:
+      rowids: [pairs] int64 batch position of each (user, rated movie) pair.
+      movies: [pairs] int64 catalog position of the pair's movie.
+      kept: [pairs] float32: 1 where the movie is input (pooled into the query), 0 where it
+        is held out (a target the query must find).
+      num_users: the batch's users.
+    """
+
+    rowids: tf.Tensor
+    movies: tf.Tensor
+    kept: tf.Tensor
+    num_users: tf.Tensor
+
+
 class RatedMoviesPooling(keras.layers.Layer):
     """The mean embedding of the movies a user rated in training (the SVD++ / YouTube-DNN idea).
 
@@ -150,6 +173,8 @@ class RatedMoviesPooling(keras.layers.Layer):
       user_rows: [batch] user vocabulary rows (0: unknown user).
       target_ids: in training, [batch] movie ids (or their catalog vocabulary rows, position
         + 1, as IdEmbedding.index gives them) to leave out of each row's history.
+      split: in training on whole users, their histories split by ``split``: only the
+        input part of each is pooled (``user_rows`` is then ignored).
 
     Returns:
       [batch, embedding_dim], or [batch, 2 * embedding_dim] when ``rating_weighted``.
@@ -249,7 +274,31 @@ class RatedMoviesPooling(keras.layers.Layer):
         count = tf.gather(tf.reduce_sum(present, axis=1), back) - tf.reduce_sum(tf.gather(present, back) * own, axis=1)
         return tf.concat(sums, axis=1) / tf.maximum(count, 1.0)[:, tf.newaxis]
 
-    def call(self, user_rows: tf.Tensor, target_ids: Optional[tf.Tensor] = None) -> tf.Tensor:
+    def split(self, user_rows: tf.Tensor, drop_rate: float) -> HistorySplit:
+        """Each user's history split at random: a share ``drop_rate`` held out, the rest input.
+
+        The denoising of Mult-DAE (Liang et al. 2018): the query learns to find a user's
+        movies from a random part of the others, as serving finds unseen movies from the seen.
+        """
+        user_rows = tf.clip_by_value(user_rows, 0, tf.shape(self.row_splits, tf.int64)[0] - 2)
+        rated = tf.gather(tf.RaggedTensor.from_row_splits(self.values, self.row_splits, validate=False), user_rows)
+        movies = tf.cast(rated.values, tf.int64)
+        kept = tf.cast(self.noise.uniform(tf.shape(movies)) >= drop_rate, tf.float32)
+        return HistorySplit(rated.value_rowids(), movies, kept, tf.shape(user_rows, tf.int64)[0])
+
+    def _pool_split(self, split: HistorySplit) -> tf.Tensor:
+        """[users, embedding_dim]: the mean embedding of each user's input movies."""
+        if self.centred_ratings is not None:
+            raise ValueError("a split history pools the plain mean; this pooling is rating-weighted")
+        vectors = split.kept[:, tf.newaxis] * tf.gather(self.embedding.embeddings, split.movies)
+        sums = tf.math.unsorted_segment_sum(vectors, split.rowids, split.num_users)
+        count = tf.math.unsorted_segment_sum(split.kept, split.rowids, split.num_users)
+        return sums / tf.maximum(count, 1.0)[:, tf.newaxis]
+
+    def call(self, user_rows: tf.Tensor, target_ids: Optional[tf.Tensor] = None,
+             split: Optional[HistorySplit] = None) -> tf.Tensor:
+        if split is not None:  # the input part of each user's split history (``split``)
+            return self._pool_split(split)
         user_rows = tf.clip_by_value(user_rows, 0, tf.shape(self.row_splits, tf.int64)[0] - 2)
         if self.sample and target_ids is not None:
             return self._sampled(user_rows, target_ids)

@@ -10,7 +10,8 @@ from twostage.data.metrics import VALIDATION_USERS
 from twostage.data.prepared import LARGE_DATA_EXAMPLES, history_sample_for
 
 OPTIMIZERS = ("auto", "adagrad", "adam")
-LOSSES = ("auto", "full-softmax", "in-batch")
+LOSSES = ("auto", "full-softmax", "in-batch", "multinomial")
+HISTORY_TARGETS = ("held-out", "all")
 INDEX_KINDS = ("scann", "brute-force")
 
 
@@ -18,8 +19,9 @@ INDEX_KINDS = ("scann", "brute-force")
 class RetrievalConfig:
     """How the two-tower model is built and trained.
 
-    Defaults were chosen on a validation part carved from the ml-100k training part
-    (see benchmarks/tune.py), never on the test part.
+    Defaults were chosen on validation parts carved from the training parts of ml-100k,
+    generated ML-1M-shape data and generated 600 users x 9,000 movies (benchmarks/tune.py;
+    docs/benchmarks.md), never on a test part.
 
     Attributes:
       embedding_dim: width of the query and candidate embeddings.
@@ -37,14 +39,22 @@ class RetrievalConfig:
       learning_rate: optimizer step size. None: 0.01 for Adam, 0.1 for Adagrad.
       optimizer: "adagrad", "adam" or "auto": Adam, or from ``LARGE_DATA_EXAMPLES`` on
         Adagrad (whose sparse updates touch only the rows of a batch).
-      loss: "full-softmax" (every catalog movie is a negative) or "in-batch" (the batch's
-        other positives, logQ-corrected); "auto" picks full-softmax for catalogs up to
-        ``full_softmax_max_catalog`` movies.
-      full_softmax_max_catalog: largest catalog "auto" scores in full every step.
+      loss: "full-softmax" (every catalog movie is a negative), "in-batch" (the batch's
+        other positives, logQ-corrected) or "multinomial" (an example is a user: a random
+        part of the history in, the rest scored against the whole catalog); "auto" picks
+        multinomial for catalogs up to ``whole_catalog_max`` movies, else in-batch.
+      whole_catalog_max: largest catalog "auto" scores in full every step (a step's
+        logits are users x catalog).
+      history_dropout: share of each user's history the multinomial loss holds out per step.
+      history_targets: what the multinomial loss scores: the "held-out" movies, or "all" of
+        the history (the input part too, as Mult-DAE reconstructs its noisy input).
+      use_user_id: give the query tower a user-id embedding; None: not with the multinomial
+        loss (the query is then the user's features and history alone).
       l2: L2 penalty on the embeddings.
       temperature: softmax temperature (None: 1).
-      patience: epochs without a better validation figure before stopping (the full-softmax
-        validation curve is smooth, so one is enough).
+      patience: epochs without a better validation figure before stopping. None: 1 for the
+        per-rating losses (the full-softmax validation curve is smooth), 3 for the
+        multinomial one (its random history splits make the curve noisy).
       monitor: validation metric that picks the epoch count (a key of the metrics dict).
       validation_users: most validation users scored after each epoch (a seeded sample
         beyond it; scoring 160k users x 62k movies every epoch would cost minutes).
@@ -68,10 +78,13 @@ class RetrievalConfig:
     learning_rate: Optional[float] = None
     optimizer: str = "auto"
     loss: str = "auto"
-    full_softmax_max_catalog: int = 50_000
+    whole_catalog_max: int = 200_000
+    history_dropout: float = 0.5
+    history_targets: str = "all"
+    use_user_id: Optional[bool] = None
     l2: float = 0.02
     temperature: Optional[float] = None
-    patience: int = 1
+    patience: Optional[int] = None
     monitor: str = "recall@100"
     validation_users: int = VALIDATION_USERS
     steps_per_execution: int = 4
@@ -91,26 +104,37 @@ class RetrievalConfig:
         """
         large = num_examples >= LARGE_DATA_EXAMPLES
         chosen = {}
-        if self.batch_size is None:
-            # Not larger with the data: in-batch negatives make a step's cost grow with the
-            # square of the batch (measured: 8.2k examples/s at 8192 against 13.3k at 4096).
-            chosen["batch_size"] = 4096
-        if self.optimizer == "auto":
-            chosen["optimizer"] = "adagrad" if large else "adam"
-        if self.learning_rate is None:
-            chosen["learning_rate"] = 0.1 if chosen.get("optimizer", self.optimizer) == "adagrad" else 0.01
         if self.loss == "auto":
             chosen["loss"] = self.loss_for(catalog_size)
+        per_user = chosen.get("loss", self.loss) == "multinomial"
+        if self.batch_size is None:
+            # Rating losses: not larger with the data, as in-batch negatives make a step's cost
+            # grow with the square of the batch (8.2k examples/s at 8192 against 13.3k at
+            # 4096). Users: more per step at scale, where embedding the catalog once per step
+            # is the cost to spread.
+            chosen["batch_size"] = (512 if large else 128) if per_user else 4096
+        if self.optimizer == "auto":
+            # Adagrad's sparse updates where per-rating steps touch few rows of large tables;
+            # a step of users touches the whole catalog anyway.
+            chosen["optimizer"] = "adagrad" if large and not per_user else "adam"
+        if self.learning_rate is None:
+            adagrad = chosen.get("optimizer", self.optimizer) == "adagrad"
+            chosen["learning_rate"] = 0.1 if adagrad else 0.003 if per_user else 0.01
+        if self.patience is None:
+            chosen["patience"] = 3 if per_user else 1
+        if self.use_user_id is None:
+            chosen["use_user_id"] = not per_user
         if self.history_sample is None:
-            chosen["history_sample"] = history_sample_for(chosen.get("batch_size", self.batch_size), catalog_size,
-                                                          dense_pooling_cells)
+            # Only the per-rating losses pool in training what serving pools whole.
+            chosen["history_sample"] = 0 if per_user else history_sample_for(
+                chosen.get("batch_size", self.batch_size), catalog_size, dense_pooling_cells)
         return dataclasses.replace(self, **chosen), chosen
 
     def loss_for(self, catalog_size: int) -> str:
         """The loss actually used for a catalog of this size."""
         if self.loss != "auto":
             return self.loss
-        return "full-softmax" if catalog_size <= self.full_softmax_max_catalog else "in-batch"
+        return "multinomial" if catalog_size <= self.whole_catalog_max else "in-batch"
 
     def __post_init__(self):
         check_choice("retrieval loss", self.loss, LOSSES)
@@ -119,6 +143,9 @@ class RetrievalConfig:
                      "validation_users"):
             check_at_least(f"retrieval {name}", getattr(self, name))
         check_share("retrieval id_dropout", self.id_dropout)
+        check_choice("retrieval history_targets", self.history_targets, HISTORY_TARGETS)
+        check_share("retrieval history_dropout", self.history_dropout)
+        check_positive("retrieval history_dropout", self.history_dropout)
         if self.learning_rate is not None:
             check_positive("retrieval learning_rate", self.learning_rate)
         check_at_least("retrieval history_sample", self.history_sample, 0)

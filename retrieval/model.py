@@ -11,7 +11,7 @@ from twostage.data.features import USER_FEATURES, FeatureVocabularies
 from twostage.data.history import RaggedTable
 from twostage.modeling.distribute import cross_replica_concat
 from twostage.modeling.encoders import feature_encoders
-from twostage.modeling.layers import IdEmbedding, RatedMoviesPooling, training_noise
+from twostage.modeling.layers import HistorySplit, IdEmbedding, RatedMoviesPooling, training_noise
 from twostage.modeling.tf_setup import require_legacy_keras
 
 keras = require_legacy_keras()
@@ -23,32 +23,35 @@ class _FeatureTower(keras.Model):
     The id embedding carries collaborative signal; the features carry what an id cannot
     (and all there is for an id never seen). During training a share of ids is replaced by
     the unknown id, so that the unknown-id row plus the features learns to stand in for
-    users or movies seen for the first time.
+    users or movies seen for the first time. A tower without its id embedding (``use_id``
+    False) keeps no table that grows with the ids.
     """
 
     def __init__(self, id_name: str, ids: Sequence[str], features: Dict[str, keras.layers.Layer],
-                 embedding_dim: int, id_dropout: float, **kwargs):
+                 embedding_dim: int, id_dropout: float, use_id: bool = True, **kwargs):
         super().__init__(**kwargs)
         self.id_name = id_name
-        self.id_embedding = IdEmbedding(ids, embedding_dim, name=id_name)
+        self.id_embedding = IdEmbedding(ids, embedding_dim, embed=use_id, name=id_name)
         self.feature_layers = features
         self.projection = keras.layers.Dense(embedding_dim, use_bias=False, name="feature_projection") \
             if features else None
         self.id_dropout = id_dropout
         self.noise = training_noise()
 
-    def call(self, features: Dict[str, tf.Tensor], training: bool = False) -> tf.Tensor:
+    def call(self, features: Dict[str, tf.Tensor], training: bool = False,
+             history_split: Optional[HistorySplit] = None) -> tf.Tensor:
         ids = self.id_embedding.index(features[self.id_name])
         if training and self.id_dropout > 0:
             drop = self.noise.uniform(tf.shape(ids)) < self.id_dropout
             ids = tf.where(drop, tf.zeros_like(ids), ids)  # row 0: the unknown id
-        vector = self.id_embedding(ids) + self.extra(features, training)
+        vector = self.id_embedding(ids) + self.extra(features, training, history_split)
         if self.projection is None:
             return vector
         parts = [layer(features[name]) for name, layer in sorted(self.feature_layers.items())]
         return vector + self.projection(tf.concat(parts, axis=1))
 
-    def extra(self, features: Dict[str, tf.Tensor], training: bool) -> tf.Tensor:
+    def extra(self, features: Dict[str, tf.Tensor], training: bool,
+              history_split: Optional[HistorySplit] = None) -> tf.Tensor:
         """What a subclass adds to the id embedding (nothing here)."""
         return tf.constant(0.0)
 
@@ -79,12 +82,16 @@ class QueryTower(_FeatureTower):
       history: the users' rated movies (rows follow ``vocabularies.user_ids``), or None.
       history_sample: in training, pool at most this many of a user's rated movies per
         step (modeling.layers.RatedMoviesPooling); None: all.
+      use_id: add the user id's embedding (False: the query is the user's features and
+        history alone, and the tower keeps no table of users).
 
     Call args:
       features: "user_id" and, when the tower uses them, "user_age", "user_gender",
         "user_occupation", "user_zip" (string tensors [batch]; "" for unknown, or their
         looked-up form from ``index_features``); in training also "movie_id", left out of
         each example's history.
+      history_split: in training on whole users, each user's history split into input and
+        held-out movies (RatedMoviesPooling.split): only the input part is pooled.
 
     Returns:
       [batch, embedding_dim] query embeddings.
@@ -92,9 +99,9 @@ class QueryTower(_FeatureTower):
 
     def __init__(self, vocabularies: FeatureVocabularies, embedding_dim: int, feature_dim: int = 16,
                  use_features: bool = True, id_dropout: float = 0.0, history: Optional[RaggedTable] = None,
-                 history_sample: Optional[int] = None, **kwargs):
+                 history_sample: Optional[int] = None, use_id: bool = True, **kwargs):
         features = feature_encoders(vocabularies, feature_dim, sides=("user",)) if use_features else {}
-        super().__init__("user_id", vocabularies.user_ids, features, embedding_dim, id_dropout, **kwargs)
+        super().__init__("user_id", vocabularies.user_ids, features, embedding_dim, id_dropout, use_id, **kwargs)
         self.feature_names = tuple(sorted(features))
         self.rated_movies = None
         if history is not None:
@@ -108,12 +115,15 @@ class QueryTower(_FeatureTower):
             raise ValueError("this query tower was built without a history")
         self.rated_movies.set_history(history)
 
-    def extra(self, features: Dict[str, tf.Tensor], training: bool) -> tf.Tensor:
+    def extra(self, features: Dict[str, tf.Tensor], training: bool,
+              history_split: Optional[HistorySplit] = None) -> tf.Tensor:
         if self.rated_movies is None:
+            if history_split is not None:
+                raise ValueError("training on split histories needs a query tower with a history")
             return tf.constant(0.0)
         rows = self.id_embedding.index(features["user_id"])
         target = features.get("movie_id") if training else None
-        return self.history_projection(self.rated_movies(rows, target))
+        return self.history_projection(self.rated_movies(rows, target, split=history_split))
 
 
 class CandidateTower(_FeatureTower):
@@ -141,7 +151,7 @@ class CandidateTower(_FeatureTower):
         self.feature_names = tuple(sorted(features))
 
 
-LOSSES = ("full-softmax", "in-batch")
+LOSSES = ("full-softmax", "in-batch", "multinomial")
 
 
 class TwoTowerModel(tfrs.Model):
@@ -157,6 +167,11 @@ class TwoTowerModel(tfrs.Model):
       replica's (gathered, with their gradients), not just the replica's own slice.
     * ``full-softmax``: every catalog movie, exact when the catalog is small enough to
       embed once per step.
+    * ``multinomial``: an example is a user, not a rating. Each step splits each user's
+      history at random (a share ``history_dropout`` held out), pools the rest into the
+      query, and scores every held-out movie with a softmax over the whole catalog (the
+      multinomial likelihood of Mult-DAE, Liang et al. 2018). A step covers every rating of
+      its users: an epoch costs users x catalog, not ratings x catalog.
 
     Top-K metrics are deliberately not computed while training (they score the whole
     catalog every step, which is what makes the TFRS tutorial slow); evaluation does that
@@ -171,28 +186,60 @@ class TwoTowerModel(tfrs.Model):
       temperature: logits are divided by it (None: 1).
       l2: penalty on the squared norms of the batch's query and positive embeddings
         (only rows in use: a whole-matrix penalty would shrink rarely rated movies every step).
+      history_dropout: the multinomial loss's share of each history held out per step.
+      history_targets: the movies the multinomial loss scores: "held-out" ones, or "all" of
+        the history (Mult-DAE's reconstruction of its noisy input).
+
+    Call args (``compute_loss``):
+      features: a batch of examples (modeling.examples): per rating, "user_id", "movie_id"
+        and their features; for ``multinomial``, per user, "user_id" and the user features.
     """
 
     def __init__(self, query_tower: QueryTower, candidate_tower: CandidateTower, loss: str = "full-softmax",
                  catalog: Optional[Dict[str, Sequence[str]]] = None, temperature: Optional[float] = None,
-                 l2: float = 0.0, **kwargs):
+                 l2: float = 0.0, history_dropout: float = 0.5, history_targets: str = "all", **kwargs):
         super().__init__(**kwargs)
         if loss not in LOSSES:
             raise ValueError(f"unknown retrieval loss {loss!r}; use one of {LOSSES}")
-        if loss == "full-softmax" and catalog is None:
-            raise ValueError("the full-softmax loss needs the catalog's features")
+        if loss in ("full-softmax", "multinomial") and catalog is None:
+            raise ValueError(f"the {loss} loss needs the catalog's features")
+        if loss == "multinomial" and query_tower.rated_movies is None:
+            raise ValueError("the multinomial loss needs a query tower with a history")
         self.query_tower = query_tower
         self.candidate_tower = candidate_tower
         self.loss_kind = loss
         self.temperature = temperature
         self.l2 = l2
+        self.history_dropout = history_dropout
+        self.history_targets = history_targets
         self.task = tfrs.tasks.Retrieval(temperature=temperature, remove_accidental_hits=True)
         if catalog is not None:
             # Looked up once: the full softmax embeds the whole catalog in every step.
             self.catalog = candidate_tower.index_features({name: tf.constant(list(values))
                                                            for name, values in catalog.items()})
 
+    def _multinomial_loss(self, features: Dict[str, tf.Tensor], training: bool) -> tf.Tensor:
+        rows = self.query_tower.id_embedding.index(features["user_id"])
+        split = self.query_tower.rated_movies.split(rows, self.history_dropout)
+        query = self.query_tower(features, training=training, history_split=split)
+        catalog = self.candidate_tower(self.catalog, training=training)
+        logits = tf.matmul(query, catalog, transpose_b=True)
+        if self.temperature:
+            logits = logits / self.temperature
+        log_probabilities = logits - tf.reduce_logsumexp(logits, axis=1, keepdims=True)
+        held_out = 1.0 - split.kept if self.history_targets == "held-out" else tf.ones_like(split.kept)
+        pairs = tf.stack([split.rowids, split.movies], axis=1)
+        loss = -tf.reduce_sum(held_out * tf.gather_nd(log_probabilities, pairs))
+        if self.l2:
+            # As the per-rating losses penalise them: once per (user, held-out movie) pair.
+            squared = (tf.gather(tf.reduce_sum(tf.square(query), axis=1), split.rowids) +
+                       tf.reduce_sum(tf.square(tf.gather(catalog, split.movies)), axis=1))
+            loss += self.l2 * tf.reduce_sum(held_out * squared)
+        return loss
+
     def compute_loss(self, features: Dict[str, tf.Tensor], training: bool = False) -> tf.Tensor:
+        if self.loss_kind == "multinomial":
+            return self._multinomial_loss(features, training)
         query = self.query_tower(features, training=training)
         if self.loss_kind == "full-softmax":
             catalog = self.candidate_tower(self.catalog, training=training)

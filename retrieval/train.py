@@ -10,6 +10,7 @@ import numpy as np
 import tensorflow as tf
 
 from twostage.data.metrics import HeldOutEvaluator
+from twostage.data.history import RaggedTable
 from twostage.data.prepared import Prepared
 from twostage.data.schema import Ratings
 from twostage.data.metrics import rating_counts
@@ -20,6 +21,8 @@ from twostage.retrieval.config import RetrievalConfig
 from twostage.retrieval.model import CandidateTower, QueryTower, TwoTowerModel
 
 log = logging.getLogger("twostage")
+# Fewest batches in an epoch of whole users (the multinomial loss).
+MIN_USER_STEPS = 50
 
 
 @dataclasses.dataclass(frozen=True)
@@ -125,6 +128,15 @@ def with_sampling_probability(tables: ExampleTables, probability: np.ndarray):
     return expand
 
 
+def user_epoch_rows(history: RaggedTable, batch_size: int) -> np.ndarray:
+    """The user rows of one epoch of the multinomial loss: every user with a history, as
+    often as makes an epoch of at least ``MIN_USER_STEPS`` batches (a small dataset's single
+    pass is a handful of steps: validating after each would cost more than training)."""
+    users = np.nonzero(np.diff(history.row_splits) > 0)[0]
+    passes = max(1, -(-MIN_USER_STEPS * batch_size // max(1, len(users))))
+    return np.tile(users, passes).astype(np.int64)
+
+
 def example_tables(model: TwoTowerModel, prepared: Prepared) -> ExampleTables:
     """Both towers' features of every user row and catalog movie, looked up once."""
     def index(features):
@@ -151,7 +163,7 @@ def train_retrieval(prepared: Prepared, config: RetrievalConfig, candidates: int
     train, fit = prepared.train, prepared.fit
     config, chosen = config.for_data(len(fit), len(prepared.movies), DENSE_POOLING_CELLS)
     if chosen:
-        log.info("retrieval: %d training examples, %d movies: %s (automatic; set them to override)", len(fit),
+        log.info("retrieval: %d training ratings, %d movies: %s (automatic; set them to override)", len(fit),
                  len(prepared.movies), ", ".join(f"{name} {value}" for name, value in chosen.items()))
     evaluator = HeldOutEvaluator(prepared.movies.movie_id, fit, prepared.validation, config.validation_users,
                                  config.seed)
@@ -160,18 +172,26 @@ def train_retrieval(prepared: Prepared, config: RetrievalConfig, candidates: int
                  len(evaluator.user_ids), evaluator.all_users)
     loss = config.loss
     probability = sampling_probabilities(prepared, train)
+    histories = {}
+
+    def history_of(part: Ratings) -> RaggedTable:  # built once per part (seconds at 25M ratings)
+        if id(part) not in histories:
+            histories[id(part)] = prepared.history(part)
+        return histories[id(part)]
 
     def build(refit: bool) -> TwoTowerModel:
         tf.keras.utils.set_random_seed(config.seed)
         # The history the tower pools is that of the part it is trained on: the fit part's
         # while choosing epochs, so that validation ratings never leak into the queries.
-        history = prepared.history(train if refit else fit) if config.use_history else None
+        history = history_of(train if refit else fit) if config.use_history else None
         query = QueryTower(prepared.vocabularies, config.embedding_dim, config.feature_dim, config.use_user_features,
-                           config.id_dropout, history, config.history_sample or None, name="query_tower")
+                           config.id_dropout, history, config.history_sample or None, config.use_user_id,
+                           name="query_tower")
         candidate = CandidateTower(prepared.vocabularies, config.embedding_dim, config.feature_dim,
                                    config.use_movie_features, config.id_dropout, name="candidate_tower")
         model = TwoTowerModel(query, candidate, loss=loss, catalog=prepared.movie_columns,
-                              temperature=config.temperature, l2=config.l2)
+                              temperature=config.temperature, l2=config.l2, history_dropout=config.history_dropout,
+                              history_targets=config.history_targets)
         optimizer = (tf.keras.optimizers.Adagrad(config.learning_rate) if config.optimizer == "adagrad"
                      else tf.keras.optimizers.Adam(config.learning_rate))
         model.compile(optimizer=optimizer, steps_per_execution=config.steps_per_execution)
@@ -181,6 +201,10 @@ def train_retrieval(prepared: Prepared, config: RetrievalConfig, candidates: int
         return evaluator.score_metrics(catalog_scorer(model, prepared), ks=(10, 100))
 
     def examples(ratings: Ratings, part: str):
+        if loss == "multinomial":  # whole users: their histories are in the model already
+            rows = {"user_id": user_epoch_rows(history_of(ratings), config.batch_size)}
+            return lambda model: ExampleBatches(rows, config.batch_size, shuffle_seed=config.seed,
+                                                drop_remainder=True, expand=example_tables(model, prepared).expand)
         if prepared.shards is not None:  # rows from the part's shard files, probabilities added per batch
             return lambda model: ShardedBatches(prepared.shards.parts[part], config.batch_size, config.seed,
                                                 expand=with_sampling_probability(example_tables(model, prepared),
@@ -195,11 +219,19 @@ def train_retrieval(prepared: Prepared, config: RetrievalConfig, candidates: int
         full_data=examples(train, "train") if config.refit else None,
         run=run,
     )
+    if loss == "multinomial" and result.examples_per_second:
+        # An example is a user and covers their whole history: reported as ratings, the unit
+        # of the per-rating losses, so that the two compare.
+        history = history_of(fit)
+        per_user = len(history.values) / max(1, int(np.sum(np.diff(history.row_splits) > 0)))
+        log.info("retrieval: %.0f users/s, %.0f ratings/s (%.1f ratings per user)", result.examples_per_second,
+                 result.examples_per_second * per_user, per_user)
+        result.examples_per_second *= per_user
     columns, scores = evaluator.top_unseen(catalog_scorer(result.validation_model, prepared), candidates)
     validation_candidates = ValidationCandidates(evaluator.user_ids, columns, scores, evaluator)
     if config.use_history and not config.refit:
         # The weights were chosen on the fit part; the queries may still pool every
         # training rating, validation ones included: they are the user's real history.
-        result.model.query_tower.set_history(prepared.history(train))
+        result.model.query_tower.set_history(history_of(train))
     return TrainedRetrieval(model=result.model, fit=result, validation_candidates=validation_candidates,
                             config=config)

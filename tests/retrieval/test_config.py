@@ -13,15 +13,22 @@ DENSE = 40_000_000
 def test_small_data_keeps_the_tuned_defaults():
     retrieval, _ = RetrievalConfig().for_data(72_000, 1682, DENSE)
     assert (retrieval.batch_size, retrieval.optimizer, retrieval.learning_rate, retrieval.loss,
-            retrieval.history_sample) == (4096, "adam", 0.01, "full-softmax", 0)
+            retrieval.history_sample, retrieval.patience, retrieval.use_user_id) == (
+        128, "adam", 0.003, "multinomial", 0, 3, False)
+    per_rating, _ = RetrievalConfig(loss="full-softmax").for_data(72_000, 1682, DENSE)
+    assert (per_rating.batch_size, per_rating.optimizer, per_rating.learning_rate, per_rating.patience,
+            per_rating.use_user_id) == (4096, "adam", 0.01, 1, True)
     ranking, _ = RankingConfig().for_data(72_000, 1682, DENSE)
     assert (ranking.batch_size, ranking.refit, ranking.history_sample) == (2048, True, 0)
 
 
 def test_large_data_chooses_for_throughput_and_says_what():
-    retrieval, chosen = RetrievalConfig().for_data(LARGE_DATA_EXAMPLES, 62_423, DENSE)
+    _, chosen = RetrievalConfig().for_data(LARGE_DATA_EXAMPLES, 62_423, DENSE)
+    assert chosen == {"batch_size": 512, "optimizer": "adam", "learning_rate": 0.003, "loss": "multinomial",
+                      "history_sample": 0, "patience": 3, "use_user_id": False}
+    retrieval, chosen = RetrievalConfig().for_data(LARGE_DATA_EXAMPLES, 1_000_000, DENSE)
     assert chosen == {"batch_size": 4096, "optimizer": "adagrad", "learning_rate": 0.1, "loss": "in-batch",
-                      "history_sample": SAMPLED_HISTORY}
+                      "history_sample": SAMPLED_HISTORY, "patience": 1, "use_user_id": True}
     assert retrieval.history_sample == SAMPLED_HISTORY
     ranking, chosen = RankingConfig().for_data(LARGE_DATA_EXAMPLES, 62_423, DENSE)
     assert chosen == {"batch_size": 8192, "refit": False, "history_sample": SAMPLED_HISTORY}
@@ -29,9 +36,13 @@ def test_large_data_chooses_for_throughput_and_says_what():
 
 def test_given_settings_are_never_overridden():
     given = RetrievalConfig(batch_size=1024, optimizer="adam", learning_rate=0.005, loss="full-softmax",
-                            history_sample=0)
+                            history_sample=0, patience=2, use_user_id=True)
     resolved, chosen = given.for_data(LARGE_DATA_EXAMPLES * 4, 62_423, DENSE)
     assert resolved == given and chosen == {}
     assert RankingConfig(batch_size=512, refit=True, history_sample=8).for_data(10 ** 8, 10 ** 5, DENSE)[1] == {}
     with pytest.raises(ConfigError, match="history_sample must be at least 0"):
         RetrievalConfig(history_sample=-1)
+    with pytest.raises(ConfigError, match="history_dropout must be positive"):
+        RetrievalConfig(history_dropout=0.0)
+    with pytest.raises(ConfigError, match="unknown retrieval history_targets"):
+        RetrievalConfig(history_targets="some")

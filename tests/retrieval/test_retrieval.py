@@ -8,9 +8,10 @@ from twostage.data.history import training_history
 from twostage.data.metrics import popularity_scorer
 from twostage.retrieval.config import IndexConfig, RetrievalConfig
 from twostage.retrieval.index import build_brute_force_index, build_scann_index, scann_parameters
-from twostage.modeling.layers import PooledTokens, RatedMoviesPooling
+from twostage.modeling.layers import HistorySplit, PooledTokens, RatedMoviesPooling
 from twostage.retrieval.model import CandidateTower, QueryTower, TwoTowerModel
-from twostage.retrieval.train import candidate_embeddings, catalog_scorer, train_retrieval
+from twostage.retrieval.train import (MIN_USER_STEPS, candidate_embeddings, catalog_scorer, train_retrieval,
+                                      user_epoch_rows)
 
 
 def _ids_only(users, movies):
@@ -111,7 +112,8 @@ def test_full_softmax_loss_scores_the_whole_catalog():
 
 def test_auto_loss_follows_the_catalog_size():
     config = RetrievalConfig()
-    assert config.loss_for(1_682) == "full-softmax"
+    assert config.loss_for(1_682) == "multinomial"
+    assert config.loss_for(62_423) == "multinomial"
     assert config.loss_for(1_000_000) == "in-batch"
 
 
@@ -171,3 +173,82 @@ def test_indexes_say_whether_they_are_exact():
     excluded = tf.one_hot([0, 1], 30, on_value=True, off_value=False)
     _, columns = exact.top_k_excluding(exact.scores(queries), excluded, 3)
     assert 0 not in columns.numpy()[0] and 1 not in columns.numpy()[1]
+
+
+def _history_model(history_targets="held-out", l2=0.0):
+    catalog = ["a", "b", "c", "d"]
+    vocabularies = _ids_only(["1", "2"], catalog)
+    train = Ratings.from_rows(["1", "1", "1", "2", "2"], ["a", "b", "c", "b", "d"], [5, 4, 3, 2, 1], [1, 2, 3, 4, 5])
+    history = training_history(train, ["1", "2"], _catalog(catalog))
+    query = QueryTower(vocabularies, 4, history=history, use_id=False)
+    return TwoTowerModel(query, CandidateTower(vocabularies, 4), loss="multinomial", catalog={"movie_id": catalog},
+                         l2=l2, history_targets=history_targets), catalog
+
+
+@pytest.mark.parametrize("targets", ["held-out", "all"])
+def test_multinomial_loss_scores_each_users_held_out_movies_against_the_catalog(targets):
+    model, catalog = _history_model(targets, l2=0.01)
+    pooling = model.query_tower.rated_movies
+    features = {"user_id": tf.constant(["1", "2"])}
+    model.compute_loss(features, training=True)  # builds the layers
+    # A fixed split: user 1 keeps "a" and holds out "b", "c"; user 2 keeps "d", holds out "b".
+    fixed = HistorySplit(tf.constant([0, 0, 0, 1, 1], tf.int64), tf.constant([0, 1, 2, 1, 3], tf.int64),
+                         tf.constant([1.0, 0.0, 0.0, 0.0, 1.0]), tf.constant(2, tf.int64))
+    pooling.split = lambda rows, rate: fixed
+    loss = model.compute_loss(features, training=True).numpy()
+    table = pooling.embedding.embeddings.numpy()
+    projection = model.query_tower.history_projection.kernel.numpy()
+    q = table[[0, 3]] @ projection  # each user's kept movie, pooled and projected; no id embedding
+    c = model.candidate_tower({"movie_id": tf.constant(catalog)}).numpy()
+    log_p = q @ c.T - np.log(np.exp(q @ c.T).sum(axis=1, keepdims=True))
+    pairs = [(0, 1), (0, 2), (1, 1)] if targets == "held-out" else [(0, 0), (0, 1), (0, 2), (1, 1), (1, 3)]
+    expected = -sum(log_p[u, m] for u, m in pairs)
+    expected += 0.01 * sum(np.sum(q[u] ** 2) + np.sum(c[m] ** 2) for u, m in pairs)
+    assert loss == pytest.approx(expected, rel=1e-4)
+
+
+def test_history_split_holds_out_the_asked_share_and_pools_the_rest():
+    model, _ = _history_model()
+    model.compute_loss({"user_id": tf.constant(["1", "2"])}, training=True)
+    pooling = model.query_tower.rated_movies
+    split = pooling.split(tf.constant([1, 2, 0] * 2000, tf.int64), 0.3)
+    assert split.num_users.numpy() == 6000
+    np.testing.assert_array_equal(split.movies.numpy()[:5], [0, 1, 2, 1, 3])  # user 1, user 2; unknown: none
+    assert split.kept.numpy().mean() == pytest.approx(0.7, abs=0.02)
+    pooled = pooling(None, split=split).numpy()
+    kept, rowids, movies = split.kept.numpy(), split.rowids.numpy(), split.movies.numpy()
+    table = pooling.embedding.embeddings.numpy()
+    for user in range(6):
+        chosen = movies[(rowids == user) & (kept == 1)]
+        expected = table[chosen].mean(axis=0) if len(chosen) else np.zeros(4)
+        np.testing.assert_allclose(pooled[user], expected, rtol=1e-5, atol=1e-7)
+
+
+def test_a_tower_without_id_embedding_keeps_no_user_table():
+    model, _ = _history_model()
+    model.compute_loss({"user_id": tf.constant(["1"])}, training=True)
+    assert model.query_tower.id_embedding.embedding is None
+    assert not any("user_id" in v.name and "embedding" in v.name for v in model.query_tower.trainable_variables)
+    with pytest.raises(ValueError, match="needs a query tower with a history"):
+        TwoTowerModel(QueryTower(_ids_only(["1"], ["a"]), 4), CandidateTower(_ids_only(["1"], ["a"]), 4),
+                      loss="multinomial", catalog={"movie_id": ["a"]})
+
+
+def test_user_epochs_repeat_users_with_a_history_to_a_minimum_of_steps():
+    history = training_history(Ratings.from_rows(["1", "1", "3"], ["a", "b", "a"], [5, 4, 3], [1, 2, 3]),
+                               ["1", "2", "3"], _catalog(["a", "b"]))
+    rows = user_epoch_rows(history, batch_size=4)
+    assert set(rows) == {1, 3}  # user 2 has no history
+    assert len(rows) >= MIN_USER_STEPS * 4 and np.sum(rows == 1) == np.sum(rows == 3)
+
+
+@pytest.mark.slow
+def test_multinomial_training_beats_popularity_on_held_out(small_prepared):
+    result = train_retrieval(small_prepared, RetrievalConfig(loss="multinomial", epochs=6, batch_size=64))
+    assert result.config.use_user_id is False and result.config.patience == 3
+    evaluator = HeldOutEvaluator(small_prepared.movies.movie_id, small_prepared.train, small_prepared.test)
+    model = evaluator.score_metrics(catalog_scorer(result.model, small_prepared), ks=(10,))
+    popularity = evaluator.score_metrics(popularity_scorer(small_prepared.movies.movie_id, small_prepared.train),
+                                         ks=(10,))
+    assert model["recall@10"] > popularity["recall@10"] * 1.2, (model, popularity)
+    assert result.fit.examples_per_second > 0
