@@ -12,12 +12,18 @@ Variants switch one thing at a time, so that their differences say what each par
   adam/adagrad that optimizer (its default learning rate)
   sample-N     pool at most N history movies per user and step (0: the whole history)
   batch-N      batch size N
+  full-softmax / in-batch / multinomial   that loss (its automatic settings)
+
+Examples/s are ratings: a multinomial step of users counts every rating of its users (the
+same unit as a per-rating step's examples); users/s are printed beside them.
 """
 
 import argparse
 import dataclasses
 import json
 import time
+
+import numpy as np
 
 import twostage  # noqa: F401
 import tensorflow as tf
@@ -40,6 +46,8 @@ def variant_config(name: str) -> dict:
             settings.update(optimizer=part, learning_rate=None)
         elif part.startswith("sample-"):
             settings["history_sample"] = int(part.split("-")[1])
+        elif part in ("full-softmax", "in-batch", "multinomial"):
+            settings["loss"] = part
         elif part.startswith("batch-"):
             settings["batch_size"] = int(part.split("-")[1])
         elif part != "base":
@@ -53,15 +61,23 @@ def measure(prepared, settings: dict, steps: int) -> dict:
     tf.keras.utils.set_random_seed(config.seed)
     history = prepared.history(prepared.fit) if config.use_history else None
     query = QueryTower(prepared.vocabularies, config.embedding_dim, config.feature_dim, config.use_user_features,
-                       0.0, history, config.history_sample or None, name="query_tower")
+                       0.0, history, config.history_sample or None, config.use_user_id, name="query_tower")
     candidate = CandidateTower(prepared.vocabularies, config.embedding_dim, config.feature_dim,
                                config.use_movie_features, 0.0, name="candidate_tower")
-    model = TwoTowerModel(query, candidate, loss=config.loss, catalog=prepared.movie_columns, l2=config.l2)
+    model = TwoTowerModel(query, candidate, loss=config.loss, catalog=prepared.movie_columns, l2=config.l2,
+                          history_dropout=config.history_dropout, history_targets=config.history_targets)
     optimizer = (tf.keras.optimizers.Adagrad(config.learning_rate) if config.optimizer == "adagrad"
                  else tf.keras.optimizers.Adam(config.learning_rate))
     model.compile(optimizer=optimizer, steps_per_execution=config.steps_per_execution)
-    rows = retrieval_train.training_rows(prepared, prepared.fit,
-                                         retrieval_train.sampling_probabilities(prepared, prepared.train))
+    ratings_per_example = 1.0
+    if config.loss == "multinomial":
+        rows = {"user_id": retrieval_train.user_epoch_rows(history, config.batch_size)}
+        users = np.diff(history.row_splits) > 0
+        ratings_per_example = len(history.values) / max(1, int(users.sum()))
+        rows["user_id"] = np.random.default_rng(1).permutation(rows["user_id"])
+    else:
+        rows = retrieval_train.training_rows(prepared, prepared.fit,
+                                             retrieval_train.sampling_probabilities(prepared, prepared.train))
     steps = min(steps, len(rows["user_id"]) // config.batch_size)
     if steps < 1:
         raise SystemExit(f"fewer training examples than one batch of {config.batch_size}")
@@ -78,7 +94,9 @@ def measure(prepared, settings: dict, steps: int) -> dict:
     seconds = time.perf_counter() - start
     return {"loss": config.loss, "batch_size": config.batch_size, "optimizer": config.optimizer,
             "history_sample": config.history_sample if config.use_history else None,
-            "ms_per_step": round(1000 * seconds / steps, 1), "examples_per_second": round(size / seconds),
+            "ms_per_step": round(1000 * seconds / steps, 1),
+            "examples_per_second": round(size * ratings_per_example / seconds),
+            **({"users_per_second": round(size / seconds)} if config.loss == "multinomial" else {}),
             "input_pipeline_ms_per_step": round(1000 * pipeline, 1)}
 
 

@@ -79,6 +79,20 @@ class ExampleTables:
         return features
 
 
+def _user_chunks(rows: Columns, chunk: int, seed: int):
+    """``rows`` ordered by user (each user's in a seeded random order), and the (start,
+    length) of every chunk of at most ``chunk`` consecutive rows of one user."""
+    users = np.asarray(rows["user_id"])
+    order = np.lexsort((np.random.default_rng(seed).random(len(users)), users))
+    users = users[order]
+    first = np.r_[0, np.flatnonzero(np.diff(users)) + 1]  # where each user's rows begin
+    rank = np.arange(len(users)) - np.repeat(first, np.diff(np.r_[first, len(users)]))
+    starts = np.flatnonzero(rank % chunk == 0)
+    lengths = np.diff(np.r_[starts, len(users)])
+    sorted_rows = {name: np.asarray(values)[order] for name, values in rows.items()}
+    return sorted_rows, (tf.constant(starts, tf.int64), tf.constant(lengths, tf.int64))
+
+
 class ExampleBatches:
     """In-memory example rows cut into batches: a new seeded permutation every epoch, or in order.
 
@@ -94,11 +108,20 @@ class ExampleBatches:
       drop_remainder: when shuffling, drop the last, smaller batch (one batch shape means one
         trace of the train step; every epoch drops other rows).
       expand: batch of rows -> features (ExampleTables.expand), run in the pipeline.
+      user_chunk: when shuffling, keep each user's rows in chunks of at most this many (a
+        user's rows in a seeded random order, cut into chunks once) and permute the chunks
+        instead of the rows: a batch then holds fewer distinct users, and pooling each
+        distinct user's history once is the largest cost of a step that pools them.
+        None: rows are permuted one by one.
     """
 
     def __init__(self, rows: Columns, batch_size: int, shuffle_seed: Optional[int] = None,
                  drop_remainder: bool = False,
-                 expand: Optional[Callable[[Dict[str, tf.Tensor]], Dict[str, tf.Tensor]]] = None):
+                 expand: Optional[Callable[[Dict[str, tf.Tensor]], Dict[str, tf.Tensor]]] = None,
+                 user_chunk: Optional[int] = None):
+        self.chunks = None
+        if user_chunk and shuffle_seed is not None:
+            rows, self.chunks = _user_chunks(rows, user_chunk, shuffle_seed)
         self.tensors = {name: values if isinstance(values, (tf.Tensor, tf.RaggedTensor)) else tf.constant(values)
                         for name, values in rows.items()}
         self.size = int(next(iter(self.tensors.values())).shape[0])
@@ -119,9 +142,14 @@ class ExampleBatches:
             return tf.data.Dataset.range(full).map(lambda b: tf.range(b * batch, tf.minimum((b + 1) * batch, size)))
         # One permutation per epoch, cut into batches: shuffling row numbers one element at
         # a time through tf.data costs seconds per million rows, and memory per element.
-        seed = _epoch_seed(self.shuffle_seed, self.salted)
-        order = tf.random.experimental.stateless_shuffle(tf.range(size, dtype=tf.int64),
-                                                         seed=tf.stack([seed, tf.cast(epoch, tf.int64)]))
+        seed = tf.stack([_epoch_seed(self.shuffle_seed, self.salted), tf.cast(epoch, tf.int64)])
+        if self.chunks is None:
+            order = tf.random.experimental.stateless_shuffle(tf.range(size, dtype=tf.int64), seed=seed)
+        else:
+            starts, lengths = self.chunks
+            chosen = tf.random.experimental.stateless_shuffle(tf.range(tf.size(starts, tf.int64)), seed=seed)
+            start = tf.gather(starts, chosen)
+            order = tf.ragged.range(start, start + tf.gather(lengths, chosen)).flat_values
         if full * batch <= size:
             return tf.data.Dataset.from_tensor_slices(tf.reshape(order[:full * batch], [full, batch]))
         return tf.data.Dataset.from_tensor_slices(order).batch(batch)

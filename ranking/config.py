@@ -40,6 +40,11 @@ class RankingConfig:
       epochs: most epochs; the count used is the best on validation (lowest RMSE).
       batch_size: examples per step (None: 2048, or 8192 from LARGE_DATA_EXAMPLES on).
       learning_rate: Adam step size.
+      user_chunk: shuffle training rows in chunks of at most this many rows of one user, so
+        that a batch pools fewer distinct users' histories (0: row by row; rows read from
+        shard files keep the files' order). None: 16 from
+        LARGE_DATA_EXAMPLES on (at ML-1M shape it cut an epoch's time by half for 0.0006
+        of validation RMSE), else 0.
       patience: epochs without a better validation RMSE before stopping.
       weight_averaging: momentum of an exponential moving average of the weights, which is
         what is validated and kept (0: off).
@@ -67,6 +72,7 @@ class RankingConfig:
     epochs: int = 30
     batch_size: Optional[int] = None
     learning_rate: float = 0.005
+    user_chunk: Optional[int] = None
     patience: int = 1
     weight_averaging: float = 0.985
     refit: Optional[bool] = None
@@ -82,6 +88,7 @@ class RankingConfig:
         check_share("ranking weight_averaging", self.weight_averaging)
         check_positive("ranking learning_rate", self.learning_rate)
         check_at_least("ranking history_sample", self.history_sample, 0)
+        check_at_least("ranking user_chunk", self.user_chunk, 0)
 
     def for_data(self, num_examples: int, catalog_size: int, dense_pooling_cells: int) -> tuple["RankingConfig", dict]:
         """This config with every "auto" (None) setting chosen for the data's size.
@@ -95,6 +102,8 @@ class RankingConfig:
             chosen["batch_size"] = 8192 if large else 2048
         if self.refit is None:
             chosen["refit"] = not large
+        if self.user_chunk is None:
+            chosen["user_chunk"] = 16 if large else 0
         if self.history_sample is None:
             chosen["history_sample"] = history_sample_for(chosen.get("batch_size", self.batch_size), catalog_size,
                                                           dense_pooling_cells)

@@ -72,10 +72,12 @@ class RatingInputs:
         return self._for(model)[2]
 
     def batches(self, model: RatingTaskModel, ratings: Ratings, batch_size: int, with_labels: bool = False,
-                shuffle_seed: Optional[int] = None) -> ExampleBatches:
-        """Batches of ``model``'s features for the rows of ``ratings`` (in order unless shuffled)."""
+                shuffle_seed: Optional[int] = None, user_chunk: Optional[int] = None) -> ExampleBatches:
+        """Batches of ``model``'s features for the rows of ``ratings`` (in order unless
+        shuffled; shuffled in chunks of a user's rows with ``user_chunk``)."""
         return ExampleBatches(self.prepared.example_rows(ratings, with_labels), batch_size, shuffle_seed,
-                              drop_remainder=shuffle_seed is not None, expand=self.tables(model).expand)
+                              drop_remainder=shuffle_seed is not None, expand=self.tables(model).expand,
+                              user_chunk=user_chunk)
 
 
 def predict_ratings(model: RatingTaskModel, inputs: RatingInputs, ratings: Ratings, batch_size: int = 8192) -> np.ndarray:
@@ -138,7 +140,7 @@ def train_ranking(prepared: Prepared, config: RankingConfig, validation_pairs: O
             return lambda model: ShardedBatches(prepared.shards.parts[part], config.batch_size, config.seed,
                                                 expand=inputs.tables(model).expand)
         return lambda model: inputs.batches(model, ratings, config.batch_size, with_labels=True,
-                                            shuffle_seed=config.seed)
+                                            shuffle_seed=config.seed, user_chunk=config.user_chunk or None)
 
     def pool_whole_training_part(model: RatingTaskModel) -> None:
         model.set_history(prepared.history(train, config.history_ratings))

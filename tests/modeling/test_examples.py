@@ -23,6 +23,29 @@ def test_every_epoch_is_a_new_permutation_and_runs_repeat_exactly():
     assert not np.array_equal(np.concatenate(other[0]), np.concatenate(first[0]))
 
 
+def test_user_chunks_keep_a_users_rows_together_and_every_row_once_an_epoch():
+    rng = np.random.default_rng(0)
+    users = rng.integers(0, 40, 1000)
+    rows = {"row": np.arange(1000), "user_id": users}
+    chunked = ExampleBatches(rows, 100, shuffle_seed=5, user_chunk=8)
+    plain = ExampleBatches(rows, 100, shuffle_seed=5)
+    epochs = _epochs(chunked, 2)
+    for epoch in epochs:
+        order = np.concatenate(epoch)
+        assert sorted(order.tolist()) == list(range(1000))  # every row once, no row twice
+    assert not np.array_equal(np.concatenate(epochs[0]), np.concatenate(epochs[1]))
+
+    def distinct_users(batches):
+        iterator = iter(batches.epochs())
+        return np.mean([len(np.unique(next(iterator)["user_id"].numpy())) for _ in range(batches.steps_per_epoch)])
+
+    assert distinct_users(chunked) < 0.6 * distinct_users(plain)
+    # Runs of one user's rows: at most 8 long, each a piece of that user's rows.
+    order = np.concatenate(epochs[0])
+    boundaries = np.flatnonzero(np.diff(users[order]) != 0) + 1
+    assert max(np.diff(np.r_[0, boundaries, len(order)])) <= 16  # two chunks of one user may meet
+
+
 def test_a_resumed_run_sees_the_epochs_an_uninterrupted_one_does():
     batches = ExampleBatches({"row": np.arange(57)}, 8, shuffle_seed=3, drop_remainder=True)
     whole = _epochs(batches, 4)
