@@ -25,10 +25,10 @@ def test_small_data_keeps_the_tuned_defaults():
 def test_large_data_chooses_for_throughput_and_says_what():
     _, chosen = RetrievalConfig().for_data(LARGE_DATA_EXAMPLES, 62_423, DENSE)
     assert chosen == {"batch_size": 512, "optimizer": "adam", "learning_rate": 0.003, "loss": "multinomial",
-                      "history_sample": 0, "patience": 3, "use_user_id": False}
+                      "history_sample": 0, "patience": 3, "use_user_id": False, "l2": 0.035}
     retrieval, chosen = RetrievalConfig().for_data(LARGE_DATA_EXAMPLES, 1_000_000, DENSE)
     assert chosen == {"batch_size": 4096, "optimizer": "adagrad", "learning_rate": 0.1, "loss": "in-batch",
-                      "history_sample": SAMPLED_HISTORY, "patience": 1, "use_user_id": True}
+                      "history_sample": SAMPLED_HISTORY, "patience": 1, "use_user_id": True, "l2": 0.02}
     assert retrieval.history_sample == SAMPLED_HISTORY
     ranking, chosen = RankingConfig().for_data(LARGE_DATA_EXAMPLES, 62_423, DENSE)
     assert chosen == {"batch_size": 8192, "refit": False, "history_sample": SAMPLED_HISTORY, "user_chunk": 16}
@@ -36,7 +36,7 @@ def test_large_data_chooses_for_throughput_and_says_what():
 
 def test_given_settings_are_never_overridden():
     given = RetrievalConfig(batch_size=1024, optimizer="adam", learning_rate=0.005, loss="full-softmax",
-                            history_sample=0, patience=2, use_user_id=True)
+                            history_sample=0, patience=2, use_user_id=True, l2=0.02)
     resolved, chosen = given.for_data(LARGE_DATA_EXAMPLES * 4, 62_423, DENSE)
     assert resolved == given and chosen == {}
     assert RankingConfig(batch_size=512, refit=True, history_sample=8, user_chunk=0).for_data(
