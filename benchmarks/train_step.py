@@ -29,7 +29,7 @@ import twostage  # noqa: F401
 import tensorflow as tf
 from twostage.data import DataConfig, prepare
 from twostage.modeling.examples import ExampleBatches
-from twostage.modeling.layers import DENSE_POOLING_CELLS
+from twostage.modeling.pooling import DENSE_POOLING_CELLS
 from twostage.retrieval import train as retrieval_train
 from twostage.retrieval.config import RetrievalConfig
 from twostage.retrieval.model import CandidateTower, QueryTower, TwoTowerModel

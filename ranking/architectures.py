@@ -167,8 +167,10 @@ class DeepCrossModel(RatingModel):
         joined = self.embeddings(features, training)
         crossed = self.cross(joined)
         raw = self.rating_head(self.dropout(crossed, training=training) if self.dropout else crossed)
+        if self.movie_bias is not None:
+            raw += self.movie_bias(features["movie_id"])
         if self.user_bias is not None:
-            raw += self.user_bias(features["user_id"]) + self.movie_bias(features["movie_id"])
+            raw += self.user_bias(features["user_id"])
         return raw, joined
 
 
@@ -194,7 +196,10 @@ def build_rating_model(architecture: str, vocabularies: FeatureVocabularies, rat
                    feature_dim=config.feature_dim, use_features=config.use_features,
                    history=history if config.use_history else None, history_ratings=config.history_ratings,
                    history_sample=config.history_sample or None, biases=config.biases, l2=config.l2,
-                   dropout=config.dropout, **common)
+                   dropout=config.dropout, use_user_id=config.use_user_id, **common)
+    if not config.use_user_id:
+        raise ConfigError(f"the {architecture} ranking architecture needs user ids; only default and dcn do "
+                          f"without them")
     if architecture in ("svd", "rsvd"):
         # rsvd is biased MF *with* L2; without a configured penalty it takes a usual one.
         l2 = config.l2 if architecture == "svd" else (config.l2 or 0.02)

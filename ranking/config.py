@@ -32,6 +32,9 @@ class RankingConfig:
       history_sample: in training, pool at most this many rated movies per user and step (0:
         all; None: all where a batch's users x catalog matrix pools densely, else 32).
       biases: add per-user and per-movie biases to the global mean.
+      use_user_id: embed the user id (and give it a bias). False: the user side is the user's
+        features and history alone; the model keeps no table of users, as an export whose
+        requests carry the history needs (default and dcn architectures only).
       output: "sigmoid" (scaled over the rating scale), "clip" or "linear" (clip won on
         validation; docs/benchmarks.md).
       feature_dim: width of each feature's embedding.
@@ -65,6 +68,7 @@ class RankingConfig:
     history_ratings: bool = False
     history_sample: Optional[int] = None
     biases: bool = True
+    use_user_id: bool = True
     output: str = "clip"
     feature_dim: int = 16
     l2: float = 0.0

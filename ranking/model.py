@@ -13,7 +13,8 @@ from twostage.data.history import RaggedTable
 from twostage.modeling.encoders import feature_encoders
 from twostage.ranking.config import OUTPUTS
 from twostage.modeling.distribute import replica_count
-from twostage.modeling.layers import IdEmbedding, RatedMoviesPooling, SeededDropout
+from twostage.modeling.layers import IdEmbedding, SeededDropout
+from twostage.modeling.pooling import RatedMoviesPooling
 from twostage.modeling.tf_setup import require_legacy_keras
 
 keras = require_legacy_keras()
@@ -145,6 +146,8 @@ class RatingModel(RatingTaskModel):
       output: "sigmoid", "clip" or "linear".
       l2: penalty on the mean squared norm of the batch's input embeddings.
       dropout: dropout rate on the concatenated embeddings, in training.
+      use_user_id: embed the user id and give each user a bias (False: the user side is the
+        user's features and history alone, and the model keeps no table of users).
 
     Call args:
       features: "user_id" and "movie_id" (string tensors [batch]) and, when used, the user
@@ -158,9 +161,13 @@ class RatingModel(RatingTaskModel):
                  embedding_dim: int = 32, hidden_units: Sequence[int] = (256, 64), feature_dim: int = 16,
                  use_features: bool = True, history: Optional[RaggedTable] = None, history_ratings: bool = False,
                  history_sample: Optional[int] = None, biases: bool = True, output: str = "sigmoid", l2: float = 0.0,
-                 dropout: float = 0.0, **kwargs):
+                 dropout: float = 0.0, use_user_id: bool = True, **kwargs):
         super().__init__(rating_scale, global_mean, output, l2, **kwargs)
-        self.user_embedding = IdEmbedding(vocabularies.user_ids, embedding_dim, name="user_embedding")
+        if not use_user_id and history is None and not use_features:
+            raise ValueError("a rating model without user ids needs the user's features or history")
+        self.use_user_id = use_user_id
+        self.user_embedding = IdEmbedding(vocabularies.user_ids, embedding_dim, embed=use_user_id,
+                                          name="user_embedding")
         self.movie_embedding = IdEmbedding(vocabularies.movie_ids, embedding_dim, name="movie_embedding")
         self.feature_layers = feature_encoders(vocabularies, feature_dim) if use_features else {}
         self.feature_names = tuple(sorted(self.feature_layers))
@@ -168,7 +175,7 @@ class RatingModel(RatingTaskModel):
         self.movie_feature_names = tuple(n for n in self.feature_names if n not in vocabularies.user_features)
         self.rated_movies = RatedMoviesPooling(history, vocabularies.movie_ids, embedding_dim, history_ratings,
                                                history_sample, name="rated_movies") if history is not None else None
-        self.user_bias = IdEmbedding(vocabularies.user_ids, 1, name="user_bias") if biases else None
+        self.user_bias = IdEmbedding(vocabularies.user_ids, 1, name="user_bias") if biases and use_user_id else None
         self.movie_bias = IdEmbedding(vocabularies.movie_ids, 1, name="movie_bias") if biases else None
         self.dropout = SeededDropout(dropout) if dropout else None
         self.rating_head = keras.Sequential(
@@ -190,7 +197,7 @@ class RatingModel(RatingTaskModel):
 
         ``target_movie_ids`` (training only) are left out of the pooled history.
         """
-        parts = [self.user_embedding(features["user_id"])]
+        parts = [self.user_embedding(features["user_id"])] if self.use_user_id else []
         parts += [self.feature_layers[name](features[name]) for name in self.user_feature_names]
         if self.rated_movies is not None:
             rows = self.user_embedding.index(features["user_id"])
@@ -226,8 +233,10 @@ class RatingModel(RatingTaskModel):
     def _raw(self, features: Dict[str, tf.Tensor], training: bool):
         joined = self.embeddings(features, training)
         raw = self.rating_head(self.dropout(joined, training=training) if self.dropout else joined)
+        if self.movie_bias is not None:
+            raw += self.movie_bias(features["movie_id"])
         if self.user_bias is not None:
-            raw += self.user_bias(features["user_id"]) + self.movie_bias(features["movie_id"])
+            raw += self.user_bias(features["user_id"])
         return raw, joined
 
 

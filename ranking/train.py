@@ -12,7 +12,7 @@ import tensorflow as tf
 from twostage.data.prepared import Prepared
 from twostage.data.schema import Ratings
 from twostage.modeling.examples import ExampleBatches, ExampleTables, ShardedBatches
-from twostage.modeling.layers import DENSE_POOLING_CELLS
+from twostage.modeling.pooling import DENSE_POOLING_CELLS
 from twostage.modeling.training import EpochSchedule, FitResult, TrainingRun, fit_choosing_epochs
 from twostage.ranking.config import RankingConfig
 from twostage.ranking.architectures import build_rating_model

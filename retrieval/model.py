@@ -11,7 +11,8 @@ from twostage.data.features import USER_FEATURES, FeatureVocabularies
 from twostage.data.history import RaggedTable
 from twostage.modeling.distribute import cross_replica_concat
 from twostage.modeling.encoders import feature_encoders
-from twostage.modeling.layers import HistorySplit, IdEmbedding, RatedMoviesPooling, training_noise
+from twostage.modeling.layers import IdEmbedding, training_noise
+from twostage.modeling.pooling import HistorySplit, RatedMoviesPooling
 from twostage.modeling.tf_setup import require_legacy_keras
 
 keras = require_legacy_keras()

@@ -15,7 +15,7 @@ from twostage.data.prepared import Prepared
 from twostage.data.schema import Ratings
 from twostage.data.metrics import rating_counts
 from twostage.modeling.examples import ExampleBatches, ExampleTables, ShardedBatches
-from twostage.modeling.layers import DENSE_POOLING_CELLS
+from twostage.modeling.pooling import DENSE_POOLING_CELLS
 from twostage.modeling.training import EpochSchedule, FitResult, TrainingRun, fit_choosing_epochs
 from twostage.retrieval.config import RetrievalConfig
 from twostage.retrieval.model import CandidateTower, QueryTower, TwoTowerModel

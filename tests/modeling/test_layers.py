@@ -4,9 +4,10 @@ import numpy as np
 import pytest
 import tensorflow as tf
 
-from twostage.modeling import layers
+from twostage.modeling import pooling as pooling_module
 from twostage.data.history import RaggedTable, training_history
-from twostage.modeling.layers import IdEmbedding, PooledTokens, RatedMoviesPooling
+from twostage.modeling.layers import IdEmbedding, PooledTokens
+from twostage.modeling.pooling import RatedMoviesPooling
 from twostage.data.schema import Movies, Ratings
 
 
@@ -54,11 +55,11 @@ def test_dense_and_sparse_history_pooling_agree(monkeypatch):
 
     dense = pooled(64)
     np.testing.assert_allclose(pooled(None), dense, rtol=1e-5, atol=1e-6)
-    monkeypatch.setattr(layers, "DENSE_POOLING_CELLS", 0)
+    monkeypatch.setattr(pooling_module, "DENSE_POOLING_CELLS", 0)
     np.testing.assert_allclose(pooled(64), dense, rtol=1e-5, atol=1e-6)
     np.testing.assert_allclose(pooled(None), dense, rtol=1e-5, atol=1e-6)
-    monkeypatch.setattr(layers, "DENSE_POOLING_CELLS", 10 ** 9)
-    monkeypatch.setattr(layers, "DENSE_POOLING_SPARSITY", 0)  # too sparse: the sparse product
+    monkeypatch.setattr(pooling_module, "DENSE_POOLING_CELLS", 10 ** 9)
+    monkeypatch.setattr(pooling_module, "DENSE_POOLING_SPARSITY", 0)  # too sparse: the sparse product
     np.testing.assert_allclose(pooled(None), dense, rtol=1e-5, atol=1e-6)
 
 
@@ -103,3 +104,19 @@ def test_sampled_history_pooling_is_exact_for_short_histories_and_a_subset_mean_
     plain(rows)
     plain.set_weights(few.get_weights())
     np.testing.assert_allclose(few(rows).numpy(), plain(rows).numpy(), rtol=1e-6)
+
+
+def test_a_given_history_pools_as_the_baked_in_one():
+    rng = np.random.default_rng(1)
+    users, movies = [str(u) for u in range(6)], [str(m) for m in range(12)]
+    train = Ratings.from_rows(rng.choice(users, 40).tolist(), rng.choice(movies, 40).tolist(),
+                              rng.integers(1, 6, 40).tolist(), list(range(40)))
+    history = training_history(train, users, _catalog(movies), with_ratings=True)
+    pooling = RatedMoviesPooling(history, movies, 4, rating_weighted=True)
+    rows = tf.range(0, 7, dtype=tf.int64)  # the unknown user's row 0 included: an empty history
+    baked = pooling(rows).numpy()
+    given = pooling.pool_given(tf.RaggedTensor.from_row_splits(history.values, history.row_splits),
+                               tf.RaggedTensor.from_row_splits(history.weights, history.row_splits)).numpy()
+    np.testing.assert_allclose(given, baked, rtol=1e-5, atol=1e-6)
+    with pytest.raises(ValueError, match="needs its ratings"):
+        pooling.pool_given(tf.RaggedTensor.from_row_splits(history.values, history.row_splits))

@@ -8,7 +8,8 @@ from twostage.data.history import training_history
 from twostage.data.metrics import popularity_scorer
 from twostage.retrieval.config import IndexConfig, RetrievalConfig
 from twostage.retrieval.index import build_brute_force_index, build_scann_index, scann_parameters
-from twostage.modeling.layers import HistorySplit, PooledTokens, RatedMoviesPooling
+from twostage.modeling.layers import PooledTokens
+from twostage.modeling.pooling import HistorySplit, RatedMoviesPooling
 from twostage.retrieval.model import CandidateTower, QueryTower, TwoTowerModel
 from twostage.retrieval.train import (MIN_USER_STEPS, candidate_embeddings, catalog_scorer, train_retrieval,
                                       user_epoch_rows)
