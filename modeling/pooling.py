@@ -119,6 +119,12 @@ class RatedMoviesPooling(keras.layers.Layer):
                 raise ValueError("this pooling is rating-weighted: the new history needs its ratings")
             self.centred_ratings.assign(history.weights - self.centre)
 
+    def forget_history(self):
+        """Drops the baked-in history (one empty row is left): for an export whose requests
+        carry each user's history, so that no table of users is saved with it."""
+        weights = None if self.centred_ratings is None else np.zeros(0, np.float32)
+        self.set_history(RaggedTable(np.zeros(0, np.int64), np.zeros(0, np.int32), 1, weights))
+
     def build(self, input_shape):
         self.embedding.build(None)
         if self.rating_embedding is not None:
@@ -193,7 +199,8 @@ class RatedMoviesPooling(keras.layers.Layer):
 
         Args:
           movies: ragged [users, (rated)] catalog positions.
-          ratings: ragged [users, (rated)] their ratings; needed when ``rating_weighted``.
+          ratings: ragged [users, (rated)] their ratings; needed when ``rating_weighted`` (NaN:
+            not known, weighted as the history's mean rating, i.e. not at all).
 
         Returns:
           [users, embedding_dim], or [users, 2 * embedding_dim] when ``rating_weighted``.
@@ -208,7 +215,8 @@ class RatedMoviesPooling(keras.layers.Layer):
         if self.centred_ratings is not None:
             if ratings is None:
                 raise ValueError("this pooling is rating-weighted: the given history needs its ratings")
-            weights = (tf.cast(ratings.values, tf.float32) - self.centre)[:, tf.newaxis]
+            rated = tf.cast(ratings.values, tf.float32)
+            weights = tf.where(tf.math.is_nan(rated), 0.0, rated - self.centre)[:, tf.newaxis]
             sums.append(tf.math.unsorted_segment_sum(weights * tf.gather(self.rating_embedding.embeddings, positions),
                                                      rowids, users))
         return tf.concat(sums, axis=1) / tf.maximum(count, 1.0)

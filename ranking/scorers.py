@@ -118,7 +118,7 @@ class _SplitRatingHead(tf.Module):
         movie_side = _in_batches(model.movie_side,
                                  {n: movie_inputs[n] for n in ("movie_id",) + model.movie_feature_names})
         kernel, bias = (w.numpy() for w in layers[0].weights)
-        width = user_side.shape[1]
+        width = self.user_width = user_side.shape[1]
         self.user_hidden = tf.Variable(user_side @ kernel[:width] + bias, trainable=False, name="user_hidden")
         self.movie_hidden = tf.Variable(movie_side @ kernel[width:], trainable=False, name="movie_hidden")
         self.kernels = [tf.Variable(layer.kernel.numpy(), trainable=False) for layer in layers[1:]]
@@ -136,7 +136,11 @@ class _SplitRatingHead(tf.Module):
     def raw(self, user_index, movie_rows):
         """Raw outputs, biases left out: [n, 1] for user_index [n] and movie_rows [n], or
         [u * n, 1] for user_index [u, 1] and movie_rows [u, n]."""
-        hidden = tf.nn.relu(tf.gather(self.user_hidden, user_index) + tf.gather(self.movie_hidden, movie_rows))
+        return self.raw_of(tf.gather(self.user_hidden, user_index), movie_rows)
+
+    def raw_of(self, user_hidden, movie_rows):
+        """``raw`` for users' first-layer shares computed elsewhere ([n, width] or [u, 1, width])."""
+        hidden = tf.nn.relu(user_hidden + tf.gather(self.movie_hidden, movie_rows))
         hidden = tf.reshape(hidden, [-1, self.user_hidden.shape[1]])
         for i, kernel in enumerate(self.kernels):
             hidden = tf.matmul(hidden, kernel)

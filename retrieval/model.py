@@ -40,19 +40,20 @@ class _FeatureTower(keras.Model):
         self.noise = training_noise()
 
     def call(self, features: Dict[str, tf.Tensor], training: bool = False,
-             history_split: Optional[HistorySplit] = None) -> tf.Tensor:
+             history_split: Optional[HistorySplit] = None, given_history: Optional[tf.RaggedTensor] = None
+             ) -> tf.Tensor:
         ids = self.id_embedding.index(features[self.id_name])
         if training and self.id_dropout > 0:
             drop = self.noise.uniform(tf.shape(ids)) < self.id_dropout
             ids = tf.where(drop, tf.zeros_like(ids), ids)  # row 0: the unknown id
-        vector = self.id_embedding(ids) + self.extra(features, training, history_split)
+        vector = self.id_embedding(ids) + self.extra(features, training, history_split, given_history)
         if self.projection is None:
             return vector
         parts = [layer(features[name]) for name, layer in sorted(self.feature_layers.items())]
         return vector + self.projection(tf.concat(parts, axis=1))
 
-    def extra(self, features: Dict[str, tf.Tensor], training: bool,
-              history_split: Optional[HistorySplit] = None) -> tf.Tensor:
+    def extra(self, features: Dict[str, tf.Tensor], training: bool, history_split: Optional[HistorySplit] = None,
+              given_history: Optional[tf.RaggedTensor] = None) -> tf.Tensor:
         """What a subclass adds to the id embedding (nothing here)."""
         return tf.constant(0.0)
 
@@ -93,6 +94,8 @@ class QueryTower(_FeatureTower):
         each example's history.
       history_split: in training on whole users, each user's history split into input and
         held-out movies (RatedMoviesPooling.split): only the input part is pooled.
+      given_history: ragged [batch, (rated)] catalog positions pooled instead of the baked-in
+        history (a request that carries the user's movies).
 
     Returns:
       [batch, embedding_dim] query embeddings.
@@ -116,12 +119,14 @@ class QueryTower(_FeatureTower):
             raise ValueError("this query tower was built without a history")
         self.rated_movies.set_history(history)
 
-    def extra(self, features: Dict[str, tf.Tensor], training: bool,
-              history_split: Optional[HistorySplit] = None) -> tf.Tensor:
+    def extra(self, features: Dict[str, tf.Tensor], training: bool, history_split: Optional[HistorySplit] = None,
+              given_history: Optional[tf.RaggedTensor] = None) -> tf.Tensor:
         if self.rated_movies is None:
-            if history_split is not None:
-                raise ValueError("training on split histories needs a query tower with a history")
+            if history_split is not None or given_history is not None:
+                raise ValueError("this query tower was built without a history")
             return tf.constant(0.0)
+        if given_history is not None:
+            return self.history_projection(self.rated_movies.pool_given(given_history))
         rows = self.id_embedding.index(features["user_id"])
         target = features.get("movie_id") if training else None
         return self.history_projection(self.rated_movies(rows, target, split=history_split))
@@ -284,3 +289,13 @@ class QueryEncoder(tf.Module):
     def encode(self, inputs):
         """Query embeddings [batch, dim] of users (every user feature given, "" when unknown)."""
         return self.tower({name: inputs[name] for name in ("user_id",) + self.feature_names})
+
+    @tf.function(autograph=False, input_signature=[
+        {name: tf.TensorSpec([None], tf.string, name=name) for name in USER_FEATURES},
+        tf.RaggedTensorSpec([None, None], tf.int64, ragged_rank=1)])
+    def encode_history(self, features, movies):
+        """Query embeddings [batch, dim] of users given by their features ("" when unknown) and
+        their rated movies (ragged [batch, (rated)] catalog positions), not by their id."""
+        user_id = tf.fill(tf.shape(movies.row_lengths()), "")
+        return self.tower({"user_id": user_id, **{name: features[name] for name in self.feature_names}},
+                          given_history=movies)

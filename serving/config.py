@@ -19,6 +19,9 @@ class ServingConfig:
         while still getting k results (the index is asked for that many more neighbours).
       liked_rating: a training rating at least this high makes a user a fan of the movie
         ("people who liked this also liked").
+      request_history: export a model whose requests carry each user's rated movies (and
+        ratings) instead of a user id: it keeps no per-user table, and serves users training
+        never saw from their history alone (serving.graph.history_module).
     """
 
     num_candidates: int = 100
@@ -26,6 +29,7 @@ class ServingConfig:
     max_exclusions: int = 100
     model_name: str = "twostage"
     liked_rating: float = 4.0
+    request_history: bool = False
 
     def __post_init__(self):
         check_at_least("num_candidates", self.num_candidates)

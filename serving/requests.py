@@ -25,6 +25,8 @@ class UnknownMovieError(RequestError):
     """A movie id the model's catalog does not hold."""
 
 
+# What an export's requests carry to say who the user is (its metadata's index.requests).
+USER_ID_REQUESTS, HISTORY_REQUESTS = "user_id", "history"
 # What a caller may say about a user the model has never seen (cold start).
 USER_FEATURE_ARGUMENTS = ("age", "gender", "occupation", "zip_code")
 
@@ -122,6 +124,7 @@ class RequestLimits:
     num_candidates: int
     max_exclusions: int
     feature_values: Optional[dict] = None
+    requests: Optional[str] = None
 
     @classmethod
     def from_metadata(cls, metadata: dict) -> "RequestLimits":
@@ -129,7 +132,61 @@ class RequestLimits:
         # configured number of candidates caps in turn.
         candidates = int(metadata["index"]["num_candidates"])
         return cls(min(int(metadata["serving"]["max_k"]), candidates), candidates,
-                   int(metadata["serving"].get("max_exclusions", 0)), metadata["data"].get("feature_values"))
+                   int(metadata["serving"].get("max_exclusions", 0)), metadata["data"].get("feature_values"),
+                   metadata["index"].get("requests", USER_ID_REQUESTS))
+
+    def expect(self, requests: str) -> None:
+        """RequestError unless the export answers this kind of request (None: not known here)."""
+        if self.requests is not None and self.requests != requests:
+            if requests == HISTORY_REQUESTS:
+                raise RequestError("this export knows users by id (twostage recommend --user, or recommend in "
+                                   "Python); an export whose requests carry the history is made with twostage "
+                                   "train --request-history")
+            raise RequestError("this export keeps no table of users: its requests carry each user's history "
+                               "(twostage recommend --history, or recommend_from_history in Python)")
+
+    def history_request(self, history, k: int, features: Optional[dict] = None, exclude=None,
+                        include_seen: bool = False) -> tuple[dict, bool]:
+        """The inputs of a history export's ``serving_default``, and whether one user was given.
+
+        Args:
+          history: one user's rated movies, as {movie id: rating} (None: that rating not
+            known) or a list of movie ids (no rating known), or a list of such histories, one
+            per user.
+          k, features, exclude, include_seen: as ``recommend`` (features shared by every user).
+        """
+        single = isinstance(history, dict) or (not is_single(history) and all(is_single(m) for m in history))
+        users = [history] if single else list(history)
+        ids, ratings = [], []
+        for number, user in enumerate(users, 1):
+            if is_single(user) or not hasattr(user, "__iter__"):
+                raise RequestError(f"history {number} must be {{movie id: rating}} or a list of movie ids")
+            pairs = list(user.items()) if isinstance(user, dict) else [(movie, None) for movie in user]
+            movies = [str(movie.decode("utf-8") if isinstance(movie, bytes) else movie).strip() for movie, _ in pairs]
+            if any(not movie for movie in movies):
+                raise RequestError(f"empty movie id in history {number}")
+            values = []
+            for movie, rating in zip(movies, (rating for _, rating in pairs)):
+                if rating is not None and (isinstance(rating, bool) or not isinstance(rating, (int, float, np.number))
+                                           or not np.isfinite(rating)):
+                    raise RequestError(f"history {number}: the rating of movie {movie} must be a number, got "
+                                       f"{rating!r}")
+                values.append(np.nan if rating is None else float(rating))
+            ids.append(movies)
+            ratings.append(values)
+        longest = max(1, max(len(movies) for movies in ids))
+        rated = np.asarray([r + [np.nan] * (longest - len(r)) for r in ratings], np.float32)
+        inputs = {
+            "history_movie_ids": _strings([m + [""] * (longest - len(m)) for m in ids]).reshape(len(ids), longest),
+            # No rating at all: left out (its default); NaN marks a rating not known (TF
+            # Serving's JSON reads NaN, past the JSON standard).
+            "history_ratings": rated if np.isfinite(rated).any() else np.zeros((0, 0), np.float32),
+            "k": self.k(k), "exclude_movie_ids": self.exclusions(exclude, len(ids)),
+            "include_seen": np.asarray(bool(include_seen))}
+        values = user_feature_values(features, self.feature_values) if features else {}
+        for name in USER_FEATURES:
+            inputs[name] = _strings([values[name]] if values else [])
+        return inputs, single
 
     def k(self, k, largest: Optional[int] = None) -> np.ndarray:
         largest = largest or self.max_k
@@ -159,6 +216,7 @@ class RequestLimits:
     def recommend(self, user_id: Ids, k: int, features: Optional[dict] = None, exclude=None,
                   include_seen: bool = False, retrieve: bool = False) -> dict:
         """The named inputs of the ``serving_default`` (or ``retrieve``) signature, every one given."""
+        self.expect(USER_ID_REQUESTS)
         ids = id_array(user_id, "user")
         inputs = {"user_id": ids, "k": self.k(k, self.num_candidates if retrieve else self.max_k),
                   "exclude_movie_ids": self.exclusions(exclude, len(ids)),

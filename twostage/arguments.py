@@ -68,6 +68,9 @@ def build_parser() -> argparse.ArgumentParser:
                             "written) after a crash or Ctrl-C, with the same command")
     train.add_argument("--tensorboard", metavar="DIR", help="write each stage's per-epoch loss, examples/s and "
                                                             "validation figures there, for TensorBoard")
+    train.add_argument("--request-history", action="store_true",
+                       help="export a model whose requests carry each user's rated movies instead of a user id: "
+                            "no per-user tables, users never seen served from their history")
 
     generate = commands.add_parser("generate", help="write generated MovieLens-shaped data of any size "
                                                     "(the ml-25m CSV layout, or Parquet)")
@@ -104,7 +107,11 @@ def build_parser() -> argparse.ArgumentParser:
 
     recommend = commands.add_parser("recommend", help="recommend movies for a user with an exported model")
     recommend.add_argument("--model", required=True, help="the export (the --out of train, or a version folder)")
-    recommend.add_argument("--user", required=True, action="append", help="user id (repeat for several)")
+    who = recommend.add_mutually_exclusive_group(required=True)
+    who.add_argument("--user", action="append", help="user id (repeat for several)")
+    who.add_argument("--history", action="append", metavar="MOVIE[:RATING],...",
+                     help="a user given by the movies they rated, for an export trained with --request-history "
+                          "(repeat for several users)")
     recommend.add_argument("-k", type=int, default=10, help="number of movies")
     recommend.add_argument("--json", action="store_true", help="print JSON instead of a table")
     recommend.add_argument("--exclude", action="append", default=[], help="movie id never to return (repeatable)")

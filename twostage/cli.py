@@ -32,6 +32,8 @@ def _train(args) -> int:
     if args.epochs is not None:
         config = dataclasses.replace(config, retrieval=dataclasses.replace(config.retrieval, epochs=args.epochs),
                                      ranking=dataclasses.replace(config.ranking, epochs=args.epochs))
+    if args.request_history:
+        config = config.for_request_history()
     start = time.perf_counter()
     result = train(config, args.out, scann_over_brute_force=args.index == "scann", cluster=cluster,
                    resume=args.resume, tensorboard_dir=args.tensorboard)
@@ -40,6 +42,39 @@ def _train(args) -> int:
         return 0
     print(f"exported {result.export_path} (trained in {result.metadata['train_seconds']:.1f}s, "
           f"{time.perf_counter() - start:.1f}s in all)")
+    return 0
+
+
+def _history_argument(text: str) -> dict:
+    """--history "MOVIE[:RATING],..." -> {movie id: rating or None}."""
+    from twostage.serving.requests import RequestError
+
+    history = {}
+    for item in (part.strip() for part in text.split(",")):
+        movie, _, rating = item.rpartition(":") if ":" in item else (item, "", "")
+        if not movie.strip():
+            raise RequestError(f"--history {text!r}: empty movie id")
+        try:
+            history[movie.strip()] = float(rating) if rating.strip() else None
+        except ValueError:
+            raise RequestError(f"--history {text!r}: the rating of movie {movie.strip()} must be a number, "
+                               f"got {rating!r}") from None
+    return history
+
+
+def _recommend_from_history(recommender, args, features: dict) -> int:
+    histories = [_history_argument(text) for text in args.history]  # a rating not given: None, not known
+    results = recommender.recommend_from_history(histories, k=args.k, features=features or None,
+                                                 exclude=args.exclude or None, include_seen=args.include_seen)
+    if args.json:
+        print(json.dumps([{"history": text, "recommendations": [r.as_dict() for r in recs]}
+                          for text, recs in zip(args.history, results)], indent=2))
+        return 0
+    for text, recs in zip(args.history, results):
+        print(f"history {text}:")
+        print(f"  {'#':>2}  {'movie':>7}  {'score':>7}  {'rating':>6}  title")
+        for rank, r in enumerate(recs, 1):
+            print(f"  {rank:>2}  {r.movie_id:>7}  {r.score:7.3f}  {r.predicted_rating:6.2f}  {r.title}")
     return 0
 
 
@@ -53,6 +88,8 @@ def _recommend(args) -> int:
     for movie in dict.fromkeys(args.exclude):
         if movie.strip() and movie not in catalog:
             log.warning("--exclude %r: not in this model's catalog, so there is nothing to exclude", movie)
+    if args.history:
+        return _recommend_from_history(recommender, args, features)
     results = recommender.recommend(args.user, k=args.k, features=features or None, exclude=args.exclude or None,
                                     include_seen=args.include_seen)
     known_ids = set(recommender.known_users().tolist())

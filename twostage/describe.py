@@ -41,7 +41,8 @@ def describe(model_path: str) -> dict:
         "data": {key: data.get(key) for key in ("name", "source", "split", "num_ratings", "merged_ratings",
                                                 "num_train", "rating_scale")},
         "catalog_movies": int(len(recommender.catalog()[0])),
-        "known_users": int(len(recommender.known_users())),
+        # An export whose requests carry the history knows no user by id.
+        "known_users": 0 if metadata["serving"].get("request_history") else int(len(recommender.known_users())),
         "user_feature_values": data.get("feature_values", {name: None for name in data.get("user_features", [])}),
         "index": metadata["index"],
         "serving": metadata["serving"],
@@ -64,7 +65,9 @@ def render_text(info: dict) -> str:
         f"data: {data['name']} from {data['source']}; {data['num_ratings']:,} ratings "
         f"({data.get('merged_ratings') or 0:,} re-ratings merged), {data['num_train']:,} trained on; "
         f"{split.get('method')} split, seed {split.get('seed')}, test fraction {split.get('test_fraction')}",
-        f"catalog: {info['catalog_movies']:,} movies; known users: {info['known_users']:,}",
+        f"catalog: {info['catalog_movies']:,} movies; " + ("requests carry each user's history (no user table)"
+                                                          if info["serving"].get("request_history")
+                                                          else f"known users: {info['known_users']:,}"),
         f"index: {info['index']['kind']} ({info['index']['num_candidates']} candidates a user, "
         f"up to {info['index']['max_depth']} deep); k up to {info['serving']['max_k']}",
         f"retrieval: best epoch {info['retrieval']['best_epoch']}, validation "

@@ -47,6 +47,9 @@ def evaluate(model_path: str, source: Optional[str] = None, method: Optional[str
       EvaluationError: the test part holds ratings the model was trained on.
     """
     recommender = Recommender.load(model_path)
+    if recommender.metadata["serving"].get("request_history"):
+        raise EvaluationError(f"{recommender.path} serves requests that carry the history: evaluate scores "
+                              f"exports keyed by user id only (scoring history-carrying exports is not built yet)")
     prepared, evaluator = held_out(recommender, source, method, seed, test_fraction, sample_users)
     train_part, split_config = prepared.train, prepared.config.split
     test_part = prepared.test.of_users(evaluator.user_ids)

@@ -23,7 +23,7 @@ from twostage.ranking.train import train_ranking
 from twostage.retrieval.config import IndexConfig, RetrievalConfig
 from twostage.retrieval.train import train_retrieval
 from twostage.blend import candidate_pairs, choose_blend_weight
-from twostage.serving.artifact.assemble import assemble
+from twostage.serving.artifact.assemble import assemble, assemble_history_module
 from twostage.serving.artifact.export import export_module
 from twostage.serving.artifact.layout import check_export_root, check_index_over_newest
 from twostage.serving.config import ServingConfig
@@ -43,6 +43,20 @@ class PipelineConfig:
     index: IndexConfig = IndexConfig()
     serving: ServingConfig = ServingConfig()
     distribute: DistributeConfig = DistributeConfig()
+
+    def for_request_history(self) -> "PipelineConfig":
+        """These settings for an export whose requests carry the user's history: both stages
+        without user ids, the rating model weighing the history by its ratings."""
+        if self.retrieval.use_user_id:
+            raise ConfigError("an export whose requests carry the history needs a query tower without user ids "
+                              "(retrieval use_user_id False, the multinomial loss's default)")
+        if self.ranking.architecture != "default":
+            raise ConfigError(f"an export whose requests carry the history rates with the default ranking "
+                              f"architecture, not {self.ranking.architecture!r}")
+        return dataclasses.replace(
+            self, retrieval=dataclasses.replace(self.retrieval, use_user_id=False),
+            ranking=dataclasses.replace(self.ranking, use_user_id=False, history_ratings=True),
+            serving=dataclasses.replace(self.serving, request_history=True))
 
 
 @dataclasses.dataclass(frozen=True)
@@ -157,8 +171,15 @@ def export(trained: TrainedStages, out_dir: str, index: IndexConfig | None = Non
     config, prepared, retrieval, ranking = trained.config, trained.prepared, trained.retrieval, trained.ranking
     data = prepared.data
     index_config = index or config.index
-    module, index_description, tables = assemble(retrieval.query_tower, retrieval.candidate_tower, ranking.model,
-                                                 prepared, index_config, config.serving, trained.blend_weight)
+    if config.serving.request_history:
+        module, index_description = assemble_history_module(retrieval.query_tower, retrieval.candidate_tower,
+                                                            ranking.model, prepared, index_config, config.serving,
+                                                            trained.blend_weight)
+        tables = None
+    else:
+        module, index_description, tables = assemble(retrieval.query_tower, retrieval.candidate_tower,
+                                                     ranking.model, prepared, index_config, config.serving,
+                                                     trained.blend_weight)
     metadata = {
         "format": METADATA_FORMAT,
         "data": {**data_source_record(config.data), "name": data.name, "rating_scale": list(data.rating_scale),
@@ -180,7 +201,8 @@ def export(trained: TrainedStages, out_dir: str, index: IndexConfig | None = Non
         "stages": trained.stages,
         "created": time.strftime("%Y-%m-%dT%H:%M:%S%z"),
     }
-    path = export_module(module, tables, out_dir, config.serving, metadata, index_config.kind)
+    path = export_module(module, tables, out_dir, config.serving, metadata, index_config.kind,
+                         movie_id=str(prepared.movies.movie_id[0]))
     return TrainResult(export_path=path, metadata=metadata, rating_model=ranking.model, rating_inputs=ranking.inputs)
 
 

@@ -6,6 +6,7 @@ import numpy as np
 
 from twostage.data.metrics import rating_counts
 from twostage.data.prepared import Prepared
+from twostage.ranking.history_scorer import HistoryRatingScorer
 from twostage.ranking.model import RatingTaskModel
 from twostage.ranking.scorers import RatingScorer, build_rating_scorer
 from twostage.retrieval.config import IndexConfig
@@ -13,6 +14,7 @@ from twostage.retrieval.index import build_index, scann_parameters
 from twostage.retrieval.model import CandidateTower, QueryEncoder, QueryTower
 from twostage.retrieval.train import candidate_embeddings, query_embeddings
 from twostage.serving.config import ServingConfig
+from twostage.serving.graph.history_module import HistoryRequestModule
 from twostage.serving.graph.module import TwoStageModule
 from twostage.serving.graph.tables import ServingTables, max_depth
 
@@ -80,3 +82,38 @@ def assemble(query_tower: QueryTower, candidate_tower: CandidateTower, rating_mo
     module, description = assemble_module(tables, QueryEncoder(query_tower), scorer, index_config, serving_config,
                                           blend_weight)
     return module, description, tables
+
+
+def assemble_history_module(query_tower: QueryTower, candidate_tower: CandidateTower, rating_model: RatingTaskModel,
+                            prepared: Prepared, index_config: IndexConfig, serving_config: ServingConfig,
+                            blend_weight: float) -> tuple[HistoryRequestModule, dict]:
+    """The serving module for requests that carry the user's history (no per-user tables).
+
+    Args: as ``assemble``; both models must do without user ids (RetrievalConfig and
+      RankingConfig ``use_user_id`` False). Their baked-in training histories are dropped
+      (the module must not save a table of users): the towers and the rating model belong to
+      the module from then on.
+
+    Returns:
+      The module and a description of its index.
+    """
+    if query_tower.id_embedding.embedding is not None:
+        raise ValueError("requests that carry the history need a query tower without user ids "
+                         "(RetrievalConfig use_user_id=False)")
+    movies = prepared.movies
+    num_movies = len(movies.movie_id)
+    # Room for a history as long as the longest training one, plus the request's exclusions.
+    depth = max_depth(num_movies, serving_config.num_candidates, prepared.history(prepared.train),
+                      serving_config.max_exclusions)
+    embeddings = candidate_embeddings(candidate_tower, prepared.movie_columns)
+    index = build_index(embeddings, depth, index_config)
+    scorer = HistoryRatingScorer(rating_model, prepared.movie_columns)
+    for pooling in [query_tower.rated_movies] + [member.rated_movies for member in scorer.members]:
+        pooling.forget_history()
+    module = HistoryRequestModule(movies.movie_id, movies.title, rating_counts(movies.movie_id, prepared.train),
+                                  QueryEncoder(query_tower), index, scorer, serving_config.num_candidates, serving_config.max_k, depth, blend_weight)
+    description = {"kind": index_config.kind, "max_depth": depth, "num_candidates": module.num_candidates,
+                   "requests": "history"}
+    if index_config.kind == "scann":
+        description["scann"] = scann_parameters(num_movies, depth, index_config)
+    return module, description

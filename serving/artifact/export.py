@@ -14,8 +14,7 @@ import tensorflow as tf
 
 from twostage.serving.artifact.layout import (METADATA_FILE, publish_permissions, remove_stale_staging, staging_prefix,
                                               versions)
-from twostage.serving.artifact.warmup import WARMUP_FILE, warmup_requests, write_warmup_file
-from twostage.serving.graph.module import TwoStageModule
+from twostage.serving.artifact.warmup import WARMUP_FILE, history_warmup_requests, warmup_requests, write_warmup_file
 from twostage.serving.requests import RequestLimits
 
 log = logging.getLogger("twostage")
@@ -32,7 +31,7 @@ def _without_keras_traces():
     return keras_option_scope(save_traces=False)
 
 
-def export_saved_model(module: TwoStageModule, out_dir: str, model_name: str, metadata: dict,
+def export_saved_model(module, out_dir: str, model_name: str, metadata: dict,
                        uses_scann: bool, warmup: Optional[list] = None) -> str:
     """Saves ``module`` as the next version under ``out_dir/model_name``.
 
@@ -79,22 +78,25 @@ def export_saved_model(module: TwoStageModule, out_dir: str, model_name: str, me
     return target
 
 
-def export_module(module: TwoStageModule, tables, out_dir: str, serving_config, metadata: dict,
-                  index_kind: str) -> str:
+def export_module(module, tables, out_dir: str, serving_config, metadata: dict, index_kind: str,
+                  movie_id: str) -> str:
     """Exports a stitched module with its metadata and TF Serving warm-up requests.
 
     Args:
-      module: the stitched model.
-      tables: its ServingTables (a known user and movie for the warm-up requests).
+      module: the stitched model (TwoStageModule, or HistoryRequestModule).
+      tables: a TwoStageModule's ServingTables (a known user for the warm-up requests);
+        None for a HistoryRequestModule.
       out_dir: the export root.
       serving_config: the ServingConfig it was built with (model name, limits).
       metadata: the training facts to save with it (its "index" entry describes the index).
       index_kind: "scann" or "brute-force".
+      movie_id: a catalog movie for the warm-up requests.
 
     Returns:
       The new version's folder.
     """
     limits = RequestLimits.from_metadata(metadata)
-    warmup = warmup_requests(limits, str(tables.user_ids[0]), str(tables.movie_ids[0]))
+    warmup = (history_warmup_requests(limits, movie_id) if tables is None
+              else warmup_requests(limits, str(tables.user_ids[0]), movie_id))
     return export_saved_model(module, out_dir, serving_config.model_name, metadata,
                               uses_scann=index_kind == "scann", warmup=warmup)

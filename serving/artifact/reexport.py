@@ -21,7 +21,7 @@ from twostage.ranking.scorers import RatingScorer
 from twostage.retrieval.config import IndexConfig
 from twostage.serving.artifact.assemble import assemble_module
 from twostage.serving.artifact.export import export_module
-from twostage.serving.artifact.layout import check_export_root, read_metadata, resolve_model_path
+from twostage.serving.artifact.layout import ModelError, check_export_root, read_metadata, resolve_model_path
 from twostage.serving.artifact.loading import load_export
 from twostage.serving.config import ServingConfig
 from twostage.serving.graph.tables import ServingTables
@@ -64,6 +64,9 @@ def export_again(path: str, index: IndexConfig, out_dir: Optional[str] = None) -
     """
     version_dir = resolve_model_path(path)
     serving_config = ServingConfig(**read_metadata(version_dir)["serving"])
+    if serving_config.request_history:
+        raise ModelError(f"{version_dir} serves requests that carry the history: its index cannot be rebuilt "
+                         f"from the export alone; train again with the index wanted (twostage train --index)")
     out_dir = out_dir or os.path.dirname(os.path.dirname(os.path.abspath(version_dir)))
     check_export_root(out_dir, serving_config.model_name)
     loaded, version_dir, metadata = load_export(version_dir)
@@ -73,4 +76,5 @@ def export_again(path: str, index: IndexConfig, out_dir: Optional[str] = None) -
                                           metadata["blend"]["weight"])
     metadata = {**metadata, "index": description, "exported_from": os.path.abspath(version_dir),
                 "created": time.strftime("%Y-%m-%dT%H:%M:%S%z")}
-    return export_module(module, tables, out_dir, serving_config, metadata, index.kind)
+    return export_module(module, tables, out_dir, serving_config, metadata, index.kind,
+                         movie_id=str(tables.movie_ids[0]))

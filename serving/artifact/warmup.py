@@ -32,6 +32,15 @@ def warmup_requests(limits: RequestLimits, user_id: str, movie_id: str) -> list[
     ]
 
 
+def history_warmup_requests(limits: RequestLimits, movie_id: str) -> list[tuple[str, dict]]:
+    """The warm-up requests of an export whose requests carry the history: one user with a
+    rated movie, a batch, one without ratings, one with nothing (popular movies)."""
+    k = min(10, limits.max_k)
+    return [("serving_default", limits.history_request(history, k)[0])
+            for history in ({movie_id: 4.0}, [{movie_id: 4.0}] * PRUNE_FROM_USERS, [movie_id], [[]])] + [
+        ("catalog", {})]
+
+
 def _tensor_proto(value: np.ndarray):
     import tensorflow as tf
 

@@ -6,7 +6,7 @@ from typing import Optional
 
 import numpy as np
 
-from twostage.serving.requests import Ids, RequestLimits, UnknownMovieError
+from twostage.serving.requests import HISTORY_REQUESTS, USER_ID_REQUESTS, Ids, RequestLimits, UnknownMovieError
 from twostage.serving.responses import candidates, one_or_all, recommendations, related_movies
 
 
@@ -49,6 +49,29 @@ class ModelClient:
         inputs = self.limits.recommend(user_id, k, features, exclude, include_seen)
         return one_or_all(user_id, recommendations(self._call("serving_default", inputs)))
 
+    def recommend_from_history(self, history, k: int = 10, features: Optional[dict] = None, exclude=None,
+                               include_seen: bool = False):
+        """Top-k movies for users given by the movies they rated, from an export whose
+        requests carry the history (``twostage train --request-history``).
+
+        The user need not be known to the model: the query is encoded from the history (and
+        ``features``), the rating model pools it, and its movies never come back unless
+        ``include_seen``.
+
+        Args:
+          history: one user's history, {movie id: rating} (or a list of movie ids when the
+            ratings are not known), or a list of histories, one per user.
+          k, features, exclude, include_seen: as :meth:`recommend` (``features`` are shared
+            by every user of the call).
+
+        Returns:
+          [Recommendation, ...] best first; one such list per user when given several.
+        """
+        self.limits.expect(HISTORY_REQUESTS)
+        inputs, single = self.limits.history_request(history, k, features, exclude, include_seen)
+        results = recommendations(self._call("serving_default", inputs))
+        return results[0] if single else results
+
     def retrieve(self, user_id: Ids, k: int = 10, features: Optional[dict] = None, exclude=None,
                  include_seen: bool = False):
         """Retrieval's candidates alone, in retrieval order (k up to the candidates per user).
@@ -70,12 +93,14 @@ class ModelClient:
           per movie, None for ids not in the catalog; a single unknown id raises
           UnknownMovieError.
         """
+        self.limits.expect(USER_ID_REQUESTS)
         return one_or_all(movie_id, related_movies(self._call("similar_movies", self.limits.related(movie_id, k))))
 
     def also_liked(self, movie_id: Ids, k: int = 10):
         """People who liked this also liked: what the movie's fans (users who rated it highly
         in training) would be recommended together. Same shape as :meth:`similar_movies`.
         """
+        self.limits.expect(USER_ID_REQUESTS)
         return one_or_all(movie_id, related_movies(self._call("also_liked", self.limits.related(movie_id, k))))
 
     def predict_rating(self, user_ids: Ids, movie_ids: Ids) -> np.ndarray:
@@ -84,6 +109,7 @@ class ModelClient:
         Raises:
           UnknownMovieError: a movie id is not in the model's catalog (as for similar_movies).
         """
+        self.limits.expect(USER_ID_REQUESTS)
         inputs = self.limits.ratings(user_ids, movie_ids)
         outputs = self._call("predict_rating", inputs)
         known = outputs.get("known_movie")  # exports before it was an output do not say

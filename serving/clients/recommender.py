@@ -16,8 +16,8 @@ from twostage.serving.artifact.layout import ModelError, resolve_model_path
 from twostage.serving.artifact.loading import load_export
 from twostage.serving.graph.inputs import SIGNATURE_FUNCTIONS
 from twostage.serving.clients.base import ModelClient
-from twostage.serving.requests import (USER_FEATURE_ARGUMENTS, Ids, RequestError, RequestLimits, UnknownMovieError,
-                                       id_array)
+from twostage.serving.requests import (USER_FEATURE_ARGUMENTS, USER_ID_REQUESTS, Ids, RequestError, RequestLimits,
+                                       UnknownMovieError, id_array)
 from twostage.serving.responses import Candidate, Recommendation, RelatedMovie, string_array
 
 
@@ -41,7 +41,7 @@ def _host_tensor(value: np.ndarray, dtype: tf.DType) -> tf.Tensor:
 def _plain(inputs: dict) -> bool:
     """Whether a ``serving_default`` request is the common one ``recommend_plain`` answers:
     one user, no user features, no extra exclusions, seen movies excluded."""
-    return (inputs["user_id"].size == 1 and not inputs["include_seen"] and inputs["exclude_movie_ids"].size == 0
+    return ("user_id" in inputs and inputs["user_id"].size == 1 and not inputs["include_seen"] and inputs["exclude_movie_ids"].size == 0
             and not any(inputs[name].size for name in USER_FEATURES))
 
 
@@ -144,6 +144,7 @@ class Recommender(ModelClient):
     def recommend_arrays(self, user_ids: Sequence[str], k: int = 10, exclude: Optional[Sequence] = None,
                          include_seen: bool = False) -> dict:
         """Batch recommendations as numpy arrays ([users, k] each), for bulk scoring."""
+        self.limits.expect(USER_ID_REQUESTS)
         arrays = self._call("serving_default", self.limits.recommend(user_ids, k, None, exclude, include_seen),
                             left_as_tensors=("title",))
         arrays["movie_id"], arrays["title"] = self._movie_strings(arrays["movie_id"], arrays["title"])
@@ -167,6 +168,7 @@ class Recommender(ModelClient):
 
     def retrieval_scores(self, user_ids: Ids) -> np.ndarray:
         """Exact two-tower scores, [users, catalog size], in :meth:`catalog` order."""
+        self.limits.expect(USER_ID_REQUESTS)
         return self._call("retrieval_scores", {"user_id": id_array(user_ids, "user")})["scores"]
 
     def catalog(self) -> tuple[np.ndarray, np.ndarray]:
@@ -179,6 +181,7 @@ class Recommender(ModelClient):
 
     def known_users(self) -> np.ndarray:
         """The ids of the users the model was trained with."""
+        self.limits.expect(USER_ID_REQUESTS)
         with self._lock:
             if self._known_users is None:
                 self._known_users = string_array(self._loaded.user_ids.numpy())
@@ -190,6 +193,7 @@ class Recommender(ModelClient):
 
     def training_history(self, user_ids: Sequence[str]) -> list[list[str]]:
         """Each user's training movies (what recommendations exclude)."""
+        self.limits.expect(USER_ID_REQUESTS)
         out = self._call("training_history", {"user_id": id_array(user_ids, "user")})
         ids = string_array(out["movie_id"])
         return [row[:n].tolist() for row, n in zip(ids, out["length"])]

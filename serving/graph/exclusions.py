@@ -9,6 +9,23 @@ import tensorflow as tf
 from twostage.serving.graph.inputs import per_user
 
 
+def pair_mask(rows, positions, batch, num_movies):
+    """[batch, catalog] bool, True at (rows[i], positions[i]); positions -1 are ignored."""
+    # The last column absorbs what is not in the catalog, and is dropped.
+    indices = tf.stack([rows, tf.where(positions >= 0, positions, num_movies)], axis=1)
+    mask = tf.scatter_nd(indices, tf.ones(tf.shape(rows), tf.int32), tf.stack([batch, num_movies + 1])) > 0
+    return mask[:, :-1]
+
+
+def requested_exclusions(exclude_movie_ids, batch, movie_rows, num_movies):
+    """The request's own exclusions ([rows, n] movie ids, "" pads; none, one shared row, or
+    one per user): [batch, catalog] bool mask and [batch] counts of catalog movies."""
+    extra = movie_rows.lookup(per_user(exclude_movie_ids, batch, "exclude_movie_ids"))
+    extra_rows = tf.broadcast_to(tf.range(batch)[:, tf.newaxis], tf.shape(extra))
+    mask = pair_mask(tf.reshape(extra_rows, [-1]), tf.reshape(extra, [-1]), batch, num_movies)
+    return mask, tf.reduce_sum(tf.cast(extra >= 0, tf.int32), axis=1)
+
+
 class Exclusions:
     """The exclusion masks of a request's users, from the module's history tables.
 
@@ -33,12 +50,7 @@ class Exclusions:
         return tf.gather(history, rows)
 
     def _mask(self, rows, positions, batch):
-        """[batch, catalog] bool, True at (rows[i], positions[i]); positions -1 are ignored."""
-        num_movies = tf.shape(self.movie_ids, out_type=tf.int32)[0]
-        # The last column absorbs what is not in the catalog, and is dropped.
-        indices = tf.stack([rows, tf.where(positions >= 0, positions, num_movies)], axis=1)
-        mask = tf.scatter_nd(indices, tf.ones(tf.shape(rows), tf.int32), tf.stack([batch, num_movies + 1])) > 0
-        return mask[:, :-1]
+        return pair_mask(rows, positions, batch, tf.shape(self.movie_ids, out_type=tf.int32)[0])
 
     def __call__(self, rows, exclude_movie_ids, include_seen):
         """What each user must not get: the training history (unless include_seen) and the
@@ -62,10 +74,9 @@ class Exclusions:
             return mask, counts
 
         def with_request_exclusions():
-            extra = self.movie_rows.lookup(per_user(exclude_movie_ids, batch, "exclude_movie_ids"))
-            extra_rows = tf.broadcast_to(tf.range(batch)[:, tf.newaxis], tf.shape(extra))
-            extra_mask = self._mask(tf.reshape(extra_rows, [-1]), tf.reshape(extra, [-1]), batch)
-            return mask | extra_mask, counts + tf.reduce_sum(tf.cast(extra >= 0, tf.int32), axis=1)
+            extra_mask, extra_counts = requested_exclusions(exclude_movie_ids, batch, self.movie_rows,
+                                                            tf.shape(self.movie_ids, out_type=tf.int32)[0])
+            return mask | extra_mask, counts + extra_counts
 
         # Most requests exclude nothing: they skip the lookup and scatter.
         return tf.cond(tf.size(exclude_movie_ids) > 0, with_request_exclusions, lambda: (mask, counts))

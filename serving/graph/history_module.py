@@ -1,0 +1,147 @@
+"""The exported model for requests that carry the user's history: no table of users in it.
+
+Where ``TwoStageModule`` looks a user up by id (precomputed query, training movies, the
+rating model's user share), this module takes each user as the request gives them: the
+movies they rated, with the ratings, and the user features. The query tower encodes that
+history, the rating model pools it, and its movies are excluded from the answer. Users never
+seen by training are served personally from their history alone, and the model's size does
+not grow with the number of users. For a user whose training history and features the
+request carries, the answer is the one the id-keyed export gives (the same models).
+"""
+
+from __future__ import annotations
+
+import numpy as np
+import tensorflow as tf
+
+from twostage.data.features import UNKNOWN_USER_ROW, USER_FEATURES
+from twostage.ranking.history_scorer import HistoryRatingScorer
+from twostage.retrieval.index import NeighbourIndex
+from twostage.serving.graph.candidate_ranking import blend
+from twostage.serving.graph.exclusions import pair_mask, requested_exclusions
+from twostage.serving.graph.inputs import (DEFAULT_K, FALSE, K_SPEC, NO_EXCLUSIONS, NO_VALUES, Request, per_user,
+                                           string_spec)
+from twostage.serving.graph.search import CandidateSearch
+
+NO_RATINGS = tf.zeros([0, 0], tf.float32)
+HISTORY_REQUEST_SIGNATURE = [string_spec("history_movie_ids", rank=2),
+                             tf.TensorSpec([None, None], tf.float32, name="history_ratings"), K_SPEC] + [
+    string_spec(name) for name in USER_FEATURES] + [string_spec("exclude_movie_ids", rank=2),
+                                                    tf.TensorSpec([], tf.bool, name="include_seen")]
+# Signature name -> the module's tf.function it serves.
+HISTORY_SIGNATURE_FUNCTIONS = {"serving_default": "recommend", "catalog": "catalog"}
+
+
+class HistoryRequestModule(tf.Module):
+    """The exported model for history-carrying requests (see the module docstring).
+
+    Args:
+      movie_ids, titles: the catalog, position order.
+      popularity: [catalog] training rating counts (users with neither history nor features).
+      query_encoder: with ``encode_history(features, movies)`` (retrieval.model.QueryEncoder)
+        over a query tower without user ids.
+      index: the nearest-neighbour index over the candidate embeddings.
+      rating_scorer: the rating model for users given by their history (HistoryRatingScorer).
+      num_candidates: candidates handed to the rating model.
+      max_k: the largest k a request may ask for.
+      max_depth: the most neighbours the index returns (room for a history's exclusions).
+      blend_weight: final score = retrieval score + blend_weight * predicted rating.
+    """
+
+    def __init__(self, movie_ids: np.ndarray, titles: np.ndarray, popularity: np.ndarray, query_encoder,
+                 index: NeighbourIndex, rating_scorer: HistoryRatingScorer, num_candidates: int, max_k: int,
+                 max_depth: int, blend_weight: float):
+        super().__init__(name="twostage_history")
+        num_movies = len(movie_ids)
+        self.query_encoder = query_encoder
+        self.index = index
+        self.rating_scorer = rating_scorer
+        self.num_candidates = min(num_candidates, num_movies)
+        self.max_k = min(max_k, self.num_candidates)
+        self.blend_weight = tf.Variable(np.float32(blend_weight), trainable=False, name="blend_weight")
+        self.movie_ids = tf.Variable(movie_ids.astype(object), trainable=False, name="movie_ids")
+        self.titles = tf.Variable(titles.astype(object), trainable=False, name="titles")
+        self.movie_rows = tf.lookup.StaticHashTable(
+            tf.lookup.KeyValueTensorInitializer(tf.constant(movie_ids.astype(object)),
+                                                tf.range(num_movies, dtype=tf.int32)), default_value=-1)
+        log_popularity = np.log1p(popularity).astype(np.float32)
+        order = np.argsort(-popularity, kind="stable")[:max_depth]
+        self.log_popularity = tf.Variable(log_popularity, trainable=False, name="log_popularity")
+        self.popular_positions = tf.Variable(order.astype(np.int32), trainable=False, name="popular_positions")
+        self.popular_scores = tf.Variable(log_popularity[order], trainable=False, name="popular_scores")
+        # Single-pass search only: the two-pass one prunes with per-user-row rating bounds.
+        self.search = CandidateSearch(index, None, self.num_candidates, max_depth, self.log_popularity,
+                                      self.popular_positions, self.popular_scores)
+
+    def _histories(self, history_movie_ids, history_ratings, batch):
+        """Ragged [batch, (rated)] catalog positions and ratings of the request's histories
+        (ids outside the catalog and "" pads dropped; ratings not given: NaN, not known)."""
+        positions = self.movie_rows.lookup(history_movie_ids)
+        given = tf.shape(history_ratings)[0] > 0
+        ratings = tf.cond(given, lambda: history_ratings,
+                          lambda: tf.fill(tf.shape(history_movie_ids), tf.constant(np.nan, tf.float32)))
+        check = tf.debugging.assert_equal(tf.shape(ratings), tf.shape(positions),
+                                          message="history_ratings must have the shape of history_movie_ids")
+        with tf.control_dependencies([check]):
+            known = positions >= 0
+        movies = tf.ragged.boolean_mask(tf.cast(positions, tf.int64), known)
+        return movies, tf.ragged.boolean_mask(ratings, known)
+
+    @tf.function(autograph=False, input_signature=HISTORY_REQUEST_SIGNATURE)
+    def recommend(self, history_movie_ids, history_ratings=NO_RATINGS, k=tf.constant(DEFAULT_K),
+                  user_age=NO_VALUES, user_gender=NO_VALUES, user_occupation=NO_VALUES, user_zip=NO_VALUES,
+                  exclude_movie_ids=NO_EXCLUSIONS, include_seen=FALSE):
+        """Top-k recommendations for users given by their history.
+
+        Args:
+          history_movie_ids: [batch, n] each user's rated movies ("" pads; ids outside the
+            catalog are ignored). The batch is this input's rows.
+          history_ratings: [batch, n] their ratings (what the rating model weighs them by;
+            NaN: not known); [] (default): none given.
+          k: results per user, clipped to [1, max_k] (default 10).
+          user_age, user_gender, user_occupation, user_zip: [] none, [1] shared, or [batch].
+          exclude_movie_ids: [rows, n] movie ids never to return, as in ``TwoStageModule``.
+          include_seen: also return the history's movies (default False).
+
+        Returns:
+          movie_id, title, score, predicted_rating, retrieval_score: [batch, k], best first
+          ("" and -inf past the movies left); personal: [batch] whether the user had a
+          history or features (else the most popular movies, in retrieval order).
+        """
+        batch = tf.shape(history_movie_ids)[0]
+        movies, ratings = self._histories(history_movie_ids, history_ratings, batch)
+        features = {name: per_user(value, batch, name) for name, value in
+                    zip(USER_FEATURES, (user_age, user_gender, user_occupation, user_zip))}
+        personal = movies.row_lengths() > 0
+        for value in features.values():
+            personal |= tf.not_equal(value, "")
+        queries = self.query_encoder.encode_history(features, movies)
+        num_movies = tf.shape(self.movie_ids, out_type=tf.int32)[0]
+        seen = pair_mask(tf.cast(movies.value_rowids(), tf.int32), tf.cast(movies.values, tf.int32), batch, num_movies)
+        excluded = seen & ~include_seen
+        counts = tf.where(include_seen, 0, tf.cast(movies.row_lengths(), tf.int32))
+        extra, extra_counts = requested_exclusions(exclude_movie_ids, batch, self.movie_rows, num_movies)
+        request = Request(tf.fill([batch], ""), tf.fill([batch], tf.constant(UNKNOWN_USER_ROW, tf.int64)), queries,
+                          personal[:, tf.newaxis], excluded | extra, counts + extra_counts)
+        retrieval_scores, positions = self.search.candidates(request, few_users=True)
+        predicted = self.rating_scorer.rate_lists(features, movies, ratings, positions)
+        # Users without history or features keep retrieval's (popularity) order.
+        final = tf.where(personal[:, tf.newaxis], blend(retrieval_scores, predicted, self.blend_weight),
+                         retrieval_scores)
+        k = tf.clip_by_value(k, 1, self.max_k)
+        score, order = tf.math.top_k(final, k=k)
+        positions = tf.gather(positions, order, batch_dims=1)
+        missing = tf.math.is_inf(score)
+        return {"movie_id": tf.where(missing, "", tf.gather(self.movie_ids, positions)),
+                "title": tf.where(missing, "", tf.gather(self.titles, positions)), "score": score,
+                "predicted_rating": tf.gather(predicted, order, batch_dims=1),
+                "retrieval_score": tf.gather(retrieval_scores, order, batch_dims=1), "personal": personal}
+
+    @tf.function(autograph=False, input_signature=[])
+    def catalog(self):
+        """Every movie the model knows: movie_id and title, catalog order."""
+        return {"movie_id": tf.identity(self.movie_ids), "title": tf.identity(self.titles)}
+
+    def signatures(self) -> dict:
+        """The SavedModel signatures, ``serving_default`` = recommend."""
+        return {name: getattr(self, function) for name, function in HISTORY_SIGNATURE_FUNCTIONS.items()}

@@ -1,0 +1,144 @@
+"""Requests that carry the user's history: an export without per-user tables."""
+
+import numpy as np
+import pytest
+import tensorflow as tf
+
+from twostage.data.features import USER_FEATURES
+from twostage.ranking.config import RankingConfig
+from twostage.ranking.train import train_ranking
+from twostage.retrieval.config import IndexConfig, RetrievalConfig
+from twostage.retrieval.train import train_retrieval
+from twostage.serving.artifact.assemble import assemble, assemble_history_module
+from twostage.serving.config import ServingConfig
+
+@pytest.fixture(scope="module")
+def both_modules(small_prepared):
+    """One pair of trained models, exported keyed by user id and for history-carrying requests."""
+    retrieval = train_retrieval(small_prepared, RetrievalConfig(epochs=3, batch_size=64))
+    ranking = train_ranking(small_prepared, RankingConfig(epochs=3, batch_size=256, use_user_id=False,
+                                                          history_ratings=True))
+    index, serving = IndexConfig(kind="brute-force"), ServingConfig(num_candidates=50, max_k=20)
+    keyed, _, _ = assemble(retrieval.query_tower, retrieval.candidate_tower, ranking.model, small_prepared, index,
+                           serving, blend_weight=0.5)
+    by_history, description = assemble_history_module(retrieval.query_tower, retrieval.candidate_tower,
+                                                      ranking.model, small_prepared, index, serving, blend_weight=0.5)
+    assert description["requests"] == "history"
+    return keyed, by_history
+
+
+def _requests(prepared, user_ids):
+    history = prepared.history(prepared.train, with_ratings=True)
+    rows = [prepared.vocabularies.user_ids.index(u) + 1 for u in user_ids]
+    movies = [prepared.movies.movie_id[history.values[history.row_splits[r]:history.row_splits[r + 1]]] for r in rows]
+    ratings = [history.weights[history.row_splits[r]:history.row_splits[r + 1]] for r in rows]
+    width = max(len(m) for m in movies)
+    ids = np.asarray([list(m) + [""] * (width - len(m)) for m in movies], object)
+    values = np.asarray([list(r) + [0.0] * (width - len(r)) for r in ratings], np.float32)
+    features = prepared.user_inputs(np.asarray(user_ids))
+    return ids, values, {name: tf.constant(features[name]) for name in USER_FEATURES}, movies
+
+
+@pytest.mark.slow
+def test_a_known_users_training_history_in_the_request_gives_the_id_keyed_answer(small_prepared, both_modules):
+    keyed, by_history = both_modules
+    user_ids = list(small_prepared.vocabularies.user_ids[:6])
+    ids, ratings, features, movies = _requests(small_prepared, user_ids)
+    expected = keyed.recommend(tf.constant(user_ids), k=tf.constant(10))
+    got = by_history.recommend(tf.constant(ids), tf.constant(ratings), tf.constant(10), **features)
+    np.testing.assert_array_equal(got["movie_id"].numpy(), expected["movie_id"].numpy())
+    np.testing.assert_allclose(got["score"].numpy(), expected["score"].numpy(), rtol=1e-4, atol=1e-4)
+    np.testing.assert_allclose(got["predicted_rating"].numpy(), expected["predicted_rating"].numpy(), rtol=1e-4)
+    for returned, seen in zip(got["movie_id"].numpy().astype(str), movies):
+        assert not set(returned) & set(seen)  # the history is excluded
+    assert got["personal"].numpy().all()
+
+
+@pytest.mark.slow
+def test_a_user_never_seen_is_served_from_the_history_alone(small_prepared, both_modules):
+    _, by_history = both_modules
+    ids, ratings, _, movies = _requests(small_prepared, [small_prepared.vocabularies.user_ids[0]])
+    got = by_history.recommend(tf.constant(ids), tf.constant(ratings), tf.constant(5))  # no id, no features
+    assert got["personal"].numpy()[0] and not set(got["movie_id"].numpy().astype(str)[0]) & set(movies[0])
+    nothing = by_history.recommend(tf.constant([[""]]), k=tf.constant(5))
+    assert not nothing["personal"].numpy()[0] and (nothing["movie_id"].numpy() != b"").all()  # popular movies
+    again = by_history.recommend(tf.constant(ids), tf.constant(ratings), tf.constant(5), include_seen=True)
+    assert set(again["movie_id"].numpy().astype(str)[0]) & set(movies[0])  # the user's own favourites come back
+
+
+@pytest.mark.slow
+def test_the_history_export_keeps_no_user_table_and_loads_in_plain_tensorflow(small_prepared, both_modules,
+                                                                               tmp_path):
+    _, by_history = both_modules
+    users = len(small_prepared.vocabularies.user_ids)
+    sizes = [v.numpy().shape[0] for v in by_history.variables if v.numpy().ndim]
+    assert users + 1 not in sizes and users not in sizes  # no row per user
+    assert max(sizes) < len(small_prepared.train)  # nor a row per training rating
+    tf.saved_model.save(by_history, str(tmp_path), signatures=by_history.signatures())
+    loaded = tf.saved_model.load(str(tmp_path))
+    ids, ratings, _, _ = _requests(small_prepared, [small_prepared.vocabularies.user_ids[1]])
+    empty = tf.constant([], tf.string)
+    served = loaded.signatures["serving_default"](
+        history_movie_ids=tf.constant(ids), history_ratings=tf.constant(ratings), k=tf.constant(3), user_age=empty,
+        user_gender=empty, user_occupation=empty, user_zip=empty, exclude_movie_ids=tf.zeros([0, 0], tf.string),
+        include_seen=tf.constant(False))
+    direct = by_history.recommend(tf.constant(ids), tf.constant(ratings), tf.constant(3))
+    np.testing.assert_array_equal(served["movie_id"].numpy(), direct["movie_id"].numpy())
+
+
+@pytest.fixture(scope="module")
+def history_export(tmp_path_factory):
+    from conftest import small_pipeline_config
+    from twostage.pipeline import train
+
+    config = small_pipeline_config(epochs=3).for_request_history()
+    assert (config.ranking.use_user_id, config.ranking.history_ratings, config.retrieval.use_user_id) == (
+        False, True, False)
+    return train(config, str(tmp_path_factory.mktemp("history"))).export_path
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("kind", ["rest", "grpc"])
+def test_every_client_sends_the_history(kind, history_export):
+    from fake_tf_serving import FakeGrpcServer, FakeRestServer
+    from twostage.serving.clients.grpc import GrpcClient
+    from twostage.serving.clients.recommender import Recommender
+    from twostage.serving.clients.rest import RestClient
+    from twostage.serving.requests import RequestError
+
+    local = Recommender.load(history_export)
+    histories = [{"1": 5, "2": 4.5, "3": None}, ["4", "5"]]  # a rating not known; no ratings at all
+    here = local.recommend_from_history(histories, k=5, exclude=["6"])
+    assert all(len(user) == 5 for user in here)
+    assert not {"1", "2", "3", "6"} & {r.movie_id for r in here[0]}
+    assert [r.movie_id for r in local.recommend_from_history({"1": 5, "2": 4.5, "3": None}, k=5, exclude=["6"])] == \
+        [r.movie_id for r in here[0]]
+    with pytest.raises(RequestError, match="knows no|keeps no table of users"):
+        local.recommend("1")
+    server = (FakeRestServer if kind == "rest" else FakeGrpcServer)(history_export, "twostage")
+    try:
+        client = (RestClient(server.url, limits=local.limits) if kind == "rest"
+                  else GrpcClient(server.target, limits=local.limits))
+        remote = client.recommend_from_history(histories, k=5, exclude=["6"])
+        assert [[r.movie_id for r in user] for user in remote] == [[r.movie_id for r in user] for user in here]
+    finally:
+        server.stop()
+
+
+def test_history_requests_are_checked_before_they_are_sent():
+    from twostage.serving.requests import RequestError, RequestLimits
+
+    limits = RequestLimits(max_k=10, num_candidates=20, max_exclusions=5, requests="history")
+    inputs, single = limits.history_request({"1": 4, "2": None}, k=3)
+    assert single and inputs["history_movie_ids"].tolist() == [["1", "2"]]
+    assert inputs["history_ratings"][0, 0] == 4 and np.isnan(inputs["history_ratings"][0, 1])
+    inputs, single = limits.history_request([["1"], ["2", "3"]], k=3)
+    assert not single and inputs["history_movie_ids"].tolist() == [["1", ""], ["2", "3"]]
+    assert inputs["history_ratings"].shape == (0, 0)  # no rating known: the signature's default
+    assert limits.history_request([], k=3)[0]["history_movie_ids"].tolist() == [[""]]  # one user, no history
+    for bad, message in (({"": 4}, "empty movie id in history 1"), ({"1": "five"}, "rating of movie 1 must be"),
+                         ([{"1": 4}, 7], "history 2 must be")):
+        with pytest.raises(RequestError, match=message):
+            limits.history_request(bad, k=3)
+    with pytest.raises(RequestError, match="knows users by id"):
+        RequestLimits(10, 20, 5, requests="user_id").expect("history")
