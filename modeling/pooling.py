@@ -188,8 +188,12 @@ class RatedMoviesPooling(keras.layers.Layer):
         """[users, embedding_dim]: the mean embedding of each user's input movies."""
         if self.centred_ratings is not None:
             raise ValueError("a split history pools the plain mean; this pooling is rating-weighted")
-        vectors = split.kept[:, tf.newaxis] * tf.gather(self.embedding.embeddings, split.movies)
-        sums = tf.math.unsorted_segment_sum(vectors, split.rowids, split.num_users)
+        # A sparse [users, catalog] product rather than a gather: its gradient is a dense
+        # [catalog, dim] one, which every worker of a multi-worker strategy sums alike (the
+        # gathered rows' gradients differ in size per worker and cannot be all-gathered).
+        shape = tf.stack([split.num_users, tf.constant(self.num_movies, tf.int64)])
+        matrix = tf.SparseTensor(tf.stack([split.rowids, split.movies], axis=1), split.kept, shape)
+        sums = tf.sparse.sparse_dense_matmul(matrix, self.embedding.embeddings)
         count = tf.math.unsorted_segment_sum(split.kept, split.rowids, split.num_users)
         return sums / tf.maximum(count, 1.0)[:, tf.newaxis]
 

@@ -127,8 +127,9 @@ def test_a_cluster_that_lost_a_worker_resumes_from_its_backups(tmp_path):
     assert not backup.exists()
 
 
-# 1,200 users x 128 floats: the user tables are large enough to split over two servers.
-PS_DATA = "synthetic:users=1200,movies=300,ratings=24000,seed=5"
+# 600 movies x 128 floats: the retrieval movie tables are large enough to split over two servers
+# (the query tower keeps no user table).
+PS_DATA = "synthetic:users=1200,movies=600,ratings=24000,seed=5"
 
 
 def test_a_parameter_server_cluster_reads_shard_files_splits_tables_and_exports_ordinary_variables(tmp_path):
