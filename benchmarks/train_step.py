@@ -72,8 +72,7 @@ def measure(prepared, settings: dict, steps: int) -> dict:
     ratings_per_example = 1.0
     if config.loss == "multinomial":
         rows = {"user_id": retrieval_train.user_epoch_rows(history, config.batch_size)}
-        users = np.diff(history.row_splits) > 0
-        ratings_per_example = len(history.values) / max(1, int(users.sum()))
+        ratings_per_example = retrieval_train.ratings_per_user(history)
         rows["user_id"] = np.random.default_rng(1).permutation(rows["user_id"])
     else:
         rows = retrieval_train.training_rows(prepared, prepared.fit,

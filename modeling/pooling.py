@@ -172,14 +172,22 @@ class RatedMoviesPooling(keras.layers.Layer):
         count = tf.gather(tf.reduce_sum(present, axis=1), back) - tf.reduce_sum(tf.gather(present, back) * own, axis=1)
         return tf.concat(sums, axis=1) / tf.maximum(count, 1.0)[:, tf.newaxis]
 
+    def _rows(self, user_rows: tf.Tensor) -> tf.Tensor:
+        """User rows clipped to the table (rows past it are users it does not hold)."""
+        return tf.clip_by_value(user_rows, 0, tf.shape(self.row_splits, tf.int64)[0] - 2)
+
+    def _table(self, values: tf.Variable) -> tf.RaggedTensor:
+        """``values`` (the movies, or their centred ratings) as a ragged [user rows, (rated)] table."""
+        return tf.RaggedTensor.from_row_splits(values, self.row_splits, validate=False)
+
     def split(self, user_rows: tf.Tensor, drop_rate: float) -> HistorySplit:
         """Each user's history split at random: a share ``drop_rate`` held out, the rest input.
 
         The denoising of Mult-DAE (Liang et al. 2018): the query learns to find a user's
         movies from a random part of the others, as serving finds unseen movies from the seen.
         """
-        user_rows = tf.clip_by_value(user_rows, 0, tf.shape(self.row_splits, tf.int64)[0] - 2)
-        rated = tf.gather(tf.RaggedTensor.from_row_splits(self.values, self.row_splits, validate=False), user_rows)
+        user_rows = self._rows(user_rows)
+        rated = tf.gather(self._table(self.values), user_rows)
         movies = tf.cast(rated.values, tf.int64)
         kept = tf.cast(self.noise.uniform(tf.shape(movies)) >= drop_rate, tf.float32)
         return HistorySplit(rated.value_rowids(), movies, kept, tf.shape(user_rows, tf.int64)[0])
@@ -229,18 +237,17 @@ class RatedMoviesPooling(keras.layers.Layer):
              split: Optional[HistorySplit] = None) -> tf.Tensor:
         if split is not None:  # the input part of each user's split history (``split``)
             return self._pool_split(split)
-        user_rows = tf.clip_by_value(user_rows, 0, tf.shape(self.row_splits, tf.int64)[0] - 2)
+        user_rows = self._rows(user_rows)
         if self.sample and target_ids is not None:
             return self._sampled(user_rows, target_ids)
         # Pool each distinct user of the batch once (a batch repeats its users many times).
         unique_rows, back = tf.unique(user_rows)
-        table = tf.RaggedTensor.from_row_splits(self.values, self.row_splits, validate=False)
-        rated = tf.gather(table, unique_rows)
+        rated = tf.gather(self._table(self.values), unique_rows)
         segments, num_users = rated.value_rowids(), tf.size(unique_rows)
         tables = [(self.embedding.embeddings, None)]
         if self.centred_ratings is not None:
-            weights = tf.RaggedTensor.from_row_splits(self.centred_ratings, self.row_splits, validate=False)
-            tables.append((self.rating_embedding.embeddings, tf.gather(weights, unique_rows).values))
+            tables.append((self.rating_embedding.embeddings, tf.gather(self._table(self.centred_ratings),
+                                                                       unique_rows).values))
         # Pooling as a [users, catalog] matrix times the table: one matmul, and a dense
         # [catalog, dim] gradient, far cheaper than a gathered row per (user, rated movie).
         indices = tf.stack([segments, tf.cast(rated.values, tf.int64)], axis=1)

@@ -14,8 +14,8 @@ import numpy as np
 import tensorflow as tf
 
 from twostage.data.features import USER_FEATURES
-from twostage.ranking.model import RatingModel, RatingTaskModel, squashed_rating
-from twostage.ranking.scorers import _rating_range, _split_members, _SplitRatingHead
+from twostage.ranking.model import RatingTaskModel, squashed_rating
+from twostage.ranking.scorers import _movie_inputs, _rating_range, _split_members, _SplitRatingHead
 
 # What a request gives of each user: features ("" unknown), movies (catalog positions) and ratings.
 HISTORY_RATE_SIGNATURE = [
@@ -43,7 +43,7 @@ class HistoryRatingScorer(tf.Module):
         self.members = members
         nobody = {"user_id": np.asarray([""], object)}
         nobody.update({name: np.asarray([""], object) for name in members[0].user_feature_names})
-        movie_inputs = {name: np.concatenate([values, [""]]).astype(object) for name, values in movie_columns.items()}
+        movie_inputs = _movie_inputs(movie_columns)
         self.heads = [_SplitRatingHead(member, nobody, movie_inputs) for member in members]
         self.user_kernels = [tf.Variable(member.rating_head.layers[0].kernel.numpy()[:head.user_width],
                                          trainable=False, name="user_kernel")
@@ -58,11 +58,6 @@ class HistoryRatingScorer(tf.Module):
         self.unknown_movie = len(movie_inputs["movie_id"]) - 1
         self.rating_range = _rating_range(model)
 
-    def _user_hidden(self, member: RatingModel, kernel, bias, features, movies, ratings):
-        parts = [member.feature_layers[name](features[name]) for name in member.user_feature_names]
-        parts.append(member.rated_movies.pool_given(movies, ratings))
-        return tf.matmul(tf.concat(parts, axis=1), kernel) + bias
-
     @tf.function(autograph=False, input_signature=HISTORY_RATE_SIGNATURE)
     def rate_lists(self, features, movies, ratings, positions):
         """[users, n] predicted ratings of [users, n] catalog positions (-1: not in the catalog)
@@ -70,7 +65,7 @@ class HistoryRatingScorer(tf.Module):
         movie_rows = tf.where(positions >= 0, positions, self.unknown_movie)
         raws = []
         for member, head, kernel, bias in zip(self.members, self.heads, self.user_kernels, self.first_biases):
-            user_hidden = self._user_hidden(member, kernel, bias, features, movies, ratings)
+            user_hidden = tf.matmul(member.user_side(features, given_history=(movies, ratings)), kernel) + bias
             raws.append(head.raw_of(user_hidden[:, tf.newaxis], movie_rows))
         raw = tf.concat(raws, axis=1)  # [users * n, heads]
         bias = tf.gather(self.movie_bias, movie_rows) + self.constant

@@ -192,14 +192,19 @@ class RatingModel(RatingTaskModel):
     # mixes the sides before the first layer (dcn) must switch off.
     splits_first_layer = True
 
-    def user_side(self, features: Dict[str, tf.Tensor], target_movie_ids: Optional[tf.Tensor] = None) -> tf.Tensor:
+    def user_side(self, features: Dict[str, tf.Tensor], target_movie_ids: Optional[tf.Tensor] = None,
+                  given_history: Optional[tuple] = None) -> tf.Tensor:
         """The user's embeddings (id, features, pooled history), [batch, width].
 
-        ``target_movie_ids`` (training only) are left out of the pooled history.
+        ``target_movie_ids`` (training only) are left out of the pooled history;
+        ``given_history`` (ragged catalog positions, ragged ratings) is pooled instead of the
+        baked-in one (a request that carries it).
         """
         parts = [self.user_embedding(features["user_id"])] if self.use_user_id else []
         parts += [self.feature_layers[name](features[name]) for name in self.user_feature_names]
-        if self.rated_movies is not None:
+        if self.rated_movies is not None and given_history is not None:
+            parts.append(self.rated_movies.pool_given(*given_history))
+        elif self.rated_movies is not None:
             rows = self.user_embedding.index(features["user_id"])
             parts.append(self.rated_movies(rows, target_movie_ids))
         return tf.concat(parts, axis=1)

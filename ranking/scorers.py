@@ -95,6 +95,11 @@ def _rating_range(model: RatingTaskModel) -> Optional[tf.Variable]:
 HIGHEST_RATINGS_MAX_PAIRS = 4_000_000
 
 
+def _movie_inputs(movie_columns: Dict[str, np.ndarray]) -> Dict[str, np.ndarray]:
+    """The catalog's columns with one row past the catalog, for a movie it does not hold."""
+    return {name: np.concatenate([values, [""]]).astype(object) for name, values in movie_columns.items()}
+
+
 def _with_unknown_first(values: np.ndarray) -> np.ndarray:
     """Per-user values as user-row tables hold them: the unknown user's "" first (data.features.UNKNOWN_USER_ROW)."""
     return np.concatenate([np.asarray([""], dtype=object), np.asarray(values, dtype=object)])
@@ -183,9 +188,7 @@ class PrecomputedRatingScorer(tf.Module):
             raise ValueError("only RatingModels that split their first layer (or their mean) can be precomputed")
         users = {"user_id": _with_unknown_first(user_ids)}
         users.update({name: _with_unknown_first(values) for name, values in user_columns.items()})
-        catalog = movie_columns
-        # One row past the catalog stands for a movie it does not hold.
-        movie_inputs = {name: np.concatenate([values, [""]]).astype(object) for name, values in catalog.items()}
+        movie_inputs = _movie_inputs(movie_columns)
         self.heads = [_SplitRatingHead(member, users, movie_inputs) for member in members]
         scales = {head.scale for head in self.heads}
         if len(scales) != 1:

@@ -128,11 +128,21 @@ def with_sampling_probability(tables: ExampleTables, probability: np.ndarray):
     return expand
 
 
+def users_with_history(history: RaggedTable) -> np.ndarray:
+    """The rows of ``history`` that hold at least one movie (the multinomial loss's examples)."""
+    return np.flatnonzero(np.diff(history.row_splits) > 0)
+
+
+def ratings_per_user(history: RaggedTable) -> float:
+    """How many ratings one multinomial example (a user with a history) covers, on average."""
+    return len(history.values) / max(1, len(users_with_history(history)))
+
+
 def user_epoch_rows(history: RaggedTable, batch_size: int) -> np.ndarray:
     """The user rows of one epoch of the multinomial loss: every user with a history, as
     often as makes an epoch of at least ``MIN_USER_STEPS`` batches (a small dataset's single
     pass is a handful of steps: validating after each would cost more than training)."""
-    users = np.nonzero(np.diff(history.row_splits) > 0)[0]
+    users = users_with_history(history)
     passes = max(1, -(-MIN_USER_STEPS * batch_size // max(1, len(users))))
     return np.tile(users, passes).astype(np.int64)
 
@@ -222,8 +232,7 @@ def train_retrieval(prepared: Prepared, config: RetrievalConfig, candidates: int
     if loss == "multinomial" and result.examples_per_second:
         # An example is a user and covers their whole history: reported as ratings, the unit
         # of the per-rating losses, so that the two compare.
-        history = history_of(fit)
-        per_user = len(history.values) / max(1, int(np.sum(np.diff(history.row_splits) > 0)))
+        per_user = ratings_per_user(history_of(fit))
         log.info("retrieval: %.0f users/s, %.0f ratings/s (%.1f ratings per user)", result.examples_per_second,
                  result.examples_per_second * per_user, per_user)
         result.examples_per_second *= per_user

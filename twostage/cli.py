@@ -45,6 +45,12 @@ def _train(args) -> int:
     return 0
 
 
+def _print_recommendations(recs) -> None:
+    print(f"  {'#':>2}  {'movie':>7}  {'score':>7}  {'rating':>6}  title")
+    for rank, r in enumerate(recs, 1):
+        print(f"  {rank:>2}  {r.movie_id:>7}  {r.score:7.3f}  {r.predicted_rating:6.2f}  {r.title}")
+
+
 def _history_argument(text: str) -> dict:
     """--history "MOVIE[:RATING],..." -> {movie id: rating or None}."""
     from twostage.serving.requests import RequestError
@@ -72,9 +78,7 @@ def _recommend_from_history(recommender, args, features: dict) -> int:
         return 0
     for text, recs in zip(args.history, results):
         print(f"history {text}:")
-        print(f"  {'#':>2}  {'movie':>7}  {'score':>7}  {'rating':>6}  title")
-        for rank, r in enumerate(recs, 1):
-            print(f"  {rank:>2}  {r.movie_id:>7}  {r.score:7.3f}  {r.predicted_rating:6.2f}  {r.title}")
+        _print_recommendations(recs)
     return 0
 
 
@@ -105,9 +109,7 @@ def _recommend(args) -> int:
             hint = f" (did you mean {user.strip()!r}?)" if user.strip() in known_ids else ""
             source = "from the features given (cold start)" if features else "the most popular movies"
             print(f"user {user!r} is not in this model's training data{hint}: {source}:")
-        print(f"  {'#':>2}  {'movie':>7}  {'score':>7}  {'rating':>6}  title")
-        for rank, r in enumerate(recs, 1):
-            print(f"  {rank:>2}  {r.movie_id:>7}  {r.score:7.3f}  {r.predicted_rating:6.2f}  {r.title}")
+        _print_recommendations(recs)
     return 0
 
 

@@ -19,6 +19,7 @@ from twostage.ranking.history_scorer import HistoryRatingScorer
 from twostage.retrieval.index import NeighbourIndex
 from twostage.serving.graph.candidate_ranking import blend
 from twostage.serving.graph.exclusions import pair_mask, requested_exclusions
+from twostage.serving.graph.module import cold_start_tables, movie_row_table, movies_at
 from twostage.serving.graph.inputs import (DEFAULT_K, FALSE, K_SPEC, NO_EXCLUSIONS, NO_VALUES, Request, per_user,
                                            string_spec)
 from twostage.serving.graph.search import CandidateSearch
@@ -61,14 +62,8 @@ class HistoryRequestModule(tf.Module):
         self.blend_weight = tf.Variable(np.float32(blend_weight), trainable=False, name="blend_weight")
         self.movie_ids = tf.Variable(movie_ids.astype(object), trainable=False, name="movie_ids")
         self.titles = tf.Variable(titles.astype(object), trainable=False, name="titles")
-        self.movie_rows = tf.lookup.StaticHashTable(
-            tf.lookup.KeyValueTensorInitializer(tf.constant(movie_ids.astype(object)),
-                                                tf.range(num_movies, dtype=tf.int32)), default_value=-1)
-        log_popularity = np.log1p(popularity).astype(np.float32)
-        order = np.argsort(-popularity, kind="stable")[:max_depth]
-        self.log_popularity = tf.Variable(log_popularity, trainable=False, name="log_popularity")
-        self.popular_positions = tf.Variable(order.astype(np.int32), trainable=False, name="popular_positions")
-        self.popular_scores = tf.Variable(log_popularity[order], trainable=False, name="popular_scores")
+        self.movie_rows = movie_row_table(movie_ids)
+        self.log_popularity, self.popular_positions, self.popular_scores = cold_start_tables(popularity, max_depth)
         # Single-pass search only: the two-pass one prunes with per-user-row rating bounds.
         self.search = CandidateSearch(index, None, self.num_candidates, max_depth, self.log_popularity,
                                       self.popular_positions, self.popular_scores)
@@ -131,9 +126,7 @@ class HistoryRequestModule(tf.Module):
         k = tf.clip_by_value(k, 1, self.max_k)
         score, order = tf.math.top_k(final, k=k)
         positions = tf.gather(positions, order, batch_dims=1)
-        missing = tf.math.is_inf(score)
-        return {"movie_id": tf.where(missing, "", tf.gather(self.movie_ids, positions)),
-                "title": tf.where(missing, "", tf.gather(self.titles, positions)), "score": score,
+        return {**movies_at(self.movie_ids, self.titles, positions, score), "score": score,
                 "predicted_rating": tf.gather(predicted, order, batch_dims=1),
                 "retrieval_score": tf.gather(retrieval_scores, order, batch_dims=1), "personal": personal}
 

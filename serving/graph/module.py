@@ -32,6 +32,30 @@ def _variable(value, name: str) -> tf.Variable:
     return tf.Variable(value, trainable=False, name=name)
 
 
+def movie_row_table(movie_ids: np.ndarray) -> tf.lookup.StaticHashTable:
+    """Movie id -> catalog position (-1: not in the catalog)."""
+    return tf.lookup.StaticHashTable(
+        tf.lookup.KeyValueTensorInitializer(tf.constant(movie_ids.astype(object)),
+                                            tf.range(len(movie_ids), dtype=tf.int32)), default_value=-1)
+
+
+def cold_start_tables(popularity: np.ndarray, max_depth: int) -> tuple:
+    """Cold-start scores: the whole catalog's log-popularity for the exact index, and the most
+    popular movies in order (positions, scores) for an index that returns neighbours (no sort
+    per request)."""
+    log_popularity = np.log1p(popularity).astype(np.float32)
+    order = np.argsort(-popularity, kind="stable")[:max_depth]
+    return (_variable(log_popularity, "log_popularity"), _variable(order.astype(np.int32), "popular_positions"),
+            _variable(log_popularity[order], "popular_scores"))
+
+
+def movies_at(movie_ids: tf.Variable, titles: tf.Variable, positions, scores) -> dict:
+    """movie_id and title of positions; "" where the score is -inf (nothing left to return)."""
+    missing = tf.math.is_inf(scores)
+    return {"movie_id": tf.where(missing, "", tf.gather(movie_ids, positions)),
+            "title": tf.where(missing, "", tf.gather(titles, positions))}
+
+
 class TwoStageModule(tf.Module):
     """The exported model.
 
@@ -81,9 +105,7 @@ class TwoStageModule(tf.Module):
             tf.lookup.KeyValueTensorInitializer(tf.constant(np.asarray(tables.user_ids).astype(object), tf.string),
                                                 tf.range(1, len(tables.user_ids) + 1, dtype=tf.int64)),
             default_value=UNKNOWN_USER_ROW)
-        self.movie_rows = tf.lookup.StaticHashTable(
-            tf.lookup.KeyValueTensorInitializer(tf.constant(tables.movie_ids.astype(object)),
-                                                tf.range(num_movies, dtype=tf.int32)), default_value=-1)
+        self.movie_rows = movie_row_table(tables.movie_ids)
         dim = tables.user_embeddings.shape[1]
         # Row UNKNOWN_USER_ROW (first) stands for users never seen: a zero query.
         self.user_embeddings = _variable(
@@ -101,13 +123,8 @@ class TwoStageModule(tf.Module):
         self.fan_values = _variable(tables.fans.values, "fan_values")
         self.fan_row_splits = _variable(tables.fans.row_splits, "fan_row_splits")
         self.popularity = _variable(tables.popularity.astype(np.float32), "popularity")
-        # Cold-start scores: the whole catalog's for the exact index, and the most popular
-        # movies in order for an index that returns neighbours (no sort per request).
-        log_popularity = np.log1p(tables.popularity).astype(np.float32)
-        self.log_popularity = _variable(log_popularity, "log_popularity")
-        order = np.argsort(-tables.popularity, kind="stable")[: self.max_depth]
-        self.popular_positions = _variable(order.astype(np.int32), "popular_positions")
-        self.popular_scores = _variable(log_popularity[order], "popular_scores")
+        self.log_popularity, self.popular_positions, self.popular_scores = cold_start_tables(tables.popularity,
+                                                                                             self.max_depth)
         self.exclusions = Exclusions(self.history_values, self.history_row_splits, self.history_lengths, self.seen,
                                      self.movie_rows, self.movie_ids)
         self.search = CandidateSearch(index, self.ranking, self.num_candidates, self.max_depth, self.log_popularity,
@@ -153,10 +170,7 @@ class TwoStageModule(tf.Module):
         return Request(user_id, rows, queries, personal[:, tf.newaxis], excluded, counts)
 
     def _movies(self, positions, scores):
-        """movie_id and title of positions; "" where the score is -inf (nothing left to return)."""
-        missing = tf.math.is_inf(scores)
-        return {"movie_id": tf.where(missing, "", tf.gather(self.movie_ids, positions)),
-                "title": tf.where(missing, "", tf.gather(self.titles, positions))}
+        return movies_at(self.movie_ids, self.titles, positions, scores)
 
     # --- both stages -----------------------------------------------------------------------
 

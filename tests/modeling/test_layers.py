@@ -37,13 +37,18 @@ def test_rating_weighted_pooling_centres_ratings_and_leaves_the_target_out():
         RatedMoviesPooling(training_history(train, ["u"], _catalog(catalog)), catalog, 4, rating_weighted=True)
 
 
+def _random_history(rng, num_users: int, num_movies: int, num_ratings: int):
+    """User ids, movie ids and the history table (with ratings) of random ratings."""
+    users, movies = [str(u) for u in range(num_users)], [str(m) for m in range(num_movies)]
+    train = Ratings.from_rows(rng.choice(users, num_ratings).tolist(), rng.choice(movies, num_ratings).tolist(),
+                              rng.integers(1, 6, num_ratings).tolist(), list(range(num_ratings)))
+    return users, movies, training_history(train, users, _catalog(movies), with_ratings=True)
+
+
 def test_dense_and_sparse_history_pooling_agree(monkeypatch):
     rng = np.random.default_rng(0)
-    users, movies = [str(u) for u in range(20)], [str(m) for m in range(30)]
-    train = Ratings.from_rows(rng.choice(users, 200).tolist(), rng.choice(movies, 200).tolist(),
-                              rng.integers(1, 6, 200).tolist(), list(range(200)))
-    pooling = RatedMoviesPooling(training_history(train, users, _catalog(movies), with_ratings=True), movies, 8,
-                                 rating_weighted=True)
+    users, movies, history = _random_history(rng, 20, 30, 200)
+    pooling = RatedMoviesPooling(history, movies, 8, rating_weighted=True)
     rows = tf.constant(rng.integers(0, 21, 64), tf.int64)
     targets = tf.constant(rng.choice(movies, 64))
 
@@ -73,10 +78,7 @@ def test_layers_take_looked_up_ids_as_well_as_strings():
 
 def test_sampled_history_pooling_is_exact_for_short_histories_and_a_subset_mean_for_long_ones():
     rng = np.random.default_rng(1)
-    users, movies = [str(u) for u in range(12)], [str(m) for m in range(40)]
-    train = Ratings.from_rows(rng.choice(users, 300).tolist(), rng.choice(movies, 300).tolist(),
-                              rng.integers(1, 6, 300).tolist(), list(range(300)))
-    history = training_history(train, users, _catalog(movies), with_ratings=True)
+    users, movies, history = _random_history(rng, 12, 40, 300)
     rows = tf.constant(rng.integers(0, 13, 64), tf.int64)
     targets = tf.constant(rng.choice(movies, 64))
     exact = RatedMoviesPooling(history, movies, 8, rating_weighted=True)
@@ -107,11 +109,7 @@ def test_sampled_history_pooling_is_exact_for_short_histories_and_a_subset_mean_
 
 
 def test_a_given_history_pools_as_the_baked_in_one():
-    rng = np.random.default_rng(1)
-    users, movies = [str(u) for u in range(6)], [str(m) for m in range(12)]
-    train = Ratings.from_rows(rng.choice(users, 40).tolist(), rng.choice(movies, 40).tolist(),
-                              rng.integers(1, 6, 40).tolist(), list(range(40)))
-    history = training_history(train, users, _catalog(movies), with_ratings=True)
+    users, movies, history = _random_history(np.random.default_rng(1), 6, 12, 40)
     pooling = RatedMoviesPooling(history, movies, 4, rating_weighted=True)
     rows = tf.range(0, 7, dtype=tf.int64)  # the unknown user's row 0 included: an empty history
     baked = pooling(rows).numpy()
