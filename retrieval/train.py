@@ -81,9 +81,16 @@ def candidate_embeddings(candidate_tower: CandidateTower, movie_columns: Dict[st
     return np.concatenate([candidate_tower(batch).numpy() for batch in dataset], axis=0)
 
 
-def query_embeddings(query_tower: QueryTower, user_inputs: Callable, user_ids: np.ndarray) -> np.ndarray:
-    """[users, dim] query embeddings; ``user_inputs`` maps ids to the tower's input columns."""
-    return query_tower({k: tf.constant(v) for k, v in user_inputs(user_ids).items()}).numpy()
+def query_embeddings(query_tower: QueryTower, user_inputs: Callable, user_ids: np.ndarray,
+                     batch_size: int = 8192) -> np.ndarray:
+    """[users, dim] query embeddings; ``user_inputs`` maps ids to the tower's input columns.
+
+    Users are encoded ``batch_size`` at a time: one call for every user of an ML-25M-size
+    vocabulary held 4.3 GB more at the export (pooling 20M history pairs at once).
+    """
+    return np.concatenate([
+        query_tower({k: tf.constant(v) for k, v in user_inputs(user_ids[start:start + batch_size]).items()}).numpy()
+        for start in range(0, max(1, len(user_ids)), batch_size)])
 
 
 def catalog_scorer(model: TwoTowerModel, prepared: Prepared):

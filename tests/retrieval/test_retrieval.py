@@ -11,8 +11,8 @@ from twostage.retrieval.index import build_brute_force_index, build_scann_index,
 from twostage.modeling.layers import PooledTokens
 from twostage.modeling.pooling import HistorySplit, RatedMoviesPooling
 from twostage.retrieval.model import CandidateTower, QueryTower, TwoTowerModel
-from twostage.retrieval.train import (MIN_USER_STEPS, candidate_embeddings, catalog_scorer, train_retrieval,
-                                      user_epoch_rows)
+from twostage.retrieval.train import (MIN_USER_STEPS, candidate_embeddings, catalog_scorer, query_embeddings,
+                                      train_retrieval, user_epoch_rows)
 
 
 def _ids_only(users, movies):
@@ -149,6 +149,15 @@ def test_scann_and_brute_force_agree_on_a_small_catalog(small_prepared, trained)
     _, tree = build_scann_index(embeddings, 10, leaves)(queries, k=10)
     overlap = np.mean([len(set(a) & set(b)) / 10 for a, b in zip(exact.numpy(), tree.numpy())])
     assert overlap >= 0.9
+
+
+@pytest.mark.slow
+def test_query_embeddings_in_chunks_equal_one_call(small_prepared, trained):
+    users = np.asarray(small_prepared.vocabularies.user_ids[:7] + ("never-seen",))
+    whole = query_embeddings(trained.query_tower, small_prepared.user_inputs, users, batch_size=len(users))
+    chunked = query_embeddings(trained.query_tower, small_prepared.user_inputs, users, batch_size=3)
+    np.testing.assert_allclose(chunked, whole, rtol=1e-5, atol=1e-6)
+    assert whole.shape == (8, trained.config.embedding_dim)
 
 
 def test_scann_parameters_follow_the_catalog_size():
