@@ -11,6 +11,12 @@ from twostage.data.prepared import LARGE_DATA_EXAMPLES, history_sample_for
 # The rating models that can be trained: this design's and the seed systems' (ranking.architectures).
 ARCHITECTURES = ("default", "svd", "rsvd", "nn", "genre-mlp", "text-cnn", "dcn")
 OUTPUTS = ("sigmoid", "clip", "linear")
+# Validation ratings predicted each epoch from LARGE_DATA_EXAMPLES on (a seeded sample).
+LARGE_VALIDATION_RATINGS = 500_000
+# From this many training examples on, training rows are shuffled in chunks of one user's
+# rows (``user_chunk``): an epoch there takes minutes, and pooling each distinct user's
+# history is most of a step (docs/scale.md).
+CHUNKED_EXAMPLES = 500_000
 
 
 @dataclasses.dataclass(frozen=True)
@@ -45,10 +51,13 @@ class RankingConfig:
       learning_rate: Adam step size.
       user_chunk: shuffle training rows in chunks of at most this many rows of one user, so
         that a batch pools fewer distinct users' histories (0: row by row; rows read from
-        shard files keep the files' order). None: 16 from
-        LARGE_DATA_EXAMPLES on (at ML-1M shape it cut an epoch's time by half for 0.0006
-        of validation RMSE), else 0.
+        shard files keep the files' order). None: 16 from CHUNKED_EXAMPLES on (at ML-1M
+        shape it cut an epoch's time by 40% for 0.0006 of validation RMSE), else 0.
       patience: epochs without a better validation RMSE before stopping.
+      validation_ratings: validate each epoch on a seeded sample of at most this many
+        validation ratings (0: all). None: all below LARGE_DATA_EXAMPLES, 500,000 from there
+        (at ML-25M shape predicting all 2M cost a fifth of an epoch; the RMSE of 500,000
+        ratings is known to about 0.001).
       weight_averaging: momentum of an exponential moving average of the weights, which is
         what is validated and kept (0: off).
       refit: after picking the epoch count, retrain on the whole training part. Without
@@ -78,6 +87,7 @@ class RankingConfig:
     learning_rate: float = 0.005
     user_chunk: Optional[int] = None
     patience: int = 1
+    validation_ratings: Optional[int] = None
     weight_averaging: float = 0.985
     refit: Optional[bool] = None
     average_refit: bool = True
@@ -93,6 +103,7 @@ class RankingConfig:
         check_positive("ranking learning_rate", self.learning_rate)
         check_at_least("ranking history_sample", self.history_sample, 0)
         check_at_least("ranking user_chunk", self.user_chunk, 0)
+        check_at_least("ranking validation_ratings", self.validation_ratings, 0)
 
     def for_data(self, num_examples: int, catalog_size: int, dense_pooling_cells: int) -> tuple["RankingConfig", dict]:
         """This config with every "auto" (None) setting chosen for the data's size.
@@ -107,7 +118,9 @@ class RankingConfig:
         if self.refit is None:
             chosen["refit"] = not large
         if self.user_chunk is None:
-            chosen["user_chunk"] = 16 if large else 0
+            chosen["user_chunk"] = 16 if num_examples >= CHUNKED_EXAMPLES else 0
+        if self.validation_ratings is None:
+            chosen["validation_ratings"] = LARGE_VALIDATION_RATINGS if large else 0
         if self.history_sample is None:
             chosen["history_sample"] = history_sample_for(chosen.get("batch_size", self.batch_size), catalog_size,
                                                           dense_pooling_cells)

@@ -96,8 +96,12 @@ def rating_errors(model: RatingTaskModel, inputs: RatingInputs, ratings: Ratings
     return _errors(predict_ratings(model, inputs, ratings), ratings)
 
 
-def _validator(inputs: RatingInputs, ratings: Ratings):
-    """model -> RMSE and MAE on ``ratings``."""
+def _validator(inputs: RatingInputs, ratings: Ratings, most: int, seed: int):
+    """model -> RMSE and MAE on ``ratings``, or on a seeded sample of ``most`` of them (0: all)."""
+    if most and len(ratings) > most:
+        log.info("ranking: validating each epoch on %d of the %d validation ratings (a seeded sample)", most,
+                 len(ratings))
+        ratings = ratings.take(np.sort(np.random.default_rng(seed).choice(len(ratings), most, replace=False)))
     return lambda model: _errors(predict_ratings(model, inputs, ratings), ratings)
 
 
@@ -146,7 +150,7 @@ def train_ranking(prepared: Prepared, config: RankingConfig, validation_pairs: O
         model.set_history(prepared.history(train, config.history_ratings))
 
     result = fit_choosing_epochs(
-        "ranking", build, examples(fit, "fit"), _validator(inputs, prepared.validation),
+        "ranking", build, examples(fit, "fit"), _validator(inputs, prepared.validation, config.validation_ratings, config.seed),
         EpochSchedule(config.epochs, "rmse", config.patience, higher_is_better=False, refit=config.refit),
         full_data=examples(train, "train") if config.refit else None,
         run=run,

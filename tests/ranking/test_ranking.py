@@ -128,3 +128,21 @@ def test_the_rating_range_serving_prunes_with(parts):
     assert 0.5 - 1e-3 < low < 0.5 and 5.0 < high < 5.0 + 1e-3
     assert _rating_range(linear) is None
     assert _rating_range(AveragedRatingModel([clipped, linear])) is None
+
+
+def test_validation_on_a_seeded_sample_of_the_ratings(parts, monkeypatch):
+    from twostage.ranking import train as ranking_train
+
+    validation = parts[3]
+    seen = []
+    monkeypatch.setattr(ranking_train, "predict_ratings", lambda model, inputs, ratings: seen.append(ratings) or
+                        np.full(len(ratings), 3.0))
+    half = len(validation) // 2
+    for _ in range(2):
+        ranking_train._validator(None, validation, half, seed=7)(None)
+    first, again = seen
+    assert len(first) == half and np.array_equal(first.rating, again.rating)  # the same sample every epoch
+    pairs = set(zip(validation.user_id, validation.movie_id))
+    assert set(zip(first.user_id, first.movie_id)) <= pairs
+    ranking_train._validator(None, validation, 0, seed=7)(None)  # 0: every rating
+    assert len(seen[-1]) == len(validation)

@@ -4,7 +4,7 @@ import pytest
 
 from twostage.data.errors import ConfigError
 from twostage.data.prepared import LARGE_DATA_EXAMPLES, SAMPLED_HISTORY
-from twostage.ranking.config import RankingConfig
+from twostage.ranking.config import CHUNKED_EXAMPLES, LARGE_VALIDATION_RATINGS, RankingConfig
 from twostage.retrieval.config import RetrievalConfig
 
 DENSE = 40_000_000
@@ -19,7 +19,10 @@ def test_small_data_keeps_the_tuned_defaults():
     assert (per_rating.batch_size, per_rating.optimizer, per_rating.learning_rate, per_rating.patience,
             per_rating.use_user_id) == (4096, "adam", 0.01, 1, True)
     ranking, _ = RankingConfig().for_data(72_000, 1682, DENSE)
-    assert (ranking.batch_size, ranking.refit, ranking.history_sample, ranking.user_chunk) == (2048, True, 0, 0)
+    assert (ranking.batch_size, ranking.refit, ranking.history_sample, ranking.user_chunk,
+            ranking.validation_ratings) == (2048, True, 0, 0, 0)
+    ml_1m, chosen = RankingConfig().for_data(CHUNKED_EXAMPLES, 3706, DENSE)  # rows grouped by user, all else kept
+    assert (ml_1m.user_chunk, ml_1m.batch_size, ml_1m.refit, ml_1m.validation_ratings) == (16, 2048, True, 0)
 
 
 def test_large_data_chooses_for_throughput_and_says_what():
@@ -31,7 +34,8 @@ def test_large_data_chooses_for_throughput_and_says_what():
                       "history_sample": SAMPLED_HISTORY, "patience": 1, "use_user_id": True, "l2": 0.02}
     assert retrieval.history_sample == SAMPLED_HISTORY
     ranking, chosen = RankingConfig().for_data(LARGE_DATA_EXAMPLES, 62_423, DENSE)
-    assert chosen == {"batch_size": 8192, "refit": False, "history_sample": SAMPLED_HISTORY, "user_chunk": 16}
+    assert chosen == {"batch_size": 8192, "refit": False, "history_sample": SAMPLED_HISTORY, "user_chunk": 16,
+                      "validation_ratings": LARGE_VALIDATION_RATINGS}
 
 
 def test_given_settings_are_never_overridden():
@@ -39,7 +43,7 @@ def test_given_settings_are_never_overridden():
                             history_sample=0, patience=2, use_user_id=True, l2=0.02)
     resolved, chosen = given.for_data(LARGE_DATA_EXAMPLES * 4, 62_423, DENSE)
     assert resolved == given and chosen == {}
-    assert RankingConfig(batch_size=512, refit=True, history_sample=8, user_chunk=0).for_data(
+    assert RankingConfig(batch_size=512, refit=True, history_sample=8, user_chunk=0, validation_ratings=0).for_data(
         10 ** 8, 10 ** 5, DENSE)[1] == {}
     with pytest.raises(ConfigError, match="history_sample must be at least 0"):
         RetrievalConfig(history_sample=-1)
