@@ -40,6 +40,15 @@ def _strings(values) -> np.ndarray:
     return np.asarray(values, dtype=object)
 
 
+def _padded(rows: list, pad, dtype) -> np.ndarray:
+    """[len(rows), longest (at least 1)] the rows, padded at the end with ``pad``."""
+    longest = max(1, max((len(row) for row in rows), default=0))
+    out = np.full((len(rows), longest), pad, dtype=dtype)
+    for number, row in enumerate(rows):
+        out[number, :len(row)] = row
+    return out
+
+
 def id_array(ids: Ids, what: str) -> np.ndarray:
     """[n] ids as strings; a clear error for none or an empty one."""
     if is_single(ids):
@@ -145,15 +154,16 @@ class RequestLimits:
             raise RequestError("this export keeps no table of users: its requests carry each user's history "
                                "(twostage recommend --history, or recommend_from_history in Python)")
 
-    def history_request(self, history, k: int, features: Optional[dict] = None, exclude=None,
-                        include_seen: bool = False) -> tuple[dict, bool]:
-        """The inputs of a history export's ``serving_default``, and whether one user was given.
+    def history_inputs(self, history, features=None) -> tuple[dict, bool]:
+        """The inputs every signature of a history export takes (the histories and the user
+        features), and whether one user was given.
 
         Args:
           history: one user's rated movies, as {movie id: rating} (None: that rating not
             known) or a list of movie ids (no rating known), or a list of such histories, one
             per user.
-          k, features, exclude, include_seen: as ``recommend`` (features shared by every user).
+          features: what is known of the users (as ``recommend`` takes it): one dict shared
+            by every user, or a list of dicts, one per user.
         """
         single = isinstance(history, dict) or (not is_single(history) and all(is_single(m) for m in history))
         users = [history] if single else list(history)
@@ -174,18 +184,52 @@ class RequestLimits:
                 values.append(np.nan if rating is None else float(rating))
             ids.append(movies)
             ratings.append(values)
-        longest = max(1, max(len(movies) for movies in ids))
-        rated = np.asarray([r + [np.nan] * (longest - len(r)) for r in ratings], np.float32)
+        rated = _padded(ratings, np.nan, np.float32)
         inputs = {
-            "history_movie_ids": _strings([m + [""] * (longest - len(m)) for m in ids]).reshape(len(ids), longest),
+            "history_movie_ids": _padded(ids, "", object),
             # No rating at all: left out (its default); NaN marks a rating not known (TF
             # Serving's JSON reads NaN, past the JSON standard).
-            "history_ratings": rated if np.isfinite(rated).any() else np.zeros((0, 0), np.float32),
-            "k": self.k(k), "exclude_movie_ids": self.exclusions(exclude, len(ids)),
-            "include_seen": np.asarray(bool(include_seen))}
-        values = user_feature_values(features, self.feature_values) if features else {}
-        for name in USER_FEATURES:
-            inputs[name] = _strings([values[name]] if values else [])
+            "history_ratings": rated if np.isfinite(rated).any() else np.zeros((0, 0), np.float32)}
+        inputs.update(self._feature_inputs(features, len(ids)))
+        return inputs, single
+
+    def _feature_inputs(self, features, users: int) -> dict:
+        """The user-feature inputs: none given, one dict shared by every user, or one per user."""
+        if features is None or isinstance(features, dict):
+            rows = [user_feature_values(features, self.feature_values)] if features else []
+        else:
+            rows = [user_feature_values(row, self.feature_values) for row in features]
+            if len(rows) != users:
+                raise RequestError(f"features for {len(rows)} users but {users} histories; give one dict of "
+                                   f"features shared by every user, or one per user")
+        return {name: _strings([row[name] for row in rows]) for name in USER_FEATURES}
+
+    def history_request(self, history, k: int, features=None, exclude=None,
+                        include_seen: bool = False) -> tuple[dict, bool]:
+        """The inputs of a history export's ``serving_default``, and whether one user was given.
+
+        Args:
+          history, features: as ``history_inputs``.
+          k, exclude, include_seen: as ``recommend``.
+        """
+        inputs, single = self.history_inputs(history, features)
+        users = len(inputs["history_movie_ids"])
+        inputs.update({"k": self.k(k), "exclude_movie_ids": self.exclusions(exclude, users),
+                       "include_seen": np.asarray(bool(include_seen))})
+        return inputs, single
+
+    def history_ratings(self, history, movie_ids, features=None) -> tuple[dict, bool]:
+        """The inputs of a history export's ``predict_rating``: the movies to rate, one list
+        per user (a single list for a single history), and whether one user was given."""
+        inputs, single = self.history_inputs(history, features)
+        rows = [movie_ids] if single else list(movie_ids)
+        if single and (is_single(movie_ids) or not all(is_single(m) for m in movie_ids)):
+            raise RequestError("movie_ids must be a list of movie ids for one history")
+        if len(rows) != len(inputs["history_movie_ids"]):
+            raise RequestError(f"{len(rows)} lists of movies to rate for {len(inputs['history_movie_ids'])} "
+                               f"histories; give one list per history")
+        inputs["movie_id"] = _padded([id_array(row, "movie").tolist() if len(row) else [] for row in rows], "",
+                                     object)
         return inputs, single
 
     def k(self, k, largest: Optional[int] = None) -> np.ndarray:

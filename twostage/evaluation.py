@@ -14,7 +14,8 @@ from twostage.data.metrics import popularity_scorer
 from twostage.data.prepared import Prepared, prepare
 from twostage.data.splits import SplitConfig
 from twostage.pipeline import data_config_from_record
-from twostage.serving.clients.recommender import Recommender
+from twostage.data.features import USER_FEATURES
+from twostage.serving.clients.recommender import USER_FEATURE_ARGUMENTS, Recommender
 
 log = logging.getLogger("twostage")
 
@@ -47,29 +48,33 @@ def evaluate(model_path: str, source: Optional[str] = None, method: Optional[str
       EvaluationError: the test part holds ratings the model was trained on.
     """
     recommender = Recommender.load(model_path)
-    if recommender.metadata["serving"].get("request_history"):
-        raise EvaluationError(f"{recommender.path} serves requests that carry the history: evaluate scores "
-                              f"exports keyed by user id only (scoring history-carrying exports is not built yet)")
     prepared, evaluator = held_out(recommender, source, method, seed, test_fraction, sample_users)
     train_part, split_config = prepared.train, prepared.config.split
     test_part = prepared.test.of_users(evaluator.user_ids)
     catalog_ids = evaluator.catalog_ids
     sampled = f" (a seeded sample of the {evaluator.all_users})" if len(evaluator.user_ids) < evaluator.all_users else ""
     log.info("evaluating on %d held-out ratings of %d users%s", len(test_part), len(evaluator.user_ids), sampled)
+    requests = (RequestHistories(recommender, prepared) if recommender.metadata["serving"].get("request_history")
+                else None)
     retrieval = evaluator.score_metrics(
-        recommender.retrieval_scores, ks=RETRIEVAL_KS, accuracy_k=100, batch_size=batch_size,
-        progress=lambda done, total: log.info("retrieval: %d/%d users scored", done, total))
+        requests.retrieval_scores if requests else recommender.retrieval_scores, ks=RETRIEVAL_KS, accuracy_k=100,
+        batch_size=batch_size, progress=lambda done, total: log.info("retrieval: %d/%d users scored", done, total))
     popularity = evaluator.score_metrics(popularity_scorer(catalog_ids, train_part), ks=RETRIEVAL_KS, accuracy_k=100,
                                          batch_size=batch_size)
     classics = {name: _classic_figures(name, fit, prepared, evaluator, batch_size) for name, fit in CLASSICS.items()}
     ranked = []
     for start in range(0, len(evaluator.user_ids), batch_size):
         users = evaluator.user_ids[start:start + batch_size]
-        ranked.append(evaluator.column_of(recommender.recommend_arrays(users, k=max(TWO_STAGE_KS))["movie_id"]))
+        top = (requests.top_k(users, max(TWO_STAGE_KS)) if requests
+               else recommender.recommend_arrays(users, k=max(TWO_STAGE_KS))["movie_id"])
+        ranked.append(evaluator.column_of(top))
     two_stage = evaluator.ranked_list_metrics(np.concatenate(ranked), TWO_STAGE_KS)
-    predicted = np.concatenate([
-        recommender.predict_rating(test_part.user_id[i:i + 65536], test_part.movie_id[i:i + 65536])
-        for i in range(0, len(test_part), 65536)])
+    if requests:
+        predicted = requests.predicted_ratings(test_part, batch_size)
+    else:
+        predicted = np.concatenate([
+            recommender.predict_rating(test_part.user_id[i:i + 65536], test_part.movie_id[i:i + 65536])
+            for i in range(0, len(test_part), 65536)])
     rmse = float(np.sqrt(np.mean((predicted - test_part.rating) ** 2)))
     return {
         "rmse": rmse,
@@ -102,8 +107,84 @@ def held_out(recommender: Recommender, source: Optional[str] = None, method: Opt
                        for_training=False)
     catalog_ids, _ = recommender.catalog()
     evaluator = HeldOutEvaluator(catalog_ids, prepared.train, prepared.test, sample_users, split_config.seed)
-    _refuse_training_ratings(recommender, evaluator.user_ids, prepared.test, split_config)
+    if recommender.metadata["serving"].get("request_history"):
+        # No training history is kept to check another split against: only the recorded one is honest.
+        if split_config != trained.split:
+            raise EvaluationError(f"{recommender.path} keeps no training history (its requests carry it), so a split "
+                                  f"other than the one it was trained with cannot be checked for training ratings; "
+                                  f"evaluate on that split (--split {trained.split.method} --seed {trained.split.seed} "
+                                  f"--test-fraction {trained.split.test_fraction})")
+    else:
+        _refuse_training_ratings(recommender, evaluator.user_ids, prepared.test, split_config)
     return prepared, evaluator
+
+
+class RequestHistories:
+    """Scores a history export (``twostage train --request-history``) as its clients call it:
+    each evaluated user is sent as a request carrying their training-part ratings and
+    features, never by id.
+
+    Args:
+      recommender: the loaded history export.
+      prepared: the split it is scored on (its training part is what the requests carry).
+    """
+
+    def __init__(self, recommender: Recommender, prepared: Prepared):
+        self.recommender, self.prepared = recommender, prepared
+        train = prepared.train
+        self.order = np.argsort(train.users.codes, kind="stable")
+        self.starts = np.concatenate([[0], np.cumsum(np.bincount(train.users.codes, minlength=len(train.users.ids)))])
+        self.code_of = {user: code for code, user in enumerate(train.users.ids.tolist())}
+        known = recommender.limits.feature_values or {}
+        # Values the model never saw (a user outside its vocabulary) go as "not given".
+        self.known = {name: set(values) for name, values in known.items()}
+
+    def histories(self, user_ids: np.ndarray) -> list[dict]:
+        """Each user's training movies, {movie id: rating}."""
+        train, out = self.prepared.train, []
+        for user in np.asarray(user_ids, dtype=str).tolist():
+            code = self.code_of.get(user)
+            rows = self.order[self.starts[code]:self.starts[code + 1]] if code is not None else self.order[:0]
+            out.append(dict(zip(train.movies.ids[train.movies.codes[rows]].tolist(), train.rating[rows].tolist())))
+        return out
+
+    def features(self, user_ids: np.ndarray) -> Optional[list]:
+        """Each user's features, as a request gives them (None: the data has none)."""
+        columns = self.prepared.user_inputs(np.asarray(user_ids, dtype=str))
+        names = [(name, argument) for name, argument in zip(USER_FEATURES, USER_FEATURE_ARGUMENTS) if name in columns]
+        if not names:
+            return None
+        return [{argument: value for name, argument in names
+                 if (value := str(columns[name][row])) and (name not in self.known or value in self.known[name])}
+                for row in range(len(user_ids))]
+
+    def retrieval_scores(self, user_ids: np.ndarray) -> np.ndarray:
+        """[users, catalog] exact two-tower scores (HeldOutEvaluator's scorer)."""
+        return self.recommender.retrieval_scores_from_history(self.histories(user_ids), self.features(user_ids))
+
+    def top_k(self, user_ids: np.ndarray, k: int) -> np.ndarray:
+        """[users, k] the final lists' movie ids ("" past the movies left)."""
+        lists = self.recommender.recommend_from_history(self.histories(user_ids), k=k,
+                                                        features=self.features(user_ids))
+        return np.asarray([[r.movie_id for r in row] + [""] * (k - len(row)) for row in lists], dtype=object)
+
+    def predicted_ratings(self, ratings, batch_size: int) -> np.ndarray:
+        """The predicted rating of each row of ``ratings``, each user's movies rated in one request."""
+        if len(ratings) == 0:
+            return np.zeros(0, np.float32)
+        order = np.argsort(ratings.users.codes, kind="stable")
+        codes = ratings.users.codes[order]
+        bounds = np.concatenate([[0], np.flatnonzero(np.diff(codes)) + 1, [len(order)]])
+        movie_ids = ratings.movies.ids[ratings.movies.codes[order]]
+        predicted = np.empty(len(ratings), np.float32)
+        for first in range(0, len(bounds) - 1, batch_size):
+            groups = list(zip(bounds[first:first + batch_size + 1][:-1], bounds[first + 1:first + batch_size + 1]))
+            users = ratings.users.ids[codes[[start for start, _ in groups]]]
+            rated = self.recommender.predict_ratings_from_history(
+                self.histories(users), [movie_ids[start:end].tolist() for start, end in groups], self.features(users))
+            for (start, end), values in zip(groups, rated):
+                predicted[order[start:end]] = values
+        return predicted
 
 
 def _classic_figures(name: str, fit, prepared: Prepared, evaluator: HeldOutEvaluator, batch_size: int) -> dict:

@@ -61,8 +61,9 @@ class ModelClient:
         Args:
           history: one user's history, {movie id: rating} (or a list of movie ids when the
             ratings are not known), or a list of histories, one per user.
-          k, features, exclude, include_seen: as :meth:`recommend` (``features`` are shared
-            by every user of the call).
+          k, exclude, include_seen: as :meth:`recommend`.
+          features: as :meth:`recommend`: one dict shared by every user of the call, or a
+            list of dicts, one per history.
 
         Returns:
           [Recommendation, ...] best first; one such list per user when given several.
@@ -71,6 +72,33 @@ class ModelClient:
         inputs, single = self.limits.history_request(history, k, features, exclude, include_seen)
         results = recommendations(self._call("serving_default", inputs))
         return results[0] if single else results
+
+    def predict_ratings_from_history(self, history, movie_ids, features=None):
+        """Predicted ratings of movies for users given by the movies they rated (an export
+        whose requests carry the history).
+
+        Args:
+          history, features: as :meth:`recommend_from_history`.
+          movie_ids: the movies to rate: a list for one history, else one list per history.
+
+        Returns:
+          [m] float32 ratings for one history, else one such array per history.
+
+        Raises:
+          UnknownMovieError: a movie id is not in the model's catalog.
+        """
+        self.limits.expect(HISTORY_REQUESTS)
+        inputs, single = self.limits.history_ratings(history, movie_ids, features)
+        outputs = self._call("predict_rating", inputs)
+        wanted = inputs["movie_id"] != ""
+        unknown = wanted & ~np.asarray(outputs["known_movie"], bool)
+        if unknown.any():
+            names = sorted(set(inputs["movie_id"][unknown].tolist()))
+            raise UnknownMovieError(f"movie(s) {', '.join(names[:5])}{' ...' if len(names) > 5 else ''} "
+                                    f"not in this model's catalog")
+        rating = np.asarray(outputs["rating"], np.float32)
+        rows = [row[mask] for row, mask in zip(rating, wanted)]
+        return rows[0] if single else rows
 
     def retrieve(self, user_id: Ids, k: int = 10, features: Optional[dict] = None, exclude=None,
                  include_seen: bool = False):

@@ -16,8 +16,8 @@ from twostage.serving.artifact.layout import ModelError, resolve_model_path
 from twostage.serving.artifact.loading import load_export
 from twostage.serving.graph.inputs import SIGNATURE_FUNCTIONS
 from twostage.serving.clients.base import ModelClient
-from twostage.serving.requests import (USER_FEATURE_ARGUMENTS, USER_ID_REQUESTS, Ids, RequestError, RequestLimits,
-                                       UnknownMovieError, id_array)
+from twostage.serving.requests import (HISTORY_REQUESTS, USER_FEATURE_ARGUMENTS, USER_ID_REQUESTS, Ids, RequestError,
+                                       RequestLimits, UnknownMovieError, id_array)
 from twostage.serving.responses import Candidate, Recommendation, RelatedMovie, string_array
 
 
@@ -170,6 +170,13 @@ class Recommender(ModelClient):
         """Exact two-tower scores, [users, catalog size], in :meth:`catalog` order."""
         self.limits.expect(USER_ID_REQUESTS)
         return self._call("retrieval_scores", {"user_id": id_array(user_ids, "user")})["scores"]
+
+    def retrieval_scores_from_history(self, history, features=None) -> np.ndarray:
+        """Exact two-tower scores, [histories, catalog size], of users given by their history
+        (an export whose requests carry it; arguments as ``recommend_from_history``)."""
+        self.limits.expect(HISTORY_REQUESTS)
+        inputs, _ = self.limits.history_inputs(history, features)
+        return self._call("retrieval_scores", inputs)["scores"]
 
     def catalog(self) -> tuple[np.ndarray, np.ndarray]:
         """(movie ids, titles) of every movie the model can recommend."""

@@ -25,12 +25,14 @@ from twostage.serving.graph.inputs import (DEFAULT_K, FALSE, K_SPEC, NO_EXCLUSIO
 from twostage.serving.graph.search import CandidateSearch
 
 NO_RATINGS = tf.zeros([0, 0], tf.float32)
-HISTORY_REQUEST_SIGNATURE = [string_spec("history_movie_ids", rank=2),
-                             tf.TensorSpec([None, None], tf.float32, name="history_ratings"), K_SPEC] + [
-    string_spec(name) for name in USER_FEATURES] + [string_spec("exclude_movie_ids", rank=2),
-                                                    tf.TensorSpec([], tf.bool, name="include_seen")]
+_HISTORY = string_spec("history_movie_ids", rank=2)
+_RATINGS = tf.TensorSpec([None, None], tf.float32, name="history_ratings")
+_FEATURES = [string_spec(name) for name in USER_FEATURES]
+HISTORY_REQUEST_SIGNATURE = [_HISTORY, _RATINGS, K_SPEC] + _FEATURES + [
+    string_spec("exclude_movie_ids", rank=2), tf.TensorSpec([], tf.bool, name="include_seen")]
 # Signature name -> the module's tf.function it serves.
-HISTORY_SIGNATURE_FUNCTIONS = {"serving_default": "recommend", "catalog": "catalog"}
+HISTORY_SIGNATURE_FUNCTIONS = {"serving_default": "recommend", "retrieval_scores": "retrieval_scores",
+                               "predict_rating": "predict_rating", "catalog": "catalog"}
 
 
 class HistoryRequestModule(tf.Module):
@@ -41,7 +43,9 @@ class HistoryRequestModule(tf.Module):
       popularity: [catalog] training rating counts (users with neither history nor features).
       query_encoder: with ``encode_history(features, movies)`` (retrieval.model.QueryEncoder)
         over a query tower without user ids.
-      index: the nearest-neighbour index over the candidate embeddings.
+      candidate_embeddings: [catalog, dim] the candidate tower's embeddings (exact scores for
+        evaluation).
+      index: the nearest-neighbour index over them.
       rating_scorer: the rating model for users given by their history (HistoryRatingScorer).
       num_candidates: candidates handed to the rating model.
       max_k: the largest k a request may ask for.
@@ -50,11 +54,12 @@ class HistoryRequestModule(tf.Module):
     """
 
     def __init__(self, movie_ids: np.ndarray, titles: np.ndarray, popularity: np.ndarray, query_encoder,
-                 index: NeighbourIndex, rating_scorer: HistoryRatingScorer, num_candidates: int, max_k: int,
-                 max_depth: int, blend_weight: float):
+                 candidate_embeddings: np.ndarray, index: NeighbourIndex, rating_scorer: HistoryRatingScorer,
+                 num_candidates: int, max_k: int, max_depth: int, blend_weight: float):
         super().__init__(name="twostage_history")
         num_movies = len(movie_ids)
         self.query_encoder = query_encoder
+        self.candidate_embeddings = tf.Variable(candidate_embeddings, trainable=False, name="candidate_embeddings")
         self.index = index
         self.rating_scorer = rating_scorer
         self.num_candidates = min(num_candidates, num_movies)
@@ -82,6 +87,13 @@ class HistoryRequestModule(tf.Module):
         movies = tf.ragged.boolean_mask(tf.cast(positions, tf.int64), known)
         return movies, tf.ragged.boolean_mask(ratings, known)
 
+    def _users(self, history_movie_ids, history_ratings, feature_values):
+        """The request's users: ragged histories (movies, ratings) and features per user."""
+        batch = tf.shape(history_movie_ids)[0]
+        movies, ratings = self._histories(history_movie_ids, history_ratings, batch)
+        features = {name: per_user(value, batch, name) for name, value in zip(USER_FEATURES, feature_values)}
+        return batch, movies, ratings, features
+
     @tf.function(autograph=False, input_signature=HISTORY_REQUEST_SIGNATURE)
     def recommend(self, history_movie_ids, history_ratings=NO_RATINGS, k=tf.constant(DEFAULT_K),
                   user_age=NO_VALUES, user_gender=NO_VALUES, user_occupation=NO_VALUES, user_zip=NO_VALUES,
@@ -103,10 +115,8 @@ class HistoryRequestModule(tf.Module):
           ("" and -inf past the movies left); personal: [batch] whether the user had a
           history or features (else the most popular movies, in retrieval order).
         """
-        batch = tf.shape(history_movie_ids)[0]
-        movies, ratings = self._histories(history_movie_ids, history_ratings, batch)
-        features = {name: per_user(value, batch, name) for name, value in
-                    zip(USER_FEATURES, (user_age, user_gender, user_occupation, user_zip))}
+        batch, movies, ratings, features = self._users(history_movie_ids, history_ratings,
+                                                       (user_age, user_gender, user_occupation, user_zip))
         personal = movies.row_lengths() > 0
         for value in features.values():
             personal |= tf.not_equal(value, "")
@@ -129,6 +139,41 @@ class HistoryRequestModule(tf.Module):
         return {**movies_at(self.movie_ids, self.titles, positions, score), "score": score,
                 "predicted_rating": tf.gather(predicted, order, batch_dims=1),
                 "retrieval_score": tf.gather(retrieval_scores, order, batch_dims=1), "personal": personal}
+
+    # --- for evaluation and inspection -----------------------------------------------------
+
+    @tf.function(autograph=False, input_signature=[_HISTORY, _RATINGS] + _FEATURES)
+    def retrieval_scores(self, history_movie_ids, history_ratings=NO_RATINGS, user_age=NO_VALUES,
+                         user_gender=NO_VALUES, user_occupation=NO_VALUES, user_zip=NO_VALUES):
+        """Exact two-tower scores of every catalog movie (nothing dropped) for users given by
+        their history and features (as ``recommend`` takes them), for evaluation.
+
+        Returns:
+          scores: [batch, catalog size], catalog order (see ``catalog``).
+        """
+        _, movies, _, features = self._users(history_movie_ids, history_ratings,
+                                             (user_age, user_gender, user_occupation, user_zip))
+        queries = self.query_encoder.encode_history(features, movies)
+        return {"scores": tf.matmul(queries, self.candidate_embeddings, transpose_b=True)}
+
+    @tf.function(autograph=False, input_signature=[_HISTORY, string_spec("movie_id", rank=2), _RATINGS] + _FEATURES)
+    def predict_rating(self, history_movie_ids, movie_id, history_ratings=NO_RATINGS, user_age=NO_VALUES,
+                       user_gender=NO_VALUES, user_occupation=NO_VALUES, user_zip=NO_VALUES):
+        """The rating model's predictions of movies for users given by their history.
+
+        Args:
+          movie_id: [batch, m] the movies to rate for each user ("" pads).
+          the others: as ``recommend``.
+
+        Returns:
+          rating: [batch, m]; known_movie: [batch, m] whether the movie is in the catalog
+          (else the rating is a guess for an unknown movie, which clients refuse).
+        """
+        _, movies, ratings, features = self._users(history_movie_ids, history_ratings,
+                                                   (user_age, user_gender, user_occupation, user_zip))
+        positions = self.movie_rows.lookup(movie_id)
+        rating = self.rating_scorer.rate_lists(features, movies, ratings, tf.cast(positions, tf.int32))
+        return {"rating": rating, "known_movie": positions >= 0}
 
     @tf.function(autograph=False, input_signature=[])
     def catalog(self):

@@ -22,7 +22,20 @@ def trained():
 
 
 @pytest.fixture(scope="module")
-def both_modules(trained):
+def keyed_export(trained, tmp_path_factory):
+    """The trained models exported keyed by user id (before the history module drops the
+    training histories they pool)."""
+    import dataclasses
+
+    from twostage.pipeline import export
+
+    serving = dataclasses.replace(trained.config.serving, request_history=False)
+    keyed = dataclasses.replace(trained, config=dataclasses.replace(trained.config, serving=serving))
+    return export(keyed, str(tmp_path_factory.mktemp("keyed"))).export_path
+
+
+@pytest.fixture(scope="module")
+def both_modules(trained, keyed_export):
     """The same trained models, exported keyed by user id and for history-carrying requests
     (in that order: the second drops the training histories the first pools)."""
     index, serving, prepared = IndexConfig(kind="brute-force"), trained.config.serving, trained.prepared
@@ -61,6 +74,16 @@ def test_a_known_users_training_history_in_the_request_gives_the_id_keyed_answer
     for returned, seen in zip(got["movie_id"].numpy().astype(str), movies):
         assert not set(returned) & set(seen)  # the history is excluded
     assert got["personal"].numpy().all()
+    # Evaluation's signatures: the exact scores of the whole catalog, and ratings of any movies.
+    np.testing.assert_allclose(by_history.retrieval_scores(tf.constant(ids), tf.constant(ratings), **features)[
+        "scores"].numpy(), keyed.retrieval_scores(tf.constant(user_ids))["scores"].numpy(), rtol=1e-4, atol=1e-4)
+    to_rate = np.asarray([prepared.movies.movie_id[i:i + 3] for i in range(len(user_ids))], object)
+    to_rate[0, 2] = ""  # a pad
+    rated = by_history.predict_rating(tf.constant(ids), tf.constant(to_rate), tf.constant(ratings), **features)
+    expected = keyed.predict_rating(tf.constant(np.repeat(user_ids, 3)), tf.constant(to_rate.ravel()))
+    known = rated["known_movie"].numpy()
+    assert known.sum() == to_rate.size - 1 and not known[0, 2]
+    np.testing.assert_allclose(rated["rating"].numpy()[known], expected["rating"].numpy()[known.ravel()], rtol=1e-4)
 
 
 @pytest.mark.slow
@@ -131,6 +154,26 @@ def test_every_client_sends_the_history(kind, history_export):
         server.stop()
 
 
+@pytest.mark.slow
+def test_evaluate_scores_a_history_export_as_it_scores_the_id_keyed_one(keyed_export, history_export):
+    from twostage.evaluation import EvaluationError, evaluate
+    from twostage.serving.clients.recommender import Recommender
+
+    keyed, by_history = evaluate(keyed_export), evaluate(history_export)
+    for part in ("retrieval", "two_stage"):
+        for key, value in keyed[part].items():
+            assert by_history[part][key] == pytest.approx(value, abs=1e-4), (part, key)
+    assert by_history["rmse"] == pytest.approx(keyed["rmse"], abs=1e-4)
+    assert by_history["baselines"]["popularity"] == keyed["baselines"]["popularity"]
+    with pytest.raises(EvaluationError, match="keeps no training history"):
+        evaluate(history_export, seed=12345)  # another split: cannot be checked without the history
+    local = Recommender.load(history_export)
+    one = local.predict_ratings_from_history({"1": 5, "2": 3}, ["3", "4"])
+    both = local.predict_ratings_from_history([{"1": 5, "2": 3}, ["5"]], [["3", "4"], ["6", "7", "8"]])
+    assert one.shape == (2,) and [len(r) for r in both] == [2, 3]
+    np.testing.assert_allclose(both[0], one, rtol=1e-5)
+
+
 def test_history_requests_are_checked_before_they_are_sent():
     from twostage.serving.requests import RequestError, RequestLimits
 
@@ -148,3 +191,13 @@ def test_history_requests_are_checked_before_they_are_sent():
             limits.history_request(bad, k=3)
     with pytest.raises(RequestError, match="knows users by id"):
         RequestLimits(10, 20, 5, requests="user_id").expect("history")
+    inputs, _ = limits.history_inputs([["1"], ["2"]], features=[{"gender": "f"}, {"age": 30}])
+    assert inputs["user_gender"].tolist() == ["F", ""] and inputs["user_age"].tolist() == ["", "25"]  # one per user
+    with pytest.raises(RequestError, match="features for 1 users but 2 histories"):
+        limits.history_inputs([["1"], ["2"]], features=[{"gender": "F"}])
+    inputs, single = limits.history_ratings({"1": 4}, ["2", "3"])
+    assert single and inputs["movie_id"].tolist() == [["2", "3"]]
+    assert limits.history_ratings([["1"], ["2"]], [["3"], ["4", "5"]])[0]["movie_id"].tolist() == [["3", ""],
+                                                                                                   ["4", "5"]]
+    with pytest.raises(RequestError, match="1 lists of movies to rate for 2 histories"):
+        limits.history_ratings([["1"], ["2"]], [["3"]])
