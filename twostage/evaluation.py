@@ -2,13 +2,14 @@
 
 from __future__ import annotations
 
+import abc
 import dataclasses
 import logging
 from typing import Optional
 
 import numpy as np
 
-from twostage.data import HeldOutEvaluator, TwostageError
+from twostage.data import HeldOutEvaluator, Ratings, TwostageError
 from twostage.data.classic import CLASSICS, unavailable
 from twostage.data.metrics import popularity_scorer
 from twostage.data.prepared import Prepared, prepare
@@ -54,27 +55,19 @@ def evaluate(model_path: str, source: Optional[str] = None, method: Optional[str
     catalog_ids = evaluator.catalog_ids
     sampled = f" (a seeded sample of the {evaluator.all_users})" if len(evaluator.user_ids) < evaluator.all_users else ""
     log.info("evaluating on %d held-out ratings of %d users%s", len(test_part), len(evaluator.user_ids), sampled)
-    requests = (RequestHistories(recommender, prepared) if recommender.metadata["serving"].get("request_history")
-                else None)
+    requests = export_requests(recommender, prepared)
     retrieval = evaluator.score_metrics(
-        requests.retrieval_scores if requests else recommender.retrieval_scores, ks=RETRIEVAL_KS, accuracy_k=100,
-        batch_size=batch_size, progress=lambda done, total: log.info("retrieval: %d/%d users scored", done, total))
+        requests.retrieval_scores, ks=RETRIEVAL_KS, accuracy_k=100, batch_size=batch_size,
+        progress=lambda done, total: log.info("retrieval: %d/%d users scored", done, total))
     popularity = evaluator.score_metrics(popularity_scorer(catalog_ids, train_part), ks=RETRIEVAL_KS, accuracy_k=100,
                                          batch_size=batch_size)
     classics = {name: _classic_figures(name, fit, prepared, evaluator, batch_size) for name, fit in CLASSICS.items()}
     ranked = []
     for start in range(0, len(evaluator.user_ids), batch_size):
         users = evaluator.user_ids[start:start + batch_size]
-        top = (requests.top_k(users, max(TWO_STAGE_KS)) if requests
-               else recommender.recommend_arrays(users, k=max(TWO_STAGE_KS))["movie_id"])
-        ranked.append(evaluator.column_of(top))
+        ranked.append(evaluator.column_of(requests.top_k(users, max(TWO_STAGE_KS))))
     two_stage = evaluator.ranked_list_metrics(np.concatenate(ranked), TWO_STAGE_KS)
-    if requests:
-        predicted = requests.predicted_ratings(test_part, batch_size)
-    else:
-        predicted = np.concatenate([
-            recommender.predict_rating(test_part.user_id[i:i + 65536], test_part.movie_id[i:i + 65536])
-            for i in range(0, len(test_part), 65536)])
+    predicted = requests.predicted_ratings(test_part, batch_size)
     rmse = float(np.sqrt(np.mean((predicted - test_part.rating) ** 2)))
     return {
         "rmse": rmse,
@@ -119,18 +112,69 @@ def held_out(recommender: Recommender, source: Optional[str] = None, method: Opt
     return prepared, evaluator
 
 
-class RequestHistories:
-    """Scores a history export (``twostage train --request-history``) as its clients call it:
-    each evaluated user is sent as a request carrying their training-part ratings and
-    features, never by id.
+class ExportRequests(abc.ABC):
+    """What scoring an export asks of it, for users of the split it is scored on, sent the way
+    its clients send them (by id, or as the history its requests carry).
 
     Args:
-      recommender: the loaded history export.
-      prepared: the split it is scored on (its training part is what the requests carry).
+      recommender: the loaded export.
+      prepared: the split it is scored on.
     """
 
     def __init__(self, recommender: Recommender, prepared: Prepared):
         self.recommender, self.prepared = recommender, prepared
+
+    @abc.abstractmethod
+    def retrieval_scores(self, user_ids: np.ndarray) -> np.ndarray:
+        """[users, catalog] exact two-tower scores (HeldOutEvaluator's scorer)."""
+
+    @abc.abstractmethod
+    def recommend(self, user_ids: np.ndarray, k: int) -> list:
+        """[[Recommendation, ...] per user], the final lists."""
+
+    def top_k(self, user_ids: np.ndarray, k: int) -> np.ndarray:
+        """[users, k] the final lists' movie ids ("" past the movies left)."""
+        lists = self.recommend(user_ids, k)
+        return np.asarray([[r.movie_id for r in row] + [""] * (k - len(row)) for row in lists], dtype=object)
+
+    @abc.abstractmethod
+    def predicted_ratings(self, ratings: Ratings, batch_size: int) -> np.ndarray:
+        """[rows] the predicted rating of each row of ``ratings``."""
+
+
+class IdRequests(ExportRequests):
+    """Scores an id-keyed export: each user sent by id."""
+
+    def retrieval_scores(self, user_ids: np.ndarray) -> np.ndarray:
+        return self.recommender.retrieval_scores(user_ids)
+
+    def recommend(self, user_ids: np.ndarray, k: int) -> list:
+        return self.recommender.recommend(list(user_ids), k=k)
+
+    def top_k(self, user_ids: np.ndarray, k: int) -> np.ndarray:
+        return self.recommender.recommend_arrays(user_ids, k=k)["movie_id"]  # arrays: no objects per movie
+
+    def predicted_ratings(self, ratings: Ratings, batch_size: int, pairs: int = 65536) -> np.ndarray:
+        return np.concatenate([np.zeros(0, np.float32)] + [
+            self.recommender.predict_rating(ratings.user_id[i:i + pairs], ratings.movie_id[i:i + pairs])
+            for i in range(0, len(ratings), pairs)])
+
+
+def export_requests(recommender: Recommender, prepared: Prepared) -> ExportRequests:
+    """How to score ``recommender``: by id, or with requests that carry each user's history."""
+    if recommender.metadata["serving"].get("request_history"):
+        return RequestHistories(recommender, prepared)
+    return IdRequests(recommender, prepared)
+
+
+class RequestHistories(ExportRequests):
+    """Scores a history export (``twostage train --request-history``) as its clients call it:
+    each evaluated user is sent as a request carrying their training-part ratings and
+    features, never by id.
+    """
+
+    def __init__(self, recommender: Recommender, prepared: Prepared):
+        super().__init__(recommender, prepared)
         train = prepared.train
         self.order = np.argsort(train.users.codes, kind="stable")
         self.starts = np.concatenate([[0], np.cumsum(np.bincount(train.users.codes, minlength=len(train.users.ids)))])
@@ -159,17 +203,13 @@ class RequestHistories:
                 for row in range(len(user_ids))]
 
     def retrieval_scores(self, user_ids: np.ndarray) -> np.ndarray:
-        """[users, catalog] exact two-tower scores (HeldOutEvaluator's scorer)."""
         return self.recommender.retrieval_scores_from_history(self.histories(user_ids), self.features(user_ids))
 
-    def top_k(self, user_ids: np.ndarray, k: int) -> np.ndarray:
-        """[users, k] the final lists' movie ids ("" past the movies left)."""
-        lists = self.recommender.recommend_from_history(self.histories(user_ids), k=k,
-                                                        features=self.features(user_ids))
-        return np.asarray([[r.movie_id for r in row] + [""] * (k - len(row)) for row in lists], dtype=object)
+    def recommend(self, user_ids: np.ndarray, k: int) -> list:
+        return self.recommender.recommend_from_history(self.histories(user_ids), k=k, features=self.features(user_ids))
 
-    def predicted_ratings(self, ratings, batch_size: int) -> np.ndarray:
-        """The predicted rating of each row of ``ratings``, each user's movies rated in one request."""
+    def predicted_ratings(self, ratings: Ratings, batch_size: int) -> np.ndarray:
+        """Each user's movies are rated in one request."""
         if len(ratings) == 0:
             return np.zeros(0, np.float32)
         order = np.argsort(ratings.users.codes, kind="stable")

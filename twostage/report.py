@@ -24,7 +24,7 @@ from twostage.data import Ratings
 from twostage.data.baselines import MAX_ITEM_CF_MOVIES, item_pearson_scorer
 from twostage.data.classic import CLASSICS, unavailable
 from twostage.data.metrics import HeldOutEvaluator, popularity_scorer, rating_counts
-from twostage.evaluation import held_out
+from twostage.evaluation import export_requests, held_out
 from twostage.serving.artifact.layout import check_output_folder
 from twostage.serving.clients.recommender import Recommender
 
@@ -159,10 +159,10 @@ def build_report(model_path: str, out_dir: str, source: Optional[str] = None,
 
     lists, columns_of = {}, {}
     log.info("report: two-stage and retrieval lists for %d test users", len(users))
-    columns_of["two-stage"] = np.concatenate([
-        evaluator.column_of(recommender.recommend_arrays(users[i:i + 512], k=depth)["movie_id"])
-        for i in range(0, len(users), 512)])
-    columns_of["retrieval"] = evaluator.top_unseen(recommender.retrieval_scores, depth)[0]
+    requests = export_requests(recommender, prepared)
+    columns_of["two-stage"] = np.concatenate([evaluator.column_of(requests.top_k(users[i:i + 512], depth))
+                                              for i in range(0, len(users), 512)])
+    columns_of["retrieval"] = evaluator.top_unseen(requests.retrieval_scores, depth)[0]
     columns_of["popularity"] = evaluator.top_unseen(popularity_scorer(catalog_ids, train_part), depth)[0]
     for name, label in (("ease", "EASE"), ("als", "ALS (implicit)")):
         reason = unavailable(name, len(catalog_ids))
@@ -189,9 +189,7 @@ def build_report(model_path: str, out_dir: str, source: Optional[str] = None,
     for name, columns in columns_of.items():
         lists[name] = _list_figures(evaluator, columns, popularity)
 
-    predicted = np.concatenate([recommender.predict_rating(test_part.user_id[i:i + 65536],
-                                                           test_part.movie_id[i:i + 65536])
-                                for i in range(0, len(test_part), 65536)])
+    predicted = requests.predicted_ratings(test_part, 1024)
     exported_rmse = float(np.sqrt(np.mean((predicted - test_part.rating) ** 2)))
     rmse_rows.insert(0, {"architecture": "exported model", "rmse": exported_rmse,
                          "mae": float(np.mean(np.abs(predicted - test_part.rating))),
@@ -203,7 +201,7 @@ def build_report(model_path: str, out_dir: str, source: Optional[str] = None,
     example_users = rng.choice(users, size=min(examples, len(users)), replace=False)
     test_pairs = test_part.pairs()
     example_rows = []
-    for user, recs in zip(example_users.tolist(), recommender.recommend(example_users.tolist(), k=LIST_K)):
+    for user, recs in zip(example_users.tolist(), requests.recommend(example_users, LIST_K)):
         mine = train_part.user_id == user
         order = np.argsort(-train_part.rating[mine], kind="stable")[:LIST_K]
         example_rows.append({

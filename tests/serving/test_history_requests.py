@@ -155,7 +155,7 @@ def test_every_client_sends_the_history(kind, history_export):
 
 
 @pytest.mark.slow
-def test_evaluate_scores_a_history_export_as_it_scores_the_id_keyed_one(keyed_export, history_export):
+def test_evaluate_scores_a_history_export_as_it_scores_the_id_keyed_one(keyed_export, history_export, tmp_path):
     from twostage.evaluation import EvaluationError, evaluate
     from twostage.serving.clients.recommender import Recommender
 
@@ -167,6 +167,11 @@ def test_evaluate_scores_a_history_export_as_it_scores_the_id_keyed_one(keyed_ex
     assert by_history["baselines"]["popularity"] == keyed["baselines"]["popularity"]
     with pytest.raises(EvaluationError, match="keeps no training history"):
         evaluate(history_export, seed=12345)  # another split: cannot be checked without the history
+    from twostage.report import build_report
+
+    report = build_report(history_export, str(tmp_path / "report"), architectures=[])  # the same requests
+    assert report["headline"]["two-stage"]["ndcg@10"] == pytest.approx(by_history["two_stage"]["ndcg@10"], abs=1e-4)
+    assert report["rmse"][0]["rmse"] == pytest.approx(by_history["rmse"], abs=1e-4) and report["examples"]
     local = Recommender.load(history_export)
     one = local.predict_ratings_from_history({"1": 5, "2": 3}, ["3", "4"])
     both = local.predict_ratings_from_history([{"1": 5, "2": 3}, ["5"]], [["3", "4"], ["6", "7", "8"]])
