@@ -2,6 +2,9 @@
 
 from __future__ import annotations
 
+import logging
+import time
+
 import numpy as np
 
 from twostage.data.metrics import rating_counts
@@ -18,6 +21,8 @@ from twostage.serving.graph.history_module import HistoryRequestModule
 from twostage.serving.graph.module import TwoStageModule
 from twostage.serving.graph.tables import ServingTables, max_depth
 
+log = logging.getLogger("twostage")
+
 
 def serving_tables(query_tower: QueryTower, candidate_tower: CandidateTower, prepared: Prepared,
                    serving_config: ServingConfig) -> tuple[ServingTables, dict]:
@@ -29,6 +34,8 @@ def serving_tables(query_tower: QueryTower, candidate_tower: CandidateTower, pre
       serving_config: what counts as liked (for "also liked").
     """
     user_ids = np.asarray(prepared.vocabularies.user_ids)
+    start = time.perf_counter()
+    log.info("export: encoding %d users' queries and building their seen-movie and fans tables", len(user_ids))
     user_columns = prepared.user_inputs(user_ids)
     tables = ServingTables(
         movie_ids=prepared.movies.movie_id, titles=prepared.movies.title,
@@ -37,6 +44,7 @@ def serving_tables(query_tower: QueryTower, candidate_tower: CandidateTower, pre
         history=prepared.history(prepared.train),
         fans=prepared.fans(serving_config.liked_rating),
         popularity=rating_counts(prepared.movies.movie_id, prepared.train).astype(np.float64))
+    log.info("export: user tables built in %.1fs", time.perf_counter() - start)
     return tables, user_columns
 
 
