@@ -57,6 +57,7 @@ def export_saved_model(module, out_dir: str, model_name: str, metadata: dict,
         log.info("removed %s, left behind by an export that was killed", path)
     start = time.perf_counter()
     staging = tempfile.mkdtemp(prefix=staging_prefix(), dir=model_dir)
+    log.info("export: writing the SavedModel (tracing its signatures, saving its variables)")
     try:
         options = tf.saved_model.SaveOptions(namespace_whitelist=["Scann"] if uses_scann else None)
         with _without_keras_traces():
