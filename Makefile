@@ -29,8 +29,10 @@ demo: $(STAMP)
 	$(BIN)/twostage train --data synthetic --out $(DEMO)
 	$(BIN)/twostage recommend --model $(DEMO) --user 1 --user 2 --user 3 -k 10
 
+# Two workers, one test file each at a time (a file's module fixtures train once); multi-process
+# tests pick free ports on 127.0.0.1, so two can run side by side.
 test: $(STAMP) browser
-	$(BIN)/python -m pytest -q
+	$(BIN)/python -m pytest -q -n 2 --dist loadfile
 
 clean:
 	rm -rf $(VENV) models *.egg-info
