@@ -224,6 +224,10 @@ class TwoTowerModel(tfrs.Model):
             self.catalog = candidate_tower.index_features({name: tf.constant(list(values))
                                                            for name, values in catalog.items()})
 
+    # No Python control flow here depends on tensors: skipping AutoGraph's conversion of every
+    # layer halves the train step's tracing (as RatingTaskModel does). The in-batch loss keeps
+    # it: TFRS's Retrieval task needs AutoGraph under a strategy.
+    @tf.autograph.experimental.do_not_convert
     def _multinomial_loss(self, features: Dict[str, tf.Tensor], training: bool) -> tf.Tensor:
         rows = self.query_tower.id_embedding.index(features["user_id"])
         split = self.query_tower.rated_movies.split(rows, self.history_dropout)
