@@ -150,7 +150,8 @@ def train_ranking(prepared: Prepared, config: RankingConfig, validation_pairs: O
         model.set_history(prepared.history(train, config.history_ratings))
 
     result = fit_choosing_epochs(
-        "ranking", build, examples(fit, "fit"), _validator(inputs, prepared.validation, config.validation_ratings, config.seed),
+        "ranking", build, examples(fit, "fit"),
+        _validator(inputs, prepared.validation, config.validation_ratings, config.seed),
         EpochSchedule(config.epochs, "rmse", config.patience, higher_is_better=False, refit=config.refit),
         full_data=examples(train, "train") if config.refit else None,
         run=run,

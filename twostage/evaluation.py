@@ -175,21 +175,20 @@ class RequestHistories(ExportRequests):
 
     def __init__(self, recommender: Recommender, prepared: Prepared):
         super().__init__(recommender, prepared)
-        train = prepared.train
-        self.order = np.argsort(train.users.codes, kind="stable")
-        self.starts = np.concatenate([[0], np.cumsum(np.bincount(train.users.codes, minlength=len(train.users.ids)))])
-        self.code_of = {user: code for code, user in enumerate(train.users.ids.tolist())}
+        # The table the models pooled in training: one (user, movie) pair each, with its rating.
+        self.table = prepared.history(prepared.train, with_ratings=True)
+        self.row_of = {user: row for row, user in enumerate(prepared.vocabularies.user_ids, 1)}
         known = recommender.limits.feature_values or {}
         # Values the model never saw (a user outside its vocabulary) go as "not given".
         self.known = {name: set(values) for name, values in known.items()}
 
     def histories(self, user_ids: np.ndarray) -> list[dict]:
         """Each user's training movies, {movie id: rating}."""
-        train, out = self.prepared.train, []
+        movie_ids, splits, out = self.prepared.movies.movie_id, self.table.row_splits, []
         for user in np.asarray(user_ids, dtype=str).tolist():
-            code = self.code_of.get(user)
-            rows = self.order[self.starts[code]:self.starts[code + 1]] if code is not None else self.order[:0]
-            out.append(dict(zip(train.movies.ids[train.movies.codes[rows]].tolist(), train.rating[rows].tolist())))
+            row = self.row_of.get(user, 0)  # row 0: a user training never saw, empty
+            pairs = slice(splits[row], splits[row + 1])
+            out.append(dict(zip(movie_ids[self.table.values[pairs]].tolist(), self.table.weights[pairs].tolist())))
         return out
 
     def features(self, user_ids: np.ndarray) -> Optional[list]:
@@ -206,7 +205,8 @@ class RequestHistories(ExportRequests):
         return self.recommender.retrieval_scores_from_history(self.histories(user_ids), self.features(user_ids))
 
     def recommend(self, user_ids: np.ndarray, k: int) -> list:
-        return self.recommender.recommend_from_history(self.histories(user_ids), k=k, features=self.features(user_ids))
+        return self.recommender.recommend_from_history(self.histories(user_ids), k=k,
+                                                       features=self.features(user_ids))
 
     def predicted_ratings(self, ratings: Ratings, batch_size: int) -> np.ndarray:
         """Each user's movies are rated in one request."""

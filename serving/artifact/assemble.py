@@ -119,7 +119,8 @@ def assemble_history_module(query_tower: QueryTower, candidate_tower: CandidateT
     for pooling in [query_tower.rated_movies] + [member.rated_movies for member in scorer.members]:
         pooling.forget_history()
     module = HistoryRequestModule(movies.movie_id, movies.title, rating_counts(movies.movie_id, prepared.train),
-                                  QueryEncoder(query_tower), embeddings, index, scorer, serving_config.num_candidates, serving_config.max_k, depth, blend_weight)
+                                  QueryEncoder(query_tower), embeddings, index, scorer, serving_config.num_candidates,
+                                  serving_config.max_k, depth, blend_weight)
     description = {"kind": index_config.kind, "max_depth": depth, "num_candidates": module.num_candidates,
                    "requests": "history"}
     if index_config.kind == "scann":

@@ -10,6 +10,14 @@ from twostage.serving.requests import HISTORY_REQUESTS, USER_ID_REQUESTS, Ids, R
 from twostage.serving.responses import candidates, one_or_all, recommendations, related_movies
 
 
+def _refuse_unknown_movies(movie_ids: np.ndarray, known: np.ndarray) -> None:
+    """UnknownMovieError naming the movies of ``movie_ids`` not ``known`` to the catalog (up to five)."""
+    if not known.all():
+        unknown = sorted(set(movie_ids[~known].tolist()))
+        raise UnknownMovieError(f"movie(s) {', '.join(unknown[:5])}{' ...' if len(unknown) > 5 else ''} "
+                                f"not in this model's catalog")
+
+
 class ModelClient:
     """The calls every client of an exported model answers the same way.
 
@@ -91,11 +99,7 @@ class ModelClient:
         inputs, single = self.limits.history_ratings(history, movie_ids, features)
         outputs = self._call("predict_rating", inputs)
         wanted = inputs["movie_id"] != ""
-        unknown = wanted & ~np.asarray(outputs["known_movie"], bool)
-        if unknown.any():
-            names = sorted(set(inputs["movie_id"][unknown].tolist()))
-            raise UnknownMovieError(f"movie(s) {', '.join(names[:5])}{' ...' if len(names) > 5 else ''} "
-                                    f"not in this model's catalog")
+        _refuse_unknown_movies(inputs["movie_id"][wanted], np.asarray(outputs["known_movie"], bool)[wanted])
         rating = np.asarray(outputs["rating"], np.float32)
         rows = [row[mask] for row, mask in zip(rating, wanted)]
         return rows[0] if single else rows
@@ -141,8 +145,6 @@ class ModelClient:
         inputs = self.limits.ratings(user_ids, movie_ids)
         outputs = self._call("predict_rating", inputs)
         known = outputs.get("known_movie")  # exports before it was an output do not say
-        if known is not None and not np.all(known):
-            unknown = sorted(set(inputs["movie_id"][~np.asarray(known, bool).reshape(-1)].tolist()))
-            raise UnknownMovieError(f"movie(s) {', '.join(unknown[:5])}{' ...' if len(unknown) > 5 else ''} "
-                                    f"not in this model's catalog")
+        if known is not None:
+            _refuse_unknown_movies(inputs["movie_id"], np.asarray(known, bool).reshape(-1))
         return np.asarray(outputs["rating"], np.float32)

@@ -73,7 +73,7 @@ class HistoryRequestModule(tf.Module):
         self.search = CandidateSearch(index, None, self.num_candidates, max_depth, self.log_popularity,
                                       self.popular_positions, self.popular_scores)
 
-    def _histories(self, history_movie_ids, history_ratings, batch):
+    def _histories(self, history_movie_ids, history_ratings):
         """Ragged [batch, (rated)] catalog positions and ratings of the request's histories
         (ids outside the catalog and "" pads dropped; ratings not given: NaN, not known)."""
         positions = self.movie_rows.lookup(history_movie_ids)
@@ -90,7 +90,7 @@ class HistoryRequestModule(tf.Module):
     def _users(self, history_movie_ids, history_ratings, feature_values):
         """The request's users: ragged histories (movies, ratings) and features per user."""
         batch = tf.shape(history_movie_ids)[0]
-        movies, ratings = self._histories(history_movie_ids, history_ratings, batch)
+        movies, ratings = self._histories(history_movie_ids, history_ratings)
         features = {name: per_user(value, batch, name) for name, value in zip(USER_FEATURES, feature_values)}
         return batch, movies, ratings, features
 
