@@ -23,6 +23,47 @@ DENSE_POOLING_CELLS = 40_000_000
 DENSE_POOLING_SPARSITY = 64
 
 
+def users_by_catalog_product(indices: tf.Tensor, weights: tf.Tensor, num_users: tf.Tensor, table: tf.Tensor,
+                             batch_size: Optional[int] = None) -> tf.Tensor:
+    """A [users, catalog] matrix of weights times a [catalog, dim] table: each user's weighted
+    sum of the rows of the movies they rated.
+
+    A product rather than a gather of rows: its gradient is a dense [catalog, dim] one,
+    which every worker of a multi-worker strategy sums alike (gathered rows' gradients differ
+    in size per worker and cannot be all-gathered), and one matmul is far cheaper than a
+    gathered row per (user, rated movie). The matrix is dense (an MKL matmul) up to
+    ``DENSE_POOLING_CELLS`` cells, sparse past it or where it holds under one pair in
+    ``DENSE_POOLING_SPARSITY`` cells.
+
+    Args:
+      indices: [pairs, 2] int64 (user, catalog position) of each nonzero, each pair once.
+      weights: [pairs] float32 their weights.
+      num_users: the matrix's rows (a scalar).
+      table: [catalog, dim].
+      batch_size: the most users, where it is fixed (training batches of one size): the
+        choice is then made once, when tracing, from the cells alone.
+
+    Returns:
+      [users, dim].
+    """
+    catalog = tf.shape(table, out_type=tf.int64)[0]
+    shape = tf.stack([tf.cast(num_users, tf.int64), catalog])
+
+    def dense():
+        # The pairs are unique (a RaggedTable's rows hold each movie once), so writing them
+        # (SparseToDense) equals summing them (scatter_nd), and costs a fifth as much.
+        return tf.matmul(tf.sparse.to_dense(tf.SparseTensor(indices, weights, shape), validate_indices=False), table)
+
+    def sparse():
+        return tf.sparse.sparse_dense_matmul(tf.SparseTensor(indices, weights, shape), table)
+
+    if batch_size is not None and table.shape[0] is not None:
+        return dense() if batch_size * table.shape[0] <= DENSE_POOLING_CELLS else sparse()
+    cells = shape[0] * catalog
+    dense_enough = tf.size(weights, tf.int64) * DENSE_POOLING_SPARSITY >= cells
+    return tf.cond((cells <= DENSE_POOLING_CELLS) & dense_enough, dense, sparse)
+
+
 class HistorySplit(NamedTuple):
     """A batch of users' histories, each split at random into input and held-out movies.
 
@@ -196,12 +237,8 @@ class RatedMoviesPooling(keras.layers.Layer):
         """[users, embedding_dim]: the mean embedding of each user's input movies."""
         if self.centred_ratings is not None:
             raise ValueError("a split history pools the plain mean; this pooling is rating-weighted")
-        # A sparse [users, catalog] product rather than a gather: its gradient is a dense
-        # [catalog, dim] one, which every worker of a multi-worker strategy sums alike (the
-        # gathered rows' gradients differ in size per worker and cannot be all-gathered).
-        shape = tf.stack([split.num_users, tf.constant(self.num_movies, tf.int64)])
-        matrix = tf.SparseTensor(tf.stack([split.rowids, split.movies], axis=1), split.kept, shape)
-        sums = tf.sparse.sparse_dense_matmul(matrix, self.embedding.embeddings)
+        sums = users_by_catalog_product(tf.stack([split.rowids, split.movies], axis=1), split.kept,
+                                        split.num_users, self.embedding.embeddings)
         count = tf.math.unsorted_segment_sum(split.kept, split.rowids, split.num_users)
         return sums / tf.maximum(count, 1.0)[:, tf.newaxis]
 
@@ -248,27 +285,11 @@ class RatedMoviesPooling(keras.layers.Layer):
         if self.centred_ratings is not None:
             tables.append((self.rating_embedding.embeddings, tf.gather(self._table(self.centred_ratings),
                                                                        unique_rows).values))
-        # Pooling as a [users, catalog] matrix times the table: one matmul, and a dense
-        # [catalog, dim] gradient, far cheaper than a gathered row per (user, rated movie).
         indices = tf.stack([segments, tf.cast(rated.values, tf.int64)], axis=1)
-        shape = tf.stack([tf.cast(num_users, tf.int64), tf.constant(self.num_movies, tf.int64)])
-        batch = user_rows.shape[0]  # the most distinct users; known when training batches have one size
         sums = []
         for vectors, weight in tables:
             weight = tf.ones_like(segments, tf.float32) if weight is None else weight
-
-            def dense(weight=weight, vectors=vectors):
-                return tf.matmul(tf.scatter_nd(indices, weight, shape), vectors)
-
-            def sparse(weight=weight, vectors=vectors):
-                return tf.sparse.sparse_dense_matmul(tf.SparseTensor(indices, weight, shape), vectors)
-
-            if batch is not None:
-                pooled = dense() if batch * self.num_movies <= DENSE_POOLING_CELLS else sparse()
-            else:
-                cells = tf.cast(num_users, tf.int64) * self.num_movies
-                dense_enough = tf.size(segments, tf.int64) * DENSE_POOLING_SPARSITY >= cells
-                pooled = tf.cond((cells <= DENSE_POOLING_CELLS) & dense_enough, dense, sparse)
+            pooled = users_by_catalog_product(indices, weight, num_users, vectors, batch_size=user_rows.shape[0])
             sums.append(tf.gather(pooled, back))
         count = tf.cast(tf.gather(rated.row_lengths(), back), tf.float32)
         if target_ids is not None:

@@ -241,9 +241,10 @@ class TwoTowerModel(tfrs.Model):
         pairs = tf.stack([split.rowids, split.movies], axis=1)
         loss = -tf.reduce_sum(held_out * tf.gather_nd(log_probabilities, pairs))
         if self.l2:
-            # As the per-rating losses penalise them: once per (user, held-out movie) pair.
+            # As the per-rating losses penalise them: once per (user, held-out movie) pair
+            # (squared norms gathered per pair, not the pairs' embeddings).
             squared = (tf.gather(tf.reduce_sum(tf.square(query), axis=1), split.rowids) +
-                       tf.reduce_sum(tf.square(tf.gather(catalog, split.movies)), axis=1))
+                       tf.gather(tf.reduce_sum(tf.square(catalog), axis=1), split.movies))
             loss += self.l2 * tf.reduce_sum(held_out * squared)
         return loss
 

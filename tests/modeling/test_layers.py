@@ -118,3 +118,31 @@ def test_a_given_history_pools_as_the_baked_in_one():
     np.testing.assert_allclose(given, baked, rtol=1e-5, atol=1e-6)
     with pytest.raises(ValueError, match="needs its ratings"):
         pooling.pool_given(tf.RaggedTensor.from_row_splits(history.values, history.row_splits))
+
+
+def test_split_history_pools_the_kept_movies_mean_alike_dense_and_sparse(monkeypatch):
+    rng = np.random.default_rng(1)
+    users, movies, history = _random_history(rng, 12, 25, 150)
+    pooling = RatedMoviesPooling(history, movies, 4)
+    pooling.build(None)
+    split = pooling.split(tf.constant(rng.integers(1, 13, 16), tf.int64), drop_rate=0.5)
+    table = pooling.embedding.embeddings.numpy()
+    expected = np.zeros((16, 4), np.float32)
+    for user in range(16):
+        mine = (split.rowids.numpy() == user) & (split.kept.numpy() > 0)
+        if mine.any():
+            expected[user] = table[split.movies.numpy()[mine]].mean(axis=0)
+
+    def pooled_and_gradient():
+        with tf.GradientTape() as tape:
+            pooled = pooling(None, split=split)
+            loss = tf.reduce_sum(pooled * np.arange(4, dtype=np.float32))
+        return pooled.numpy(), tape.gradient(loss, pooling.embedding.embeddings)
+
+    dense, dense_gradient = pooled_and_gradient()  # 16 x 25 cells, half of them rated: dense
+    np.testing.assert_allclose(dense, expected, rtol=1e-5, atol=1e-6)
+    monkeypatch.setattr(pooling_module, "DENSE_POOLING_CELLS", 0)
+    sparse, sparse_gradient = pooled_and_gradient()
+    np.testing.assert_allclose(sparse, expected, rtol=1e-5, atol=1e-6)
+    np.testing.assert_allclose(tf.convert_to_tensor(sparse_gradient).numpy(),
+                               tf.convert_to_tensor(dense_gradient).numpy(), rtol=1e-5, atol=1e-6)
