@@ -12,6 +12,7 @@ Variants switch one thing at a time, so that their differences say what each par
   adam/adagrad that optimizer (its default learning rate)
   sample-N     pool at most N history movies per user and step (0: the whole history)
   batch-N      batch size N
+  bf16-logits  the multinomial logits product in bfloat16
   full-softmax / in-batch / multinomial   that loss (its automatic settings)
 
 Examples/s are ratings: a multinomial step of users counts every rating of its users (the
@@ -48,6 +49,8 @@ def variant_config(name: str) -> dict:
             settings["history_sample"] = int(part.split("-")[1])
         elif part in ("full-softmax", "in-batch", "multinomial"):
             settings["loss"] = part
+        elif part == "bf16-logits":
+            settings["logits_dtype"] = "bfloat16"
         elif part.startswith("batch-"):
             settings["batch_size"] = int(part.split("-")[1])
         elif part != "base":
@@ -65,7 +68,8 @@ def measure(prepared, settings: dict, steps: int) -> dict:
     candidate = CandidateTower(prepared.vocabularies, config.embedding_dim, config.feature_dim,
                                config.use_movie_features, 0.0, name="candidate_tower")
     model = TwoTowerModel(query, candidate, loss=config.loss, catalog=prepared.movie_columns, l2=config.l2,
-                          history_dropout=config.history_dropout, history_targets=config.history_targets)
+                          history_dropout=config.history_dropout, history_targets=config.history_targets,
+                          logits_dtype=config.logits_dtype)
     optimizer = (tf.keras.optimizers.Adagrad(config.learning_rate) if config.optimizer == "adagrad"
                  else tf.keras.optimizers.Adam(config.learning_rate))
     model.compile(optimizer=optimizer, steps_per_execution=config.steps_per_execution)

@@ -13,6 +13,7 @@ OPTIMIZERS = ("auto", "adagrad", "adam")
 LOSSES = ("auto", "full-softmax", "in-batch", "multinomial")
 HISTORY_TARGETS = ("held-out", "all")
 INDEX_KINDS = ("scann", "brute-force")
+LOGITS_DTYPES = ("float32", "bfloat16")
 
 
 @dataclasses.dataclass(frozen=True)
@@ -46,6 +47,8 @@ class RetrievalConfig:
       whole_catalog_max: largest catalog "auto" scores in full every step (a step's
         logits are users x catalog).
       history_dropout: share of each user's history the multinomial loss holds out per step.
+      logits_dtype: "float32" or "bfloat16": the type of the multinomial loss's [users x
+        catalog] logits product (the softmax stays in float32).
       history_targets: what the multinomial loss scores: the "held-out" movies, or "all" of
         the history (the input part too, as Mult-DAE reconstructs its noisy input).
       use_user_id: give the query tower a user-id embedding; None: not with the multinomial
@@ -82,6 +85,7 @@ class RetrievalConfig:
     whole_catalog_max: int = 200_000
     history_dropout: float = 0.5
     history_targets: str = "all"
+    logits_dtype: str = "float32"
     use_user_id: Optional[bool] = None
     l2: Optional[float] = None
     temperature: Optional[float] = None
@@ -147,6 +151,7 @@ class RetrievalConfig:
             check_at_least(f"retrieval {name}", getattr(self, name))
         check_share("retrieval id_dropout", self.id_dropout)
         check_choice("retrieval history_targets", self.history_targets, HISTORY_TARGETS)
+        check_choice("retrieval logits_dtype", self.logits_dtype, LOGITS_DTYPES)
         check_share("retrieval history_dropout", self.history_dropout)
         check_positive("retrieval history_dropout", self.history_dropout)
         if self.learning_rate is not None:

@@ -195,6 +195,8 @@ class TwoTowerModel(tfrs.Model):
       history_dropout: the multinomial loss's share of each history held out per step.
       history_targets: the movies the multinomial loss scores: "held-out" ones, or "all" of
         the history (Mult-DAE's reconstruction of its noisy input).
+      logits_dtype: "float32", or "bfloat16" for the multinomial loss's [users, catalog]
+        logits product (AMX / AVX512_BF16 CPUs; the softmax stays in float32).
 
     Call args (``compute_loss``):
       features: a batch of examples (modeling.examples): per rating, "user_id", "movie_id"
@@ -203,7 +205,8 @@ class TwoTowerModel(tfrs.Model):
 
     def __init__(self, query_tower: QueryTower, candidate_tower: CandidateTower, loss: str = "full-softmax",
                  catalog: Optional[Dict[str, Sequence[str]]] = None, temperature: Optional[float] = None,
-                 l2: float = 0.0, history_dropout: float = 0.5, history_targets: str = "all", **kwargs):
+                 l2: float = 0.0, history_dropout: float = 0.5, history_targets: str = "all",
+                 logits_dtype: str = "float32", **kwargs):
         super().__init__(**kwargs)
         if loss not in LOSSES:
             raise ValueError(f"unknown retrieval loss {loss!r}; use one of {LOSSES}")
@@ -218,6 +221,7 @@ class TwoTowerModel(tfrs.Model):
         self.l2 = l2
         self.history_dropout = history_dropout
         self.history_targets = history_targets
+        self.logits_dtype = tf.as_dtype(logits_dtype)
         self.task = tfrs.tasks.Retrieval(temperature=temperature, remove_accidental_hits=True)
         if catalog is not None:
             # Looked up once: the full softmax embeds the whole catalog in every step.
@@ -233,7 +237,8 @@ class TwoTowerModel(tfrs.Model):
         split = self.query_tower.rated_movies.split(rows, self.history_dropout)
         query = self.query_tower(features, training=training, history_split=split)
         catalog = self.candidate_tower(self.catalog, training=training)
-        logits = tf.matmul(query, catalog, transpose_b=True)
+        logits = tf.cast(tf.matmul(tf.cast(query, self.logits_dtype), tf.cast(catalog, self.logits_dtype),
+                                   transpose_b=True), tf.float32)
         if self.temperature:
             logits = logits / self.temperature
         log_probabilities = logits - tf.reduce_logsumexp(logits, axis=1, keepdims=True)

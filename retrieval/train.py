@@ -208,7 +208,7 @@ def train_retrieval(prepared: Prepared, config: RetrievalConfig, candidates: int
                                    config.use_movie_features, config.id_dropout, name="candidate_tower")
         model = TwoTowerModel(query, candidate, loss=loss, catalog=prepared.movie_columns,
                               temperature=config.temperature, l2=config.l2, history_dropout=config.history_dropout,
-                              history_targets=config.history_targets)
+                              history_targets=config.history_targets, logits_dtype=config.logits_dtype)
         optimizer = (tf.keras.optimizers.Adagrad(config.learning_rate) if config.optimizer == "adagrad"
                      else tf.keras.optimizers.Adam(config.learning_rate))
         model.compile(optimizer=optimizer, steps_per_execution=config.steps_per_execution)

@@ -51,3 +51,5 @@ def test_given_settings_are_never_overridden():
         RetrievalConfig(history_dropout=0.0)
     with pytest.raises(ConfigError, match="unknown retrieval history_targets"):
         RetrievalConfig(history_targets="some")
+    with pytest.raises(ConfigError, match="unknown retrieval logits_dtype"):
+        RetrievalConfig(logits_dtype="float16")

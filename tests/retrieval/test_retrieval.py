@@ -187,14 +187,14 @@ def test_indexes_say_whether_they_are_exact():
     assert 0 not in columns.numpy()[0] and 1 not in columns.numpy()[1]
 
 
-def _history_model(history_targets="held-out", l2=0.0):
+def _history_model(history_targets="held-out", l2=0.0, logits_dtype="float32"):
     catalog = ["a", "b", "c", "d"]
     vocabularies = _ids_only(["1", "2"], catalog)
     train = Ratings.from_rows(["1", "1", "1", "2", "2"], ["a", "b", "c", "b", "d"], [5, 4, 3, 2, 1], [1, 2, 3, 4, 5])
     history = training_history(train, ["1", "2"], _catalog(catalog))
     query = QueryTower(vocabularies, 4, history=history, use_id=False)
     return TwoTowerModel(query, CandidateTower(vocabularies, 4), loss="multinomial", catalog={"movie_id": catalog},
-                         l2=l2, history_targets=history_targets), catalog
+                         l2=l2, history_targets=history_targets, logits_dtype=logits_dtype), catalog
 
 
 @pytest.mark.parametrize("targets", ["held-out", "all"])
@@ -217,6 +217,26 @@ def test_multinomial_loss_scores_each_users_held_out_movies_against_the_catalog(
     expected = -sum(log_p[u, m] for u, m in pairs)
     expected += 0.01 * sum(np.sum(q[u] ** 2) + np.sum(c[m] ** 2) for u, m in pairs)
     assert loss == pytest.approx(expected, rel=1e-4)
+
+
+def test_bfloat16_logits_give_the_float32_loss_to_bfloat16_precision_and_train():
+    losses, gradients = {}, {}
+    for dtype in ("float32", "bfloat16"):
+        tf.keras.utils.set_random_seed(3)
+        model, _ = _history_model("all", logits_dtype=dtype)
+        model.query_tower.rated_movies.split = lambda rows, rate: HistorySplit(
+            tf.constant([0, 0, 0, 1, 1], tf.int64), tf.constant([0, 1, 2, 1, 3], tf.int64),
+            tf.constant([1.0, 0.0, 1.0, 0.0, 1.0]), tf.constant(2, tf.int64))
+        features = {"user_id": tf.constant(["1", "2"])}
+        model.compute_loss(features, training=True)
+        with tf.GradientTape() as tape:
+            losses[dtype] = model.compute_loss(features, training=True)
+        gradient = tape.gradient(losses[dtype], model.candidate_tower.trainable_variables)
+        gradients[dtype] = np.concatenate([tf.convert_to_tensor(g).numpy().ravel() for g in gradient])
+    assert losses["bfloat16"].dtype == tf.float32
+    assert losses["bfloat16"].numpy() == pytest.approx(losses["float32"].numpy(), rel=2e-2)
+    assert losses["bfloat16"].numpy() != losses["float32"].numpy()  # the product did run in bfloat16
+    np.testing.assert_allclose(gradients["bfloat16"], gradients["float32"], rtol=0.1, atol=1e-2)
 
 
 def test_history_split_holds_out_the_asked_share_and_pools_the_rest():
