@@ -13,6 +13,7 @@ from twostage.data.prepared import Prepared
 from twostage.data.schema import Ratings
 from twostage.modeling.examples import ExampleBatches, ExampleTables, ShardedBatches
 from twostage.modeling.pooling import DENSE_POOLING_CELLS
+from twostage.modeling.optimizers import make_optimizer
 from twostage.modeling.training import EpochSchedule, FitResult, TrainingRun, fit_choosing_epochs
 from twostage.ranking.config import RankingConfig
 from twostage.ranking.architectures import build_rating_model
@@ -135,8 +136,7 @@ def train_ranking(prepared: Prepared, config: RankingConfig, validation_pairs: O
         history = prepared.history(part, config.history_ratings) if config.use_history else None
         model = build_rating_model(config.architecture, prepared.vocabularies, prepared.rating_scale,
                                    float(part.rating.mean()), history, config)
-        averaging = dict(use_ema=True, ema_momentum=config.weight_averaging) if config.weight_averaging else {}
-        model.compile(optimizer=tf.keras.optimizers.Adam(config.learning_rate, **averaging))
+        model.compile(optimizer=make_optimizer("adam", config.learning_rate, config.weight_averaging))
         return model
 
     def examples(ratings: Ratings, part: str):
