@@ -30,6 +30,7 @@ import twostage  # noqa: F401
 import tensorflow as tf
 from twostage.data import DataConfig, prepare
 from twostage.modeling.examples import ExampleBatches
+from twostage.modeling.optimizers import make_optimizer
 from twostage.modeling.pooling import DENSE_POOLING_CELLS
 from twostage.retrieval import train as retrieval_train
 from twostage.retrieval.config import RetrievalConfig
@@ -70,9 +71,9 @@ def measure(prepared, settings: dict, steps: int) -> dict:
     model = TwoTowerModel(query, candidate, loss=config.loss, catalog=prepared.movie_columns, l2=config.l2,
                           history_dropout=config.history_dropout, history_targets=config.history_targets,
                           logits_dtype=config.logits_dtype)
-    optimizer = (tf.keras.optimizers.Adagrad(config.learning_rate) if config.optimizer == "adagrad"
-                 else tf.keras.optimizers.Adam(config.learning_rate))
-    model.compile(optimizer=optimizer, steps_per_execution=config.steps_per_execution)
+    # The optimizer training builds, its weight average included (part of every step's cost).
+    model.compile(optimizer=make_optimizer(config.optimizer, config.learning_rate, config.weight_averaging),
+                  steps_per_execution=config.steps_per_execution)
     ratings_per_example = 1.0
     if config.loss == "multinomial":
         rows = {"user_id": retrieval_train.user_epoch_rows(history, config.batch_size)}
