@@ -5,7 +5,7 @@ from __future__ import annotations
 import dataclasses
 from typing import Optional
 
-from twostage.data.errors import check_at_least, check_choice, check_positive, check_share
+from twostage.data.errors import ConfigError, check_at_least, check_choice, check_positive, check_share
 from twostage.data.prepared import LARGE_DATA_EXAMPLES, history_sample_for
 
 # The rating models that can be trained: this design's and the seed systems' (ranking.architectures).
@@ -17,6 +17,13 @@ LARGE_VALIDATION_RATINGS = 500_000
 # rows (``user_chunk``): an epoch there takes minutes, and pooling each distinct user's
 # history is most of a step (docs/scale.md).
 CHUNKED_EXAMPLES = 500_000
+# Most (catalog x users) cells of the dense rating matrix the item autoencoder trains on
+# (100M: 400 MB in float32; ML-25M shape has 10,000M).
+AUTOREC_MAX_CELLS = 100_000_000
+# Most cells where it is on by default: ml-100k has 1.6M. ML-1M shape (22M) is left out: there
+# it cost 55 s of the 120 s its end-to-end run may take, and it lost to the refit it replaces
+# on the generated data's validation part (docs/quality.md).
+AUTOREC_AUTO_CELLS = 5_000_000
 
 
 @dataclasses.dataclass(frozen=True)
@@ -62,10 +69,23 @@ class RankingConfig:
         what is validated and kept (0: off).
       refit: after picking the epoch count, retrain on the whole training part. Without
         it, the best-epoch model is kept and its history input then pools the whole training
-        part. None: refit below LARGE_DATA_EXAMPLES (where a refit costs seconds, not an hour).
+        part. None: refit below LARGE_DATA_EXAMPLES (where a refit costs seconds, not an
+        hour), unless averaged with the item autoencoder (there a refit gained 0.0017 of
+        RMSE on a nested ml-100k split for half again the stage's time, docs/quality.md).
       average_refit: serve the mean rating of the refit model and the best-epoch model of
         the fit part (a two-model ensemble that costs no extra training; it beat either
         model alone on a nested validation split, docs/design.md).
+      autorec: average the rating with an item autoencoder's (I-AutoRec, ranking.autorec),
+        its weight chosen on the validation part. None: on for the default architecture with
+        user ids, not on parameter servers, where the [catalog x users] rating matrix has at most
+        ``AUTOREC_AUTO_CELLS`` cells (the average cut the RMSE of a nested ml-100k split from
+        0.898 to 0.885, docs/quality.md); True: on up to ``AUTOREC_MAX_CELLS``.
+      autorec_hidden: width of the autoencoder's code.
+      autorec_l2: its L2 penalty on both kernels.
+      autorec_learning_rate: its Adam step size.
+      autorec_batch_size: movies per step.
+      autorec_epochs: most epochs (the count used is the best on validation).
+      autorec_patience: epochs without a better validation RMSE before it stops.
       seed: seeds initialisation and shuffling.
     """
 
@@ -91,22 +111,41 @@ class RankingConfig:
     weight_averaging: float = 0.985
     refit: Optional[bool] = None
     average_refit: bool = True
+    autorec: Optional[bool] = None
+    autorec_hidden: int = 300
+    autorec_l2: float = 100.0
+    autorec_learning_rate: float = 0.002
+    autorec_batch_size: int = 256
+    autorec_epochs: int = 100
+    autorec_patience: int = 3
     seed: int = 42
 
     def __post_init__(self):
         check_choice("ranking architecture", self.architecture, ARCHITECTURES)
         check_choice("rating output", self.output, OUTPUTS)
-        for name in ("embedding_dim", "batch_size", "epochs", "feature_dim", "patience"):
+        for name in ("embedding_dim", "batch_size", "epochs", "feature_dim", "patience", "autorec_hidden",
+                     "autorec_batch_size", "autorec_epochs", "autorec_patience"):
             check_at_least(f"ranking {name}", getattr(self, name))
         check_share("ranking dropout", self.dropout)
         check_share("ranking weight_averaging", self.weight_averaging)
         check_positive("ranking learning_rate", self.learning_rate)
+        check_positive("ranking autorec_learning_rate", self.autorec_learning_rate)
+        check_at_least("ranking autorec_l2", self.autorec_l2, 0)
         check_at_least("ranking history_sample", self.history_sample, 0)
         check_at_least("ranking user_chunk", self.user_chunk, 0)
         check_at_least("ranking validation_ratings", self.validation_ratings, 0)
 
-    def for_data(self, num_examples: int, catalog_size: int, dense_pooling_cells: int) -> tuple["RankingConfig", dict]:
+    def for_data(self, num_examples: int, catalog_size: int, dense_pooling_cells: int, rating_cells: int = 0,
+                 parameter_servers: bool = False) -> tuple["RankingConfig", dict]:
         """This config with every "auto" (None) setting chosen for the data's size.
+
+        Args:
+          num_examples: training examples.
+          catalog_size: movies in the catalog.
+          dense_pooling_cells: the most users x catalog cells history pooling multiplies densely.
+          rating_cells: cells of the item autoencoder's [catalog x users] rating matrix (0:
+            not known, and the autoencoder stays off unless asked for).
+          parameter_servers: training runs on parameter servers.
 
         Returns:
           The resolved config and {setting: value} of what was chosen.
@@ -115,8 +154,14 @@ class RankingConfig:
         chosen = {}
         if self.batch_size is None:
             chosen["batch_size"] = 8192 if large else 2048
+        if self.autorec is None:
+            chosen["autorec"] = self.autorec_possible(rating_cells, parameter_servers, AUTOREC_AUTO_CELLS) is None
+        elif self.autorec:
+            why_not = self.autorec_possible(rating_cells, parameter_servers, AUTOREC_MAX_CELLS)
+            if why_not:
+                raise ConfigError(f"ranking autorec: {why_not}; leave autorec unset or false")
         if self.refit is None:
-            chosen["refit"] = not large
+            chosen["refit"] = not large and not chosen.get("autorec", self.autorec)
         if self.user_chunk is None:
             chosen["user_chunk"] = 16 if num_examples >= CHUNKED_EXAMPLES else 0
         if self.validation_ratings is None:
@@ -125,3 +170,17 @@ class RankingConfig:
             chosen["history_sample"] = history_sample_for(chosen.get("batch_size", self.batch_size), catalog_size,
                                                           dense_pooling_cells)
         return dataclasses.replace(self, **chosen), chosen
+
+    def autorec_possible(self, rating_cells: int, parameter_servers: bool, most_cells: int = AUTOREC_MAX_CELLS
+                         ) -> Optional[str]:
+        """Why the item autoencoder cannot (or, past ``most_cells``, is not) averaged in, or None."""
+        if self.architecture != "default":
+            return f"it is averaged with the default architecture only, not {self.architecture!r}"
+        if not self.use_user_id:
+            return "it needs user ids (use_user_id), as it keeps a decoder row per user"
+        if parameter_servers:
+            return "it does not train on parameter servers (its rating matrix is not split)"
+        if not 0 < rating_cells <= most_cells:
+            return (f"its dense rating matrix would have {rating_cells:,} cells (catalog x users), past "
+                    f"{most_cells:,}" if rating_cells else "the size of its rating matrix is not known")
+        return None

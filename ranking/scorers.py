@@ -27,6 +27,7 @@ from typing import Dict, Optional, Protocol, Sequence
 import numpy as np
 import tensorflow as tf
 
+from twostage.ranking.autorec import AutoRecBlend, ItemAutoRec
 from twostage.ranking.model import (BOUNDED_OUTPUTS, AveragedRatingModel, RatingModel, RatingTaskModel,
                                     rating_offset, squashed_rating)
 
@@ -66,8 +67,45 @@ def _in_batches(fn, columns: Dict[str, np.ndarray], batch_size: int = 4096) -> n
 
 
 def _members(model: RatingTaskModel) -> list:
-    """The rating models whose mean ``model`` is (itself, unless it is an average)."""
+    """The rating models whose mean ``model`` is (itself, unless it is an average), the item
+    autoencoder of a blend left out (it rates inside the same scale)."""
+    if isinstance(model, AutoRecBlend):
+        model = model.base
     return list(model.members) if isinstance(model, AveragedRatingModel) else [model]
+
+
+class _AutoRecTables(tf.Module):
+    """An item autoencoder's share of a blend, as tables in the scorer's rows.
+
+    Args:
+      autorec: the trained ItemAutoRec, its codes from the whole training part.
+      weight: its weight in the blend.
+      user_ids: the known users, in row order (row i + 1; row 0: a user it does not know).
+      num_movies: catalog size (position ``num_movies``: a movie it does not know).
+    """
+
+    def __init__(self, autorec: ItemAutoRec, weight: float, user_ids: Sequence[str], num_movies: int):
+        super().__init__(name="autorec_tables")
+        rows = np.concatenate([[0], autorec.users.index(tf.constant(np.asarray(user_ids, dtype=str))).numpy()])
+        known_users = autorec.rated_users.numpy()[rows]
+        known_users[0] = 0.0
+        self.user_vectors = tf.Variable(autorec.decoder.kernel.numpy().T[rows], trainable=False, name="user_vectors")
+        self.user_bias = tf.Variable(autorec.decoder.bias.numpy()[rows], trainable=False, name="user_bias")
+        self.user_weight = tf.Variable(np.float32(weight) * known_users, trainable=False, name="user_weight")
+        # Catalog positions are movie rows - 1; the unknown movie goes last, as a code of zeros.
+        codes, known_movies = autorec.codes.numpy(), autorec.rated_movies.numpy()
+        self.codes = tf.Variable(np.concatenate([codes[1:num_movies + 1], np.zeros_like(codes[:1])]),
+                                 trainable=False, name="codes")
+        self.movie_known = tf.Variable(np.concatenate([known_movies[1:num_movies + 1], [0.0]]).astype(np.float32),
+                                       trainable=False, name="movie_known")
+        self.low, self.high = autorec.low, autorec.high
+
+    def blend(self, ratings, user_index, movie_rows):
+        """``ratings`` ([n] or [u, n]) averaged with the autoencoder's, where it knows the pair."""
+        raw = tf.reduce_sum(tf.gather(self.user_vectors, user_index) * tf.gather(self.codes, movie_rows), axis=-1)
+        autorec = tf.clip_by_value(raw + tf.gather(self.user_bias, user_index), self.low, self.high)
+        share = tf.gather(self.user_weight, user_index) * tf.gather(self.movie_known, movie_rows)
+        return (1.0 - share) * ratings + share * autorec
 
 
 def _rounding_margin(low: float, high: float) -> float:
@@ -200,6 +238,8 @@ class PrecomputedRatingScorer(tf.Module):
         self.movie_bias = tf.Variable(np.stack([head.movie_bias for head in self.heads], axis=1).astype(np.float32),
                                       trainable=False, name="movie_bias")
         self.unknown_movie = len(movie_inputs["movie_id"]) - 1
+        self.autorec = (_AutoRecTables(model.autorec, model.weight, user_ids, self.unknown_movie)
+                        if isinstance(model, AutoRecBlend) else None)
         self.rating_range = _rating_range(model)
         self.highest_ratings = self._highest_ratings(len(users["user_id"]), self.unknown_movie)
 
@@ -229,8 +269,10 @@ class PrecomputedRatingScorer(tf.Module):
         user_index = user_rows[:, tf.newaxis] if per_user else user_rows
         raw = tf.concat([head.raw(user_index, movie_rows) for head in self.heads], axis=1)
         bias = tf.gather(self.user_bias, user_index) + tf.gather(self.movie_bias, movie_rows)
-        ratings = squashed_rating(tf.reshape(raw, tf.shape(bias)) + bias, *self.scale)
-        return tf.reduce_mean(ratings, axis=-1)
+        ratings = tf.reduce_mean(squashed_rating(tf.reshape(raw, tf.shape(bias)) + bias, *self.scale), axis=-1)
+        if self.autorec is not None:
+            ratings = self.autorec.blend(ratings, user_index, movie_rows)
+        return ratings
 
     # Traced without AutoGraph, as the serving signatures that call it (serving.module).
     @tf.function(autograph=False, input_signature=RATE_SIGNATURE)

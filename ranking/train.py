@@ -17,6 +17,7 @@ from twostage.modeling.optimizers import make_optimizer
 from twostage.modeling.training import EpochSchedule, FitResult, TrainingRun, fit_choosing_epochs
 from twostage.ranking.config import RankingConfig
 from twostage.ranking.architectures import build_rating_model
+from twostage.ranking.autorec import AutoRecBlend, ItemAutoRec, rating_matrix
 from twostage.ranking.model import AveragedRatingModel, RatingTaskModel
 
 log = logging.getLogger("twostage")
@@ -28,12 +29,14 @@ class TrainedRanking:
 
     Attributes:
       model: the final model (with ``average_refit``, the mean of the refit and the
-        best-epoch model).
+        best-epoch model; with ``autorec``, averaged with the item autoencoder).
       fit: the fit history (and the best-epoch model of the fit part).
       inputs: joins the model's features onto (user, movie) rows.
       validation_predictions: the fit-part model's ratings for the pairs asked for (before
         its history input saw the validation part), or None.
       config: the settings it was trained with, "auto" ones chosen.
+      autorec_fit: the item autoencoder's fit history, when it is averaged in.
+      autorec_weight: its weight in the average, chosen on the validation part.
     """
 
     model: RatingTaskModel
@@ -41,6 +44,8 @@ class TrainedRanking:
     inputs: "RatingInputs"
     validation_predictions: Optional[np.ndarray] = None
     config: Optional[RankingConfig] = None
+    autorec_fit: Optional[FitResult] = None
+    autorec_weight: Optional[float] = None
 
 
 class RatingInputs:
@@ -106,6 +111,74 @@ def _validator(inputs: RatingInputs, ratings: Ratings, most: int, seed: int):
     return lambda model: _errors(predict_ratings(model, inputs, ratings), ratings)
 
 
+# Fewest steps in an item autoencoder's epoch: a small catalog's movies are repeated to make
+# them (one step per epoch would stop it, by patience, before it learned anything).
+MIN_AUTOREC_STEPS = 6
+# Weights of the item autoencoder in the average tried on the validation part.
+AUTOREC_WEIGHTS = tuple(np.round(np.linspace(0.0, 1.0, 21), 2))
+
+
+def _rating_matrix(prepared: Prepared, ratings: Ratings) -> np.ndarray:
+    rows = prepared.example_rows(ratings, with_labels=True)
+    return rating_matrix(rows["movie_id"], rows["user_id"], rows["rating"], len(prepared.movies) + 1,
+                         len(prepared.vocabularies.user_ids) + 1)
+
+
+def train_autorec(prepared: Prepared, config: RankingConfig, run: Optional[TrainingRun] = None) -> FitResult:
+    """Trains the item autoencoder on the fit part, its epochs chosen on validation RMSE.
+
+    Its codes read the fit part's ratings (``set_ratings`` swaps in the whole training part's).
+    """
+    fit_matrix = _rating_matrix(prepared, prepared.fit)
+    catalog = np.arange(1, fit_matrix.shape[0], dtype=np.int64)
+    batch_size = config.autorec_batch_size
+    movies = {"movie_id": np.tile(catalog, -(-MIN_AUTOREC_STEPS * batch_size // len(catalog)))}
+    validation = prepared.example_rows(prepared.validation)
+
+    def build(refit: bool) -> ItemAutoRec:
+        tf.keras.utils.set_random_seed(config.seed)
+        model = ItemAutoRec(prepared.vocabularies, fit_matrix, config.autorec_hidden, config.autorec_l2,
+                            prepared.rating_scale, name="item_autorec")
+        model.batch_share.assign(batch_size / len(catalog))  # the penalty is per pass over the catalog
+        # An epoch is a handful of small steps: one call into the runtime for all of them.
+        model.compile(optimizer=make_optimizer("adam", config.autorec_learning_rate, 0.0),
+                      steps_per_execution=max(1, len(movies["movie_id"]) // batch_size))
+        return model
+
+    def validate(model: ItemAutoRec) -> dict:
+        model.update_codes()
+        return _errors(autorec_ratings(model, validation), prepared.validation)
+
+    return fit_choosing_epochs(
+        "ranking autorec", build,
+        lambda model: ExampleBatches(movies, batch_size, shuffle_seed=config.seed, drop_remainder=True),
+        validate, EpochSchedule(config.autorec_epochs, "rmse", config.autorec_patience, higher_is_better=False,
+                                refit=False), run=run)
+
+
+def autorec_ratings(model: ItemAutoRec, rows: dict, batch_size: int = 65_536) -> np.ndarray:
+    """The autoencoder's ratings of (user, movie) rows (data.prepared.example_rows)."""
+    return np.concatenate([model.rate(tf.constant(rows["user_id"][start:start + batch_size]),
+                                      tf.constant(rows["movie_id"][start:start + batch_size])).numpy()
+                           for start in range(0, len(rows["user_id"]), batch_size)] or [np.zeros(0, np.float32)])
+
+
+def choose_autorec_weight(base: np.ndarray, autorec: np.ndarray, known: np.ndarray, ratings: np.ndarray,
+                          weights=AUTOREC_WEIGHTS) -> tuple[float, dict]:
+    """The weight of the autoencoder's rating with the lowest RMSE, and {weight: RMSE}.
+
+    Args:
+      base, autorec: [n] the two models' ratings of the validation pairs.
+      known: [n] 1 where the autoencoder can rate the pair (else the base rating alone counts).
+      ratings: [n] the true ratings.
+    """
+    figures = {}
+    for weight in weights:
+        share = weight * known
+        figures[float(weight)] = float(np.sqrt(np.mean(((1 - share) * base + share * autorec - ratings) ** 2)))
+    return min(figures, key=figures.get), figures
+
+
 def train_ranking(prepared: Prepared, config: RankingConfig, validation_pairs: Optional[Ratings] = None,
                   run: Optional[TrainingRun] = None) -> TrainedRanking:
     """Trains the rating model, choosing the epoch count on validation RMSE.
@@ -123,7 +196,10 @@ def train_ranking(prepared: Prepared, config: RankingConfig, validation_pairs: O
       The trained model and its fit history.
     """
     train, fit = prepared.train, prepared.fit
-    config, chosen = config.for_data(len(fit), len(prepared.movies), DENSE_POOLING_CELLS)
+    run = run or TrainingRun()
+    matrix_cells = (len(prepared.movies) + 1) * (len(prepared.vocabularies.user_ids) + 1)  # the autoencoder's
+    config, chosen = config.for_data(len(fit), len(prepared.movies), DENSE_POOLING_CELLS, rating_cells=matrix_cells,
+                                     parameter_servers=run.cluster.coordinated)
     if chosen:
         log.info("ranking: %d training examples, %d movies: %s (automatic; set them to override)", len(fit),
                  len(prepared.movies), ", ".join(f"{name} {value}" for name, value in chosen.items()))
@@ -159,9 +235,22 @@ def train_ranking(prepared: Prepared, config: RankingConfig, validation_pairs: O
         # part's global mean, a constant the biases absorb).
         refit_in_place=pool_whole_training_part,
     )
+    validation_model, autorec_fit, weight = result.validation_model, None, None
+    if config.autorec:
+        autorec_fit = train_autorec(prepared, config, run)
+        autorec = autorec_fit.model
+        rows = prepared.example_rows(prepared.validation)
+        weight, figures = choose_autorec_weight(
+            predict_ratings(validation_model, inputs, prepared.validation), autorec_ratings(autorec, rows),
+            autorec.known({name: tf.constant(rows[name]) for name in ("user_id", "movie_id")}).numpy(),
+            prepared.validation.rating)
+        log.info("ranking: rating = %.2f x the rating model's + %.2f x the item autoencoder's (validation RMSE "
+                 "%.4f; rating model alone %.4f, autoencoder wherever it can rate %.4f)", 1 - weight, weight,
+                 figures[weight], figures[0.0], figures[1.0])
+        validation_model = AutoRecBlend(validation_model, autorec, weight)
     predictions = None
     if validation_pairs is not None:
-        predictions = predict_ratings(result.validation_model, inputs, validation_pairs)
+        predictions = predict_ratings(validation_model, inputs, validation_pairs)
     model = result.model
     if config.refit and config.average_refit:
         model = AveragedRatingModel([result.validation_model, result.model])
@@ -169,4 +258,9 @@ def train_ranking(prepared: Prepared, config: RankingConfig, validation_pairs: O
         # Chosen on the fit part; at serving time the history input may pool every training
         # rating, validation ones included: they are the user's real history.
         pool_whole_training_part(result.validation_model)
-    return TrainedRanking(model=model, fit=result, inputs=inputs, validation_predictions=predictions, config=config)
+    if config.autorec:
+        # Likewise, each movie's code then reads every training rating it has.
+        autorec.set_ratings(_rating_matrix(prepared, train))
+        model = AutoRecBlend(model, autorec, weight)
+    return TrainedRanking(model=model, fit=result, inputs=inputs, validation_predictions=predictions, config=config,
+                          autorec_fit=autorec_fit, autorec_weight=weight)

@@ -190,7 +190,10 @@ def export(trained: TrainedStages, out_dir: str, index: IndexConfig | None = Non
         "retrieval": {"config": dataclasses.asdict(retrieval.config), "best_epoch": retrieval.fit.best_epoch,
                       "seconds": retrieval.fit.seconds, "history": retrieval.fit.history},
         "ranking": {"config": dataclasses.asdict(ranking.config), "best_epoch": ranking.fit.best_epoch,
-                    "seconds": ranking.fit.seconds, "history": ranking.fit.history},
+                    "seconds": ranking.fit.seconds, "history": ranking.fit.history,
+                    **({"autorec": {"weight": ranking.autorec_weight, "best_epoch": ranking.autorec_fit.best_epoch,
+                                    "seconds": ranking.autorec_fit.seconds, "history": ranking.autorec_fit.history}}
+                       if ranking.autorec_fit is not None else {})},
         "index": index_description,
         "blend": {"weight": trained.blend_weight,
                   "validation": {str(w): f for w, f in trained.blend_figures.items()}},

@@ -83,3 +83,30 @@ def test_unknown_architecture(setup):
         build_rating_model("xgboost", vocabularies, (1, 5), 3.5, history, RankingConfig())
     with pytest.raises(ConfigError, match="unknown ranking architecture 'xgboost'"):
         RankingConfig(architecture="xgboost")
+
+
+def test_the_export_scorer_rates_an_autorec_blend_as_the_blend_does(setup, small_prepared):
+    from twostage.ranking.autorec import AutoRecBlend, ItemAutoRec
+    from twostage.ranking.scorers import PrecomputedRatingScorer, build_rating_scorer
+    from twostage.ranking.train import _rating_matrix
+
+    train, vocabularies, inputs, history = setup
+    tf.keras.utils.set_random_seed(2)
+    base = build_rating_model("default", vocabularies, (1.0, 5.0), float(train.rating.mean()), history,
+                              RankingConfig())
+    # The fit part's matrix: users and movies with no fit ratings fall back to the base model.
+    autorec = ItemAutoRec(vocabularies, _rating_matrix(small_prepared, small_prepared.fit), 8, 1.0, (1.0, 5.0))
+    autorec.update_codes()
+    blend = AutoRecBlend(base, autorec, 0.4)
+    pairs = train.take(np.arange(300))
+    predicted = blend(string_features(inputs.prepared, pairs))[:, 0].numpy()
+    assert not np.allclose(predicted, base(string_features(inputs.prepared, pairs))[:, 0].numpy())
+    _serving_scorer_agrees(blend, setup, pairs, predicted)
+    user_ids = np.asarray(vocabularies.user_ids)
+    scorer = build_rating_scorer(blend, user_ids, small_prepared.user_inputs(user_ids), small_prepared.movie_columns)
+    assert isinstance(scorer, PrecomputedRatingScorer)
+    # A user the export does not know (row 0) and a movie outside the catalog get the base model's rating.
+    unknown = scorer.rate(tf.constant(["", ""]), tf.constant([0, 1], tf.int64), tf.constant([0, -1], tf.int32))
+    alone = build_rating_scorer(base, user_ids, small_prepared.user_inputs(user_ids), small_prepared.movie_columns)
+    np.testing.assert_allclose(unknown.numpy(), alone.rate(tf.constant(["", ""]), tf.constant([0, 1], tf.int64),
+                                                           tf.constant([0, -1], tf.int32)).numpy(), rtol=1e-5)

@@ -84,7 +84,7 @@ def test_trained_model_beats_the_global_mean(parts, small_prepared):
 def test_without_refit_the_best_model_is_kept_and_validation_is_predicted_before_the_history_grows(
         parts, small_prepared):
     train, _, fit, validation, vocabularies = parts
-    result = train_ranking(small_prepared, RankingConfig(epochs=6, batch_size=256, refit=False),
+    result = train_ranking(small_prepared, RankingConfig(epochs=6, batch_size=256, refit=False, autorec=False),
                            validation_pairs=validation)
     assert result.fit.validation_model is result.model
     best = min(h["validation"]["rmse"] for h in result.fit.history)
@@ -98,7 +98,8 @@ def test_without_refit_the_best_model_is_kept_and_validation_is_predicted_before
 @pytest.mark.slow
 def test_average_refit_serves_the_mean_of_the_refit_and_the_best_epoch_model(parts, small_prepared):
     train, test, fit, validation, vocabularies = parts
-    result = train_ranking(small_prepared, RankingConfig(epochs=4, batch_size=256, refit=True, average_refit=True),
+    result = train_ranking(small_prepared, RankingConfig(epochs=4, batch_size=256, refit=True, average_refit=True,
+                                                         autorec=False),
                            validation_pairs=validation)
     assert isinstance(result.model, AveragedRatingModel)
     best_epoch_model, refitted = result.model.members

@@ -20,9 +20,12 @@ def test_small_data_keeps_the_tuned_defaults():
     per_rating, _ = RetrievalConfig(loss="full-softmax").for_data(72_000, 1682, DENSE)
     assert (per_rating.batch_size, per_rating.optimizer, per_rating.learning_rate, per_rating.patience,
             per_rating.use_user_id, per_rating.weight_averaging) == (4096, "adam", 0.01, 1, True, 0.0)
-    ranking, _ = RankingConfig().for_data(72_000, 1682, DENSE)
+    ranking, _ = RankingConfig().for_data(72_000, 1682, DENSE, rating_cells=1683 * 944)
     assert (ranking.batch_size, ranking.refit, ranking.history_sample, ranking.user_chunk,
-            ranking.validation_ratings) == (2048, True, 0, 0, 0)
+            ranking.validation_ratings, ranking.autorec) == (2048, False, 0, 0, 0, True)
+    # Without the item autoencoder (its matrix's size unknown), the rating model is refitted.
+    alone, _ = RankingConfig().for_data(72_000, 1682, DENSE)
+    assert (alone.autorec, alone.refit) == (False, True)
     ml_1m, chosen = RankingConfig().for_data(CHUNKED_EXAMPLES, 3706, DENSE)  # rows grouped by user, all else kept
     assert (ml_1m.user_chunk, ml_1m.batch_size, ml_1m.refit, ml_1m.validation_ratings) == (16, 2048, True, 0)
 
@@ -39,7 +42,18 @@ def test_large_data_chooses_for_throughput_and_says_what():
     assert retrieval.history_sample == SAMPLED_HISTORY
     ranking, chosen = RankingConfig().for_data(LARGE_DATA_EXAMPLES, 62_423, DENSE)
     assert chosen == {"batch_size": 8192, "refit": False, "history_sample": SAMPLED_HISTORY, "user_chunk": 16,
-                      "validation_ratings": LARGE_VALIDATION_RATINGS}
+                      "validation_ratings": LARGE_VALIDATION_RATINGS, "autorec": False}
+    ranking, chosen = RankingConfig().for_data(LARGE_DATA_EXAMPLES, 62_423, DENSE, rating_cells=62_424 * 162_542)
+    assert not ranking.autorec  # a 10-billion-cell matrix
+    ml_1m, _ = RankingConfig().for_data(CHUNKED_EXAMPLES, 3707, DENSE, rating_cells=3707 * 6041)
+    assert not ml_1m.autorec and ml_1m.refit  # on by default up to 5M cells only
+    forced, _ = RankingConfig(autorec=True).for_data(CHUNKED_EXAMPLES, 3707, DENSE, rating_cells=3707 * 6041)
+    assert forced.autorec and not forced.refit
+    for why, config, servers in (("parameter servers", RankingConfig(), True),
+                                     ("default architecture only", RankingConfig(architecture="svd"), False),
+                                     ("needs user ids", RankingConfig(use_user_id=False), False)):
+        assert not config.for_data(72_000, 1682, DENSE, 1683 * 944, servers)[0].autorec
+        assert why in RankingConfig.autorec_possible(config, 1683 * 944, servers)
 
 
 def test_given_settings_are_never_overridden():
@@ -47,8 +61,14 @@ def test_given_settings_are_never_overridden():
                             history_sample=0, patience=2, use_user_id=True, l2=0.02, weight_averaging=0.99)
     resolved, chosen = given.for_data(LARGE_DATA_EXAMPLES * 4, 62_423, DENSE)
     assert resolved == given and chosen == {}
-    assert RankingConfig(batch_size=512, refit=True, history_sample=8, user_chunk=0, validation_ratings=0).for_data(
-        10 ** 8, 10 ** 5, DENSE)[1] == {}
+    assert RankingConfig(batch_size=512, refit=True, history_sample=8, user_chunk=0, validation_ratings=0,
+                         autorec=False).for_data(10 ** 8, 10 ** 5, DENSE)[1] == {}
+    with pytest.raises(ConfigError, match="ranking autorec: its dense rating matrix would have 10,000,000,000 cells"):
+        RankingConfig(autorec=True).for_data(10 ** 8, 10 ** 5, DENSE, rating_cells=10 ** 10)
+    with pytest.raises(ConfigError, match="ranking autorec: it does not train on parameter servers"):
+        RankingConfig(autorec=True).for_data(72_000, 1682, DENSE, rating_cells=1683 * 944, parameter_servers=True)
+    with pytest.raises(ConfigError, match="ranking autorec_hidden must be at least 1"):
+        RankingConfig(autorec_hidden=0)
     with pytest.raises(ConfigError, match="history_sample must be at least 0"):
         RetrievalConfig(history_sample=-1)
     with pytest.raises(ConfigError, match="history_dropout must be positive"):

@@ -136,7 +136,8 @@ def test_traced_placement_reads_where_each_executed_op_ran(brute_force_path):
     for placement in traced.values():
         assert set(placement.ops) <= devices
         ran = executed(placement)
-        assert any("MatMul" in op for op in ran) and ran["Relu"] >= 2, ran  # the rating layers
+        # The rating layers: the first one's relu, then a matmul (+ bias + relu, fused or not).
+        assert ran["Relu"] >= 1 and any("MatMul" in op for op in ran), ran
         assert not ({"Const", "Identity", "_Send", "_Recv"} & set(ran))  # plumbing is left out
         if devices == {"CPU"}:
             assert placement.copies == {}
