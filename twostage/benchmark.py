@@ -7,6 +7,8 @@ import logging
 import time
 from typing import Optional, Sequence
 
+import numpy as np
+
 from twostage.data.prepared import Prepared
 from twostage.modeling.training import TrainingRun
 from twostage.ranking.architectures import ARCHITECTURES
@@ -31,7 +33,8 @@ def benchmark_ranking(prepared: Prepared, config: RankingConfig, architectures: 
       run: the strategy to train under (default: this process alone).
 
     Returns:
-      One row per architecture: architecture, rmse, mae, fit_seconds, parameters, epochs.
+      One row per architecture: architecture, rmse, mae, fit_seconds, parameters (trainable
+        weights: a model's baked-in data, such as its rating history, is not counted), epochs.
     """
     rows = []
     for architecture in architectures:
@@ -41,11 +44,16 @@ def benchmark_ranking(prepared: Prepared, config: RankingConfig, architectures: 
         seconds = time.perf_counter() - start
         errors = rating_errors(ranking.model, ranking.inputs, prepared.test)
         rows.append({"architecture": architecture, "rmse": errors["rmse"], "mae": errors["mae"],
-                     "fit_seconds": seconds, "parameters": int(ranking.model.count_params()),
+                     "fit_seconds": seconds, "parameters": trainable_parameters(ranking.model),
                      "epochs": ranking.fit.best_epoch})
         if trained is not None:
             trained[architecture] = ranking
     return rows
+
+
+def trainable_parameters(model) -> int:
+    """Trainable weights of ``model``, each counted once (averaged members share none)."""
+    return int(sum(np.prod(variable.shape) for variable in model.trainable_variables))
 
 
 def format_table(rows: list[dict]) -> str:
