@@ -79,6 +79,14 @@ class ExampleTables:
         return features
 
 
+def repeated_for_steps(rows: np.ndarray, batch_size: int, min_steps: int) -> np.ndarray:
+    """``rows`` repeated as a whole as often as makes at least ``min_steps`` batches (once at
+    least): a small dataset's single pass is a handful of steps, and validating after each
+    epoch would cost more than training, or stop it by patience before it learned anything."""
+    passes = max(1, -(-min_steps * batch_size // max(1, len(rows))))
+    return np.tile(rows, passes)
+
+
 def _user_chunks(rows: Columns, chunk: int, seed: int):
     """``rows`` ordered by user (each user's in a seeded random order), and the (start,
     length) of every chunk of at most ``chunk`` consecutive rows of one user."""

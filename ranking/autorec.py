@@ -48,6 +48,13 @@ def rating_matrix(movie_rows: np.ndarray, user_rows: np.ndarray, ratings: np.nda
     return matrix
 
 
+def decoded_rating(codes: tf.Tensor, user_vectors: tf.Tensor, user_bias: tf.Tensor, low: float, high: float
+                   ) -> tf.Tensor:
+    """I-AutoRec's rating: a movie's code . the user's decoder row + the user's bias, kept in
+    [low, high] (codes and rows [..., hidden], bias [...]; returns [...])."""
+    return tf.clip_by_value(tf.reduce_sum(codes * user_vectors, axis=-1) + user_bias, low, high)
+
+
 class ItemAutoRec(tfrs.models.Model):
     """I-AutoRec: movie rating columns -> sigmoid codes -> every user's rating.
 
@@ -121,10 +128,9 @@ class ItemAutoRec(tfrs.models.Model):
 
     def call(self, features, training: bool = False) -> tf.Tensor:
         users, movies = self.users.index(features["user_id"]), self.movies.index(features["movie_id"])
-        kernel = tf.gather(self.decoder.kernel, users, axis=1)  # [hidden, batch]
-        raw = tf.reduce_sum(tf.gather(self.codes, movies) * tf.transpose(kernel), axis=1)
-        raw += tf.gather(self.decoder.bias, users)
-        return tf.clip_by_value(raw, self.low, self.high)[:, tf.newaxis]
+        user_vectors = tf.transpose(tf.gather(self.decoder.kernel, users, axis=1))  # [batch, hidden]
+        return decoded_rating(tf.gather(self.codes, movies), user_vectors, tf.gather(self.decoder.bias, users),
+                              self.low, self.high)[:, tf.newaxis]
 
     @tf.function(autograph=False, reduce_retracing=True)
     def rate(self, user_rows: tf.Tensor, movie_rows: tf.Tensor) -> tf.Tensor:

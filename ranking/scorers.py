@@ -27,7 +27,7 @@ from typing import Dict, Optional, Protocol, Sequence
 import numpy as np
 import tensorflow as tf
 
-from twostage.ranking.autorec import AutoRecBlend, ItemAutoRec
+from twostage.ranking.autorec import AutoRecBlend, ItemAutoRec, decoded_rating
 from twostage.ranking.model import (BOUNDED_OUTPUTS, AveragedRatingModel, RatingModel, RatingTaskModel,
                                     rating_offset, squashed_rating)
 
@@ -102,8 +102,8 @@ class _AutoRecTables(tf.Module):
 
     def blend(self, ratings, user_index, movie_rows):
         """``ratings`` ([n] or [u, n]) averaged with the autoencoder's, where it knows the pair."""
-        raw = tf.reduce_sum(tf.gather(self.user_vectors, user_index) * tf.gather(self.codes, movie_rows), axis=-1)
-        autorec = tf.clip_by_value(raw + tf.gather(self.user_bias, user_index), self.low, self.high)
+        autorec = decoded_rating(tf.gather(self.codes, movie_rows), tf.gather(self.user_vectors, user_index),
+                                 tf.gather(self.user_bias, user_index), self.low, self.high)
         share = tf.gather(self.user_weight, user_index) * tf.gather(self.movie_known, movie_rows)
         return (1.0 - share) * ratings + share * autorec
 

@@ -11,7 +11,7 @@ import tensorflow as tf
 
 from twostage.data.prepared import Prepared
 from twostage.data.schema import Ratings
-from twostage.modeling.examples import ExampleBatches, ExampleTables, ShardedBatches
+from twostage.modeling.examples import ExampleBatches, ExampleTables, ShardedBatches, repeated_for_steps
 from twostage.modeling.pooling import DENSE_POOLING_CELLS
 from twostage.modeling.optimizers import make_optimizer
 from twostage.modeling.training import EpochSchedule, FitResult, TrainingRun, fit_choosing_epochs
@@ -111,8 +111,7 @@ def _validator(inputs: RatingInputs, ratings: Ratings, most: int, seed: int):
     return lambda model: _errors(predict_ratings(model, inputs, ratings), ratings)
 
 
-# Fewest steps in an item autoencoder's epoch: a small catalog's movies are repeated to make
-# them (one step per epoch would stop it, by patience, before it learned anything).
+# Fewest steps in an item autoencoder's epoch (a small catalog's movies are repeated).
 MIN_AUTOREC_STEPS = 6
 # Weights of the item autoencoder in the average tried on the validation part.
 AUTOREC_WEIGHTS = tuple(np.round(np.linspace(0.0, 1.0, 21), 2))
@@ -132,7 +131,7 @@ def train_autorec(prepared: Prepared, config: RankingConfig, run: Optional[Train
     fit_matrix = _rating_matrix(prepared, prepared.fit)
     catalog = np.arange(1, fit_matrix.shape[0], dtype=np.int64)
     batch_size = config.autorec_batch_size
-    movies = {"movie_id": np.tile(catalog, -(-MIN_AUTOREC_STEPS * batch_size // len(catalog)))}
+    movies = {"movie_id": repeated_for_steps(catalog, batch_size, MIN_AUTOREC_STEPS)}
     validation = prepared.example_rows(prepared.validation)
 
     def build(refit: bool) -> ItemAutoRec:

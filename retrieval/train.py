@@ -14,7 +14,7 @@ from twostage.data.history import RaggedTable
 from twostage.data.prepared import Prepared
 from twostage.data.schema import Ratings
 from twostage.data.metrics import rating_counts
-from twostage.modeling.examples import ExampleBatches, ExampleTables, ShardedBatches
+from twostage.modeling.examples import ExampleBatches, ExampleTables, ShardedBatches, repeated_for_steps
 from twostage.modeling.pooling import DENSE_POOLING_CELLS
 from twostage.modeling.optimizers import make_optimizer
 from twostage.modeling.training import EpochSchedule, FitResult, TrainingRun, fit_choosing_epochs
@@ -152,11 +152,8 @@ def ratings_per_user(history: RaggedTable) -> float:
 
 def user_epoch_rows(history: RaggedTable, batch_size: int) -> np.ndarray:
     """The user rows of one epoch of the multinomial loss: every user with a history, as
-    often as makes an epoch of at least ``MIN_USER_STEPS`` batches (a small dataset's single
-    pass is a handful of steps: validating after each would cost more than training)."""
-    users = users_with_history(history)
-    passes = max(1, -(-MIN_USER_STEPS * batch_size // max(1, len(users))))
-    return np.tile(users, passes).astype(np.int64)
+    often as makes an epoch of at least ``MIN_USER_STEPS`` batches."""
+    return repeated_for_steps(users_with_history(history), batch_size, MIN_USER_STEPS).astype(np.int64)
 
 
 def example_tables(model: TwoTowerModel, prepared: Prepared) -> ExampleTables:

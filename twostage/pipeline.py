@@ -157,6 +157,11 @@ def train_stages(config: PipelineConfig, data: MovieLensData | None = None,
                          stages.record, run.cluster)
 
 
+def _fit_record(fit) -> dict:
+    """What the export's metadata keeps of a stage's fit (modeling.training.FitResult)."""
+    return {"best_epoch": fit.best_epoch, "seconds": fit.seconds, "history": fit.history}
+
+
 def export(trained: TrainedStages, out_dir: str, index: IndexConfig | None = None) -> TrainResult:
     """Builds the index and exports the SavedModel as the next version under out_dir.
 
@@ -187,12 +192,9 @@ def export(trained: TrainedStages, out_dir: str, index: IndexConfig | None = Non
                  "num_train": len(prepared.train),
                  "num_movies": len(data.movies), "user_features": sorted(prepared.vocabularies.user_features),
                  "feature_values": {name: list(values) for name, values in prepared.vocabularies.user_features.items()}},
-        "retrieval": {"config": dataclasses.asdict(retrieval.config), "best_epoch": retrieval.fit.best_epoch,
-                      "seconds": retrieval.fit.seconds, "history": retrieval.fit.history},
-        "ranking": {"config": dataclasses.asdict(ranking.config), "best_epoch": ranking.fit.best_epoch,
-                    "seconds": ranking.fit.seconds, "history": ranking.fit.history,
-                    **({"autorec": {"weight": ranking.autorec_weight, "best_epoch": ranking.autorec_fit.best_epoch,
-                                    "seconds": ranking.autorec_fit.seconds, "history": ranking.autorec_fit.history}}
+        "retrieval": {"config": dataclasses.asdict(retrieval.config), **_fit_record(retrieval.fit)},
+        "ranking": {"config": dataclasses.asdict(ranking.config), **_fit_record(ranking.fit),
+                    **({"autorec": {"weight": ranking.autorec_weight, **_fit_record(ranking.autorec_fit)}}
                        if ranking.autorec_fit is not None else {})},
         "index": index_description,
         "blend": {"weight": trained.blend_weight,

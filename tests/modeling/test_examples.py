@@ -3,7 +3,7 @@
 import numpy as np
 import tensorflow as tf
 
-from twostage.modeling.examples import ExampleBatches, ExampleTables
+from twostage.modeling.examples import ExampleBatches, ExampleTables, repeated_for_steps
 
 
 def _epochs(batches: ExampleBatches, epochs: int, first: int = 0, **kwargs):
@@ -162,3 +162,11 @@ def test_parameter_server_workers_each_draw_their_own_order(tmp_path):
     rows = ExampleBatches({"row": np.arange(64)}, 8, shuffle_seed=1, drop_remainder=True).for_cluster(coordinated)
     one, two = (np.concatenate(_epochs(rows, 1)[0]) for _ in range(2))
     assert not np.array_equal(one, two)
+
+
+def test_rows_are_repeated_whole_until_an_epoch_has_the_fewest_steps():
+    rows = np.arange(1, 161)
+    # 6 steps of 256 need 1,536 rows: ten passes over 160.
+    np.testing.assert_array_equal(repeated_for_steps(rows, 256, 6), np.tile(rows, 10))
+    np.testing.assert_array_equal(repeated_for_steps(rows, 16, 6), rows)  # one pass already makes 10 steps
+    assert repeated_for_steps(np.zeros(0, np.int64), 256, 6).size == 0
