@@ -20,10 +20,11 @@ CHUNKED_EXAMPLES = 500_000
 # Most (catalog x users) cells of the dense rating matrix the item autoencoder trains on
 # (100M: 400 MB in float32; ML-25M shape has 10,000M).
 AUTOREC_MAX_CELLS = 100_000_000
-# Most cells where it is on by default: ml-100k has 1.6M. ML-1M shape (22M) is left out: there
-# it cost 55 s of the 120 s its end-to-end run may take, and it lost to the refit it replaces
-# on the generated data's validation part (docs/quality.md).
-AUTOREC_AUTO_CELLS = 5_000_000
+# Most cells where it is on by default: ml-100k has 1.6M and generated 600 x 9,000 5.4M (it
+# helped on both). ML-1M shape (22M) is left out: there it cost 55 s of the 120 s its
+# end-to-end run may take, and it lost to the refit it replaces on the generated data's
+# validation part (docs/quality.md).
+AUTOREC_AUTO_CELLS = 10_000_000
 
 
 @dataclasses.dataclass(frozen=True)
@@ -79,7 +80,8 @@ class RankingConfig:
         its weight chosen on the validation part. None: on for the default architecture with
         user ids, not on parameter servers, where the [catalog x users] rating matrix has at most
         ``AUTOREC_AUTO_CELLS`` cells (the average cut the RMSE of a nested ml-100k split from
-        0.898 to 0.885, docs/quality.md); True: on up to ``AUTOREC_MAX_CELLS``.
+        0.898 to 0.885, and of generated 600 x 9,000 from 0.709 to 0.707, docs/quality.md);
+        True: on up to ``AUTOREC_MAX_CELLS``.
       autorec_hidden: width of the autoencoder's code.
       autorec_l2: its L2 penalty on both kernels.
       autorec_learning_rate: its Adam step size.

@@ -46,7 +46,9 @@ def test_large_data_chooses_for_throughput_and_says_what():
     ranking, chosen = RankingConfig().for_data(LARGE_DATA_EXAMPLES, 62_423, DENSE, rating_cells=62_424 * 162_542)
     assert not ranking.autorec  # a 10-billion-cell matrix
     ml_1m, _ = RankingConfig().for_data(CHUNKED_EXAMPLES, 3707, DENSE, rating_cells=3707 * 6041)
-    assert not ml_1m.autorec and ml_1m.refit  # on by default up to 5M cells only
+    assert not ml_1m.autorec and ml_1m.refit  # on by default up to 10M cells only
+    wide, _ = RankingConfig().for_data(90_000, 9000, DENSE, rating_cells=9001 * 601)  # generated 600 x 9,000
+    assert wide.autorec and not wide.refit
     forced, _ = RankingConfig(autorec=True).for_data(CHUNKED_EXAMPLES, 3707, DENSE, rating_cells=3707 * 6041)
     assert forced.autorec and not forced.refit
     for why, config, servers in (("parameter servers", RankingConfig(), True),
