@@ -69,7 +69,7 @@ def interaction_matrix(catalog_ids: np.ndarray, ratings: Ratings) -> tuple[spars
     return matrix, users
 
 
-def _row_finder(users: np.ndarray) -> Callable[[np.ndarray], np.ndarray]:
+def row_finder(users: np.ndarray) -> Callable[[np.ndarray], np.ndarray]:
     """User ids -> their rows in ``users`` order (-1 for a user the model has not seen)."""
     row_of = {u: i for i, u in enumerate(users.tolist())}
     return lambda user_ids: np.asarray([row_of.get(u, -1) for u in np.asarray(user_ids, dtype=str).tolist()],
@@ -86,6 +86,56 @@ def ease_weights(history: sparse.csr_matrix, lam: float) -> np.ndarray:
     return weights.astype(np.float32)
 
 
+@dataclasses.dataclass(frozen=True)
+class EaseSpectrum:
+    """EASE for any lambda from one eigendecomposition of the item Gram matrix X'X = V diag(e) V'.
+
+    P = (X'X + lambda I)^-1 = (I - V diag(d) V') / lambda with d = e / (e + lambda), so off
+    the diagonal EASE's weights B_ij = -P_ij / P_jj factor into an input side V diag(d) and an
+    output side V / (lambda diag(P)): for every movie j a user has not rated, (x B)_j is
+    (x V diag(d)) . (V_j / (lambda P_jj)). Truncated to the largest eigenvalues, the two sides
+    are EASE's input and output item embeddings, which a two-tower model can carry.
+
+    Attributes:
+      eigenvalues: [k] the positive eigenvalues, largest first.
+      eigenvectors: [catalog, k] their eigenvectors.
+    """
+
+    eigenvalues: np.ndarray
+    eigenvectors: np.ndarray
+
+    @classmethod
+    def of(cls, history: sparse.csr_matrix) -> "EaseSpectrum":
+        """The spectrum of a binary [users, catalog] history, from the smaller of X'X and XX'.
+
+        With fewer users than movies, XX' (users x users) has the same positive eigenvalues,
+        and X'X's eigenvectors are X' U / sqrt(e): the cost is the cube of the smaller side.
+        """
+        history = history.astype(np.float64)
+        if history.shape[0] < history.shape[1]:
+            values, vectors = np.linalg.eigh((history @ history.T).toarray())
+            keep = values > 1e-9 * max(float(values.max(initial=0.0)), 1.0)
+            values = values[keep]
+            vectors = np.asarray(history.T @ vectors[:, keep]) / np.sqrt(values)
+        else:
+            values, vectors = np.linalg.eigh((history.T @ history).toarray())
+            keep = values > 1e-9 * max(float(values.max(initial=0.0)), 1.0)
+            values, vectors = values[keep], vectors[:, keep]
+        return cls(values[::-1].copy(), np.ascontiguousarray(vectors[:, ::-1]))
+
+    def factors(self, lam: float, rank: int) -> tuple[np.ndarray, np.ndarray]:
+        """EASE's input and output item embeddings, [catalog, min(rank, k)] each (float32).
+
+        The output side's scale, 1 / (lambda P_jj), uses every eigenvalue, so only the
+        product of the two sides is truncated.
+        """
+        shrunk = self.eigenvalues / (self.eigenvalues + lam)
+        diagonal = (1.0 - np.square(self.eigenvectors) @ shrunk) / lam  # P_jj, at least 1 / (e_max + lambda)
+        top = self.eigenvectors[:, :rank]
+        return ((top * shrunk[:rank]).astype(np.float32),
+                (top / (lam * diagonal)[:, None]).astype(np.float32))
+
+
 def ease_scorer(catalog_ids: np.ndarray, train: Ratings, lam: float) -> Scorer:
     """User ids -> EASE scores of every catalog movie, the model fitted on ``train``."""
     if len(catalog_ids) > MAX_EASE_MOVIES:
@@ -93,7 +143,7 @@ def ease_scorer(catalog_ids: np.ndarray, train: Ratings, lam: float) -> Scorer:
                             f"most {MAX_EASE_MOVIES:,} movies")
     history, users = interaction_matrix(catalog_ids, train)
     weights = ease_weights(history, lam)
-    rows_of = _row_finder(users)
+    rows_of = row_finder(users)
 
     def score(user_ids: np.ndarray) -> np.ndarray:
         rows = rows_of(user_ids)
@@ -117,7 +167,7 @@ def als_scorer(catalog_ids: np.ndarray, train: Ratings, regularization: float, f
                                         random_state=seed, calculate_training_loss=False)
         model.fit(history, show_progress=False)
     user_factors, item_factors = np.asarray(model.user_factors), np.asarray(model.item_factors)
-    rows_of = _row_finder(users)
+    rows_of = row_finder(users)
 
     def score(user_ids: np.ndarray) -> np.ndarray:
         rows = rows_of(user_ids)

@@ -270,6 +270,31 @@ class RatedMoviesPooling(keras.layers.Layer):
                                                      rowids, users))
         return tf.concat(sums, axis=1) / tf.maximum(count, 1.0)
 
+    def pool_table(self, table: tf.Tensor, user_rows: Optional[tf.Tensor] = None,
+                   given: Optional[tf.RaggedTensor] = None) -> tf.Tensor:
+        """Each user's sum of another [catalog, dim] table's rows over their rated movies,
+        divided by the square root of their count (Mult-VAE's normalised history).
+
+        For a fixed item table read the way the embeddings are: over the baked-in history of
+        ``user_rows``, or over the ``given`` ragged [users, (rated)] catalog positions.
+
+        Returns:
+          [users, dim].
+        """
+        if given is not None:
+            positions, users, rowids = tf.cast(given.values, tf.int64), tf.cast(given.nrows(), tf.int32), \
+                given.value_rowids()
+            sums = tf.math.unsorted_segment_sum(tf.gather(table, positions), rowids, users)
+            count = tf.cast(given.row_lengths(), tf.float32)
+        else:
+            unique_rows, back = tf.unique(self._rows(user_rows))
+            rated = tf.gather(self._table(self.values), unique_rows)
+            indices = tf.stack([rated.value_rowids(), tf.cast(rated.values, tf.int64)], axis=1)
+            sums = tf.gather(users_by_catalog_product(indices, tf.ones_like(indices[:, 0], tf.float32),
+                                                      tf.size(unique_rows), table), back)
+            count = tf.cast(tf.gather(rated.row_lengths(), back), tf.float32)
+        return sums / tf.sqrt(tf.maximum(count, 1.0))[:, tf.newaxis]
+
     def call(self, user_rows: tf.Tensor, target_ids: Optional[tf.Tensor] = None,
              split: Optional[HistorySplit] = None) -> tf.Tensor:
         if split is not None:  # the input part of each user's split history (``split``)

@@ -5,7 +5,8 @@ from __future__ import annotations
 import dataclasses
 from typing import Optional
 
-from twostage.data.errors import check_at_least, check_choice, check_positive, check_share
+from twostage.data.classic import MAX_EASE_MOVIES
+from twostage.data.errors import ConfigError, check_at_least, check_choice, check_positive, check_share
 from twostage.data.metrics import VALIDATION_USERS
 from twostage.data.prepared import LARGE_DATA_EXAMPLES, history_sample_for
 
@@ -16,6 +17,9 @@ INDEX_KINDS = ("scann", "brute-force")
 LOGITS_DTYPES = ("float32", "bfloat16")
 # The multinomial loss's weight average (per-step momentum), chosen on validation parts.
 MULTINOMIAL_WEIGHT_AVERAGING = 0.993
+# EASE in the towers eigendecomposes a dense matrix of the smaller of users and movies: on by
+# default up to this side (a few seconds), possible up to EASE's own limit when asked for.
+EASE_TOWERS_AUTO_SIDE = 8_000
 
 
 @dataclasses.dataclass(frozen=True)
@@ -72,6 +76,12 @@ class RetrievalConfig:
         beyond it; scoring 160k users x 62k movies every epoch would cost minutes).
       steps_per_execution: training steps per call into the TF runtime (less Python
         overhead per step).
+      ease: add EASE's item weights to the towers after training (retrieval.ease_towers):
+        two fixed factor tables widen both embeddings, so the index scores two-tower +
+        weight x EASE, lambda and weight chosen on validation. None: on where the history is
+        used, training is not on parameter servers, the catalog fits EASE and the smaller of
+        users and movies is at most ``EASE_TOWERS_AUTO_SIDE``.
+      ease_rank: the EASE factors' width (at most the history's rank).
       refit: after picking the epoch count, retrain on the whole training part. Off by
         default: it doubles training time; instead the best-epoch model is kept and its
         query tower pools the whole training part's history.
@@ -102,16 +112,21 @@ class RetrievalConfig:
     monitor: str = "recall@100"
     validation_users: int = VALIDATION_USERS
     steps_per_execution: int = 4
+    ease: Optional[bool] = None
+    ease_rank: int = 256
     refit: bool = False
     seed: int = 42
 
-    def for_data(self, num_examples: int, catalog_size: int, dense_pooling_cells: int) -> tuple["RetrievalConfig", dict]:
+    def for_data(self, num_examples: int, catalog_size: int, dense_pooling_cells: int, num_users: int = 0,
+                 parameter_servers: bool = False) -> tuple["RetrievalConfig", dict]:
         """This config with every "auto" setting chosen for the data's size.
 
         Args:
           num_examples: training examples.
           catalog_size: movies in the catalog.
           dense_pooling_cells: the most users x catalog cells history pooling multiplies densely.
+          num_users: users with training ratings (0: not known, and EASE stays off unless asked for).
+          parameter_servers: training runs on parameter servers.
 
         Returns:
           The resolved config and {setting: value} of what was chosen.
@@ -149,7 +164,27 @@ class RetrievalConfig:
             # Only the per-rating losses pool in training what serving pools whole.
             chosen["history_sample"] = 0 if per_user else history_sample_for(
                 chosen.get("batch_size", self.batch_size), catalog_size, dense_pooling_cells)
+        side = min(num_users, catalog_size)
+        if self.ease is None:
+            chosen["ease"] = self.ease_possible(side, catalog_size, parameter_servers, EASE_TOWERS_AUTO_SIDE) is None
+        elif self.ease:
+            why_not = self.ease_possible(side, catalog_size, parameter_servers, MAX_EASE_MOVIES)
+            if why_not:
+                raise ConfigError(f"retrieval ease: {why_not}; leave ease unset or false")
         return dataclasses.replace(self, **chosen), chosen
+
+    def ease_possible(self, side: int, catalog_size: int, parameter_servers: bool, most_side: int) -> Optional[str]:
+        """Why EASE cannot (or, past ``most_side`` users or movies, is not) added to the towers, or None."""
+        if not self.use_history:
+            return "its query side pools the user's history (use_history)"
+        if parameter_servers:
+            return "it is not added on parameter servers (its factor tables are not split)"
+        if catalog_size > MAX_EASE_MOVIES:
+            return f"a catalog of {catalog_size:,} movies is past EASE's {MAX_EASE_MOVIES:,}"
+        if not 0 < side <= most_side:
+            return (f"it eigendecomposes a {side:,}^2 matrix (the smaller of users and movies), past {most_side:,}"
+                    if side else "the number of users is not known")
+        return None
 
     def loss_for(self, catalog_size: int) -> str:
         """The loss actually used for a catalog of this size."""
@@ -161,7 +196,7 @@ class RetrievalConfig:
         check_choice("retrieval loss", self.loss, LOSSES)
         check_choice("optimizer", self.optimizer, OPTIMIZERS)
         for name in ("embedding_dim", "batch_size", "epochs", "feature_dim", "steps_per_execution", "patience",
-                     "validation_users"):
+                     "validation_users", "ease_rank"):
             check_at_least(f"retrieval {name}", getattr(self, name))
         check_share("retrieval id_dropout", self.id_dropout)
         check_choice("retrieval history_targets", self.history_targets, HISTORY_TARGETS)

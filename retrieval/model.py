@@ -14,6 +14,7 @@ from twostage.modeling.encoders import feature_encoders
 from twostage.modeling.layers import IdEmbedding, training_noise
 from twostage.modeling.pooling import HistorySplit, RatedMoviesPooling
 from twostage.modeling.tf_setup import require_legacy_keras
+from twostage.retrieval.ease_towers import EaseFactors
 
 keras = require_legacy_keras()
 
@@ -87,6 +88,9 @@ class QueryTower(_FeatureTower):
       use_id: add the user id's embedding (False: the query is the user's features and
         history alone, and the tower keeps no table of users).
 
+    After training, ``attach_ease`` may widen the output by EASE's pooled input factors
+    (retrieval.ease_towers).
+
     Call args:
       features: "user_id" and, when the tower uses them, "user_age", "user_gender",
         "user_occupation", "user_zip" (string tensors [batch]; "" for unknown, or their
@@ -98,7 +102,7 @@ class QueryTower(_FeatureTower):
         history (a request that carries the user's movies).
 
     Returns:
-      [batch, embedding_dim] query embeddings.
+      [batch, embedding_dim (+ EASE's rank)] query embeddings.
     """
 
     def __init__(self, vocabularies: FeatureVocabularies, embedding_dim: int, feature_dim: int = 16,
@@ -107,11 +111,27 @@ class QueryTower(_FeatureTower):
         features = feature_encoders(vocabularies, feature_dim, sides=("user",)) if use_features else {}
         super().__init__("user_id", vocabularies.user_ids, features, embedding_dim, id_dropout, use_id, **kwargs)
         self.feature_names = tuple(sorted(features))
+        self.ease: Optional[EaseFactors] = None
         self.rated_movies = None
         if history is not None:
             self.rated_movies = RatedMoviesPooling(history, vocabularies.movie_ids, embedding_dim,
                                                    sample=history_sample, name="rated_movies")
             self.history_projection = keras.layers.Dense(embedding_dim, use_bias=False, name="history_projection")
+
+    def attach_ease(self, factors: EaseFactors):
+        """Concatenates EASE's pooled input factors to the query from now on (after training)."""
+        if self.rated_movies is None:
+            raise ValueError("EASE's query side pools the history: this query tower was built without one")
+        self.ease = factors
+
+    def call(self, features: Dict[str, tf.Tensor], training: bool = False,
+             history_split: Optional[HistorySplit] = None, given_history: Optional[tf.RaggedTensor] = None
+             ) -> tf.Tensor:
+        vector = super().call(features, training, history_split, given_history)
+        if self.ease is None:
+            return vector
+        rows = None if given_history is not None else self.id_embedding.index(features["user_id"])
+        return tf.concat([vector, self.ease.query(self.rated_movies, rows, given_history)], axis=1)
 
     def set_history(self, history: RaggedTable):
         """Pools ``history`` from now on (rows follow the user vocabulary)."""
@@ -146,8 +166,10 @@ class CandidateTower(_FeatureTower):
       features: "movie_id" and, when used, "movie_genres" ("|"-joined), "movie_title"
         (data.features.title_text) and "movie_year" (a 5-year bucket).
 
+    After training, ``attach_ease`` may widen the output by EASE's output factors.
+
     Returns:
-      [batch, embedding_dim] candidate embeddings.
+      [batch, embedding_dim (+ EASE's rank)] candidate embeddings.
     """
 
     def __init__(self, vocabularies: FeatureVocabularies, embedding_dim: int, feature_dim: int = 16,
@@ -155,6 +177,17 @@ class CandidateTower(_FeatureTower):
         features = feature_encoders(vocabularies, feature_dim, sides=("movie",)) if use_features else {}
         super().__init__("movie_id", vocabularies.movie_ids, features, embedding_dim, id_dropout, **kwargs)
         self.feature_names = tuple(sorted(features))
+        self.ease: Optional[EaseFactors] = None
+
+    def attach_ease(self, factors: EaseFactors):
+        """Concatenates EASE's output factors to the movie embeddings from now on (after training)."""
+        self.ease = factors
+
+    def call(self, features: Dict[str, tf.Tensor], training: bool = False, **kwargs) -> tf.Tensor:
+        vector = super().call(features, training, **kwargs)
+        if self.ease is None:
+            return vector
+        return tf.concat([vector, self.ease.candidate(self.id_embedding.index(features["movie_id"]))], axis=1)
 
 
 LOSSES = ("full-softmax", "in-batch", "multinomial")

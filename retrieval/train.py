@@ -19,6 +19,7 @@ from twostage.modeling.pooling import DENSE_POOLING_CELLS
 from twostage.modeling.optimizers import make_optimizer
 from twostage.modeling.training import EpochSchedule, FitResult, TrainingRun, fit_choosing_epochs
 from twostage.retrieval.config import RetrievalConfig
+from twostage.retrieval.ease_towers import EaseChoice, EaseFactors, choose_ease, training_factors
 from twostage.retrieval.model import CandidateTower, QueryTower, TwoTowerModel
 
 log = logging.getLogger("twostage")
@@ -53,12 +54,14 @@ class TrainedRetrieval:
       validation_candidates: its candidates for the validation users (for choosing how the
         ranking stage reorders them, on validation data only).
       config: the settings it was trained with, "auto" ones chosen.
+      ease: EASE's setting in the towers (None: not tried; weight 0: tried, not added).
     """
 
     model: TwoTowerModel
     fit: FitResult
     validation_candidates: ValidationCandidates
     config: RetrievalConfig
+    ease: Optional[EaseChoice] = None
 
     @property
     def query_tower(self) -> QueryTower:
@@ -180,7 +183,9 @@ def train_retrieval(prepared: Prepared, config: RetrievalConfig, candidates: int
       The trained model, its fit history and its validation candidates.
     """
     train, fit = prepared.train, prepared.fit
-    config, chosen = config.for_data(len(fit), len(prepared.movies), DENSE_POOLING_CELLS)
+    config, chosen = config.for_data(len(fit), len(prepared.movies), DENSE_POOLING_CELLS,
+                                     num_users=len(prepared.vocabularies.user_ids),
+                                     parameter_servers=run is not None and run.cluster.coordinated)
     if chosen:
         log.info("retrieval: %d training ratings, %d movies: %s (automatic; set them to override)", len(fit),
                  len(prepared.movies), ", ".join(f"{name} {value}" for name, value in chosen.items()))
@@ -244,11 +249,29 @@ def train_retrieval(prepared: Prepared, config: RetrievalConfig, candidates: int
         log.info("retrieval: %.0f users/s, %.0f ratings/s (%.1f ratings per user)", result.examples_per_second,
                  result.examples_per_second * per_user, per_user)
         result.examples_per_second *= per_user
+    ease = None
+    if config.ease:
+        ease, fit_factors = choose_ease(prepared.movies.movie_id, fit, evaluator,
+                                        catalog_scorer(result.validation_model, prepared), config.ease_rank)
+        if ease.weight:
+            attach_ease(result.validation_model, fit_factors)
     columns, scores = evaluator.top_unseen(catalog_scorer(result.validation_model, prepared), candidates)
     validation_candidates = ValidationCandidates(evaluator.user_ids, columns, scores, evaluator)
     if config.use_history and not config.refit:
         # The weights were chosen on the fit part; the queries may still pool every
         # training rating, validation ones included: they are the user's real history.
         result.model.query_tower.set_history(history_of(train))
+    if ease is not None and ease.weight:  # what is served: EASE of the whole training part
+        attach_ease(result.model, training_factors(prepared.movies.movie_id, train, ease))
     return TrainedRetrieval(model=result.model, fit=result, validation_candidates=validation_candidates,
-                            config=config)
+                            config=config, ease=ease)
+
+
+def attach_ease(model: TwoTowerModel, factors: tuple):
+    """Widens both towers by EASE's (weighted input, output) factors, or replaces those they have."""
+    if model.query_tower.ease is not None:
+        model.query_tower.ease.set_factors(*factors)
+        return
+    layer = EaseFactors(*factors, name="ease_factors")
+    model.query_tower.attach_ease(layer)
+    model.candidate_tower.attach_ease(layer)

@@ -55,3 +55,20 @@ def test_settings_are_chosen_without_the_test_part(small_prepared, monkeypatch):
     assert seen == [len(small_prepared.validation)] and set(model.validation) == {10.0, 100.0}
     best = max(model.validation, key=lambda lam: model.validation[lam]["ndcg@10"])
     assert model.setting == best
+
+
+@pytest.mark.parametrize("shape", [(30, 50), (60, 20)])  # fewer users than movies, and more
+def test_ease_spectrum_factors_score_unseen_movies_as_the_closed_form(shape):
+    rng = np.random.default_rng(1)
+    dense = (rng.random(shape) < 0.3).astype(np.float32)
+    dense[:, 0] = 0  # a movie nobody rated scores 0
+    history = classic.sparse.csr_matrix(dense)
+    spectrum = classic.EaseSpectrum.of(history)
+    assert np.all(np.diff(spectrum.eigenvalues) <= 0) and len(spectrum.eigenvalues) <= min(shape)
+    for lam in (1.0, 30.0):
+        input_factors, output_factors = spectrum.factors(lam, rank=100)
+        scores = (history @ input_factors) @ output_factors.T
+        unseen = dense == 0
+        np.testing.assert_allclose(scores[unseen], (history @ classic.ease_weights(history, lam))[unseen], atol=1e-5)
+    narrow = spectrum.factors(30.0, rank=5)
+    assert narrow[0].shape == narrow[1].shape == (shape[1], 5) and not narrow[1][0].any()

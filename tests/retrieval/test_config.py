@@ -34,11 +34,11 @@ def test_large_data_chooses_for_throughput_and_says_what():
     _, chosen = RetrievalConfig().for_data(LARGE_DATA_EXAMPLES, 62_423, DENSE)
     assert chosen == {"batch_size": 512, "optimizer": "adam", "learning_rate": 0.003, "loss": "multinomial",
                       "history_sample": 0, "patience": 2, "use_user_id": False, "l2": 0.035,
-                      "weight_averaging": 0.993}
+                      "weight_averaging": 0.993, "ease": False}
     retrieval, chosen = RetrievalConfig().for_data(LARGE_DATA_EXAMPLES, 1_000_000, DENSE)
     assert chosen == {"batch_size": 4096, "optimizer": "adagrad", "learning_rate": 0.1, "loss": "in-batch",
                       "history_sample": SAMPLED_HISTORY, "patience": 1, "use_user_id": True, "l2": 0.02,
-                      "weight_averaging": 0.0}
+                      "weight_averaging": 0.0, "ease": False}
     assert retrieval.history_sample == SAMPLED_HISTORY
     ranking, chosen = RankingConfig().for_data(LARGE_DATA_EXAMPLES, 62_423, DENSE)
     assert chosen == {"batch_size": 8192, "refit": False, "history_sample": SAMPLED_HISTORY, "user_chunk": 16,
@@ -60,7 +60,8 @@ def test_large_data_chooses_for_throughput_and_says_what():
 
 def test_given_settings_are_never_overridden():
     given = RetrievalConfig(batch_size=1024, optimizer="adam", learning_rate=0.005, loss="full-softmax",
-                            history_sample=0, patience=2, use_user_id=True, l2=0.02, weight_averaging=0.99)
+                            history_sample=0, patience=2, use_user_id=True, l2=0.02, weight_averaging=0.99,
+                            ease=False)
     resolved, chosen = given.for_data(LARGE_DATA_EXAMPLES * 4, 62_423, DENSE)
     assert resolved == given and chosen == {}
     assert RankingConfig(batch_size=512, refit=True, history_sample=8, user_chunk=0, validation_ratings=0,
@@ -81,3 +82,23 @@ def test_given_settings_are_never_overridden():
         RetrievalConfig(logits_dtype="float16")
     with pytest.raises(ConfigError, match="retrieval weight_averaging"):
         RetrievalConfig(weight_averaging=1.5)
+
+
+def test_ease_in_the_towers_is_on_where_its_eigendecomposition_is_small():
+    def ease(config=RetrievalConfig(), users=943, movies=1682, servers=False):
+        return config.for_data(72_000, movies, DENSE, num_users=users, parameter_servers=servers)[0].ease
+
+    assert ease()  # ml-100k
+    assert ease(users=600, movies=9000) and ease(users=6040, movies=3706)  # the smaller side counts
+    assert not ease(users=162_541, movies=62_423)  # ML-25M: past EASE's catalog
+    assert not ease(users=70_000, movies=10_700)  # ML-10M: a 10,700^2 eigendecomposition
+    assert ease(RetrievalConfig(ease=True), users=70_000, movies=10_700)  # asked for: up to EASE's limit
+    assert not ease(users=0) and not ease(servers=True) and not ease(RetrievalConfig(use_history=False))
+    for config, servers, why in ((RetrievalConfig(ease=True), True, "not added on parameter servers"),
+                                 (RetrievalConfig(ease=True, use_history=False), False, "pools the user's history")):
+        with pytest.raises(ConfigError, match=f"retrieval ease: .*{why}.*; leave ease unset or false"):
+            config.for_data(72_000, 1682, DENSE, num_users=943, parameter_servers=servers)
+    with pytest.raises(ConfigError, match="a catalog of 62,423 movies is past EASE's 30,000"):
+        RetrievalConfig(ease=True).for_data(10 ** 7, 62_423, DENSE, num_users=1000)
+    with pytest.raises(ConfigError, match="retrieval ease_rank must be at least 1"):
+        RetrievalConfig(ease_rank=0)
