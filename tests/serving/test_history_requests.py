@@ -11,14 +11,23 @@ from twostage.serving.artifact.assemble import assemble, assemble_history_module
 
 @pytest.fixture(scope="module")
 def trained():
-    """Both stages trained once, for an export whose requests carry the history."""
+    """Both stages trained once, for an export whose requests carry the history.
+
+    EASE's weights join the towers at a fixed weight (on these planted tastes validation
+    would leave them out), so that both exports carry and pool them.
+    """
     from conftest import small_pipeline_config
     from twostage.pipeline import train_stages
+    from twostage.retrieval import ease_towers
 
     config = small_pipeline_config(epochs=3).for_request_history()
     assert (config.ranking.use_user_id, config.ranking.history_ratings, config.retrieval.use_user_id) == (
         False, True, False)
-    return train_stages(config)
+    with pytest.MonkeyPatch.context() as patch:
+        patch.setattr(ease_towers, "EASE_WEIGHTS", (0.25,))
+        trained = train_stages(config)
+    assert trained.retrieval.query_tower.ease is not None and trained.retrieval.ease.weight == 0.25
+    return trained
 
 
 @pytest.fixture(scope="module")
