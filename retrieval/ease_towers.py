@@ -29,6 +29,8 @@ log = logging.getLogger("twostage")
 # EASE's share of the sum, in units of the two scores' spread (standard deviation) on the
 # validation users; 0 leaves the towers as trained.
 EASE_WEIGHTS = (0.0, 0.1, 0.15, 0.25, 0.4, 0.6, 1.0)
+# Validation users whose scores measure the two spreads (a sample is enough for a ratio).
+SPREAD_USERS = 2048
 
 
 class EaseFactors(keras.layers.Layer):
@@ -107,10 +109,17 @@ class _HistoryFactors:
         return np.asarray(known @ input_factors) / np.sqrt(count)[:, None]
 
 
-def _row_lookup(user_ids: np.ndarray, matrix: np.ndarray) -> Callable[[np.ndarray], np.ndarray]:
-    """A scorer reading precomputed [users, catalog] scores of ``user_ids``."""
+def _with_ease(user_ids: np.ndarray, pooled: np.ndarray, output_factors: np.ndarray, weight: float,
+               tower_scores: Optional[Callable[[np.ndarray], np.ndarray]] = None) -> Callable:
+    """A scorer of ``user_ids``' batches: towers (if given) + weight x EASE, from the users'
+    pooled [users, rank] factors, so that no [users, catalog] matrix is kept."""
     rows_of = row_finder(np.asarray(user_ids, dtype=str))
-    return lambda ids: matrix[rows_of(ids)]
+
+    def score(ids: np.ndarray) -> np.ndarray:
+        ease = weight * (pooled[rows_of(ids)] @ output_factors.T)
+        return ease if tower_scores is None else tower_scores(ids) + ease
+
+    return score
 
 
 def choose_ease(catalog_ids: np.ndarray, fit: Ratings, evaluator: HeldOutEvaluator,
@@ -132,17 +141,18 @@ def choose_ease(catalog_ids: np.ndarray, fit: Ratings, evaluator: HeldOutEvaluat
     lambdas = {}
     for lam in EASE_LAMBDAS:
         input_factors, output_factors = factors.spectrum.factors(lam, rank)
-        pooled = factors.pooled(users, input_factors)
-        lambdas[lam] = evaluator.score_metrics(_row_lookup(users, pooled @ output_factors.T), ks=(10, 100))
+        scorer = _with_ease(users, factors.pooled(users, input_factors), output_factors, 1.0)
+        lambdas[lam] = evaluator.score_metrics(scorer, ks=(10, 100))
     lam = max(EASE_LAMBDAS, key=lambda value: lambdas[value][CHOICE_METRIC])
     input_factors, output_factors = factors.spectrum.factors(lam, rank)
-    ease = factors.pooled(users, input_factors) @ output_factors.T
-    towers = np.concatenate([tower_scores(users[start:start + 1024]) for start in range(0, len(users), 1024)])
-    scale = float(np.std(towers) / max(float(np.std(ease)), 1e-12))
-    weights = {weight: evaluator.score_metrics(_row_lookup(users, towers + weight * scale * ease), ks=(10, 100))
+    pooled = factors.pooled(users, input_factors)
+    sample = users[:SPREAD_USERS]
+    scale = float(np.std(tower_scores(sample)) / max(float(np.std(pooled[:SPREAD_USERS] @ output_factors.T)), 1e-12))
+    weights = {weight: evaluator.score_metrics(_with_ease(users, pooled, output_factors, weight * scale, tower_scores),
+                                               ks=(10, 100))
                for weight in EASE_WEIGHTS}
     weight = max(EASE_WEIGHTS, key=lambda value: weights[value][CHOICE_METRIC])
-    alone = weights[0.0] if 0.0 in weights else evaluator.score_metrics(_row_lookup(users, towers), ks=(10, 100))
+    alone = weights[0.0] if 0.0 in weights else evaluator.score_metrics(tower_scores, ks=(10, 100))
     log.info("retrieval: EASE lambda %g in the towers at %g spreads (validation %s %.4f; towers alone %.4f, "
              "EASE alone %.4f)", lam, weight, CHOICE_METRIC, weights[weight][CHOICE_METRIC],
              alone[CHOICE_METRIC], lambdas[lam][CHOICE_METRIC])
