@@ -45,6 +45,33 @@ class SeededDropout(keras.layers.Layer):
         return tf.nn.experimental.stateless_dropout(inputs, self.rate, seed=self.noise.make_seeds(1)[:, 0])
 
 
+class ResidualMLP(keras.layers.Layer):
+    """A vector plus a learned nonlinear correction of it: x + Dense(swish(Dense(LayerNorm(x)))).
+
+    One block of the deeper encoders of Mult-VAE / RecVAE, for a pooled history whose plain
+    mean is a linear function of the movies rated.
+
+    Args:
+      hidden: width of the hidden layer.
+      width: width of the input and the output.
+
+    Call args:
+      inputs: [batch, width].
+
+    Returns:
+      [batch, width].
+    """
+
+    def __init__(self, hidden: int, width: int, **kwargs):
+        super().__init__(**kwargs)
+        self.norm = keras.layers.LayerNormalization(name="norm")
+        self.hidden = keras.layers.Dense(hidden, activation="swish", name="hidden")
+        self.correction = keras.layers.Dense(width, name="correction")
+
+    def call(self, inputs: tf.Tensor) -> tf.Tensor:
+        return inputs + self.correction(self.hidden(self.norm(inputs)))
+
+
 class IdEmbedding(keras.layers.Layer):
     """A string id -> embedding lookup with a vocabulary fixed at construction.
 

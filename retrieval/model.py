@@ -11,7 +11,7 @@ from twostage.data.features import USER_FEATURES, FeatureVocabularies
 from twostage.data.history import RaggedTable
 from twostage.modeling.distribute import cross_replica_concat
 from twostage.modeling.encoders import feature_encoders
-from twostage.modeling.layers import IdEmbedding, training_noise
+from twostage.modeling.layers import IdEmbedding, ResidualMLP, training_noise
 from twostage.modeling.pooling import HistorySplit, RatedMoviesPooling
 from twostage.modeling.tf_setup import require_legacy_keras
 from twostage.retrieval.ease_towers import EaseFactors
@@ -87,6 +87,8 @@ class QueryTower(_FeatureTower):
         step (modeling.layers.RatedMoviesPooling); None: all.
       use_id: add the user id's embedding (False: the query is the user's features and
         history alone, and the tower keeps no table of users).
+      history_hidden: hidden width of a residual MLP over the pooled history
+        (modeling.layers.ResidualMLP; 0: the pooled history's linear projection alone).
 
     After training, ``attach_ease`` may widen the output by EASE's pooled input factors
     (retrieval.ease_towers).
@@ -107,7 +109,7 @@ class QueryTower(_FeatureTower):
 
     def __init__(self, vocabularies: FeatureVocabularies, embedding_dim: int, feature_dim: int = 16,
                  use_features: bool = True, id_dropout: float = 0.0, history: Optional[RaggedTable] = None,
-                 history_sample: Optional[int] = None, use_id: bool = True, **kwargs):
+                 history_sample: Optional[int] = None, use_id: bool = True, history_hidden: int = 0, **kwargs):
         features = feature_encoders(vocabularies, feature_dim, sides=("user",)) if use_features else {}
         super().__init__("user_id", vocabularies.user_ids, features, embedding_dim, id_dropout, use_id, **kwargs)
         self.feature_names = tuple(sorted(features))
@@ -117,6 +119,8 @@ class QueryTower(_FeatureTower):
             self.rated_movies = RatedMoviesPooling(history, vocabularies.movie_ids, embedding_dim,
                                                    sample=history_sample, name="rated_movies")
             self.history_projection = keras.layers.Dense(embedding_dim, use_bias=False, name="history_projection")
+            self.history_encoder = ResidualMLP(history_hidden, embedding_dim, name="history_encoder") \
+                if history_hidden else None
 
     def attach_ease(self, factors: EaseFactors):
         """Concatenates EASE's pooled input factors to the query from now on (after training)."""
@@ -146,10 +150,12 @@ class QueryTower(_FeatureTower):
                 raise ValueError("this query tower was built without a history")
             return tf.constant(0.0)
         if given_history is not None:
-            return self.history_projection(self.rated_movies.pool_given(given_history))
-        rows = self.id_embedding.index(features["user_id"])
-        target = features.get("movie_id") if training else None
-        return self.history_projection(self.rated_movies(rows, target, split=history_split))
+            pooled = self.history_projection(self.rated_movies.pool_given(given_history))
+        else:
+            rows = self.id_embedding.index(features["user_id"])
+            target = features.get("movie_id") if training else None
+            pooled = self.history_projection(self.rated_movies(rows, target, split=history_split))
+        return pooled if self.history_encoder is None else self.history_encoder(pooled)
 
 
 class CandidateTower(_FeatureTower):

@@ -210,7 +210,7 @@ def train_retrieval(prepared: Prepared, config: RetrievalConfig, candidates: int
         history = history_of(train if refit else fit) if config.use_history else None
         query = QueryTower(prepared.vocabularies, config.embedding_dim, config.feature_dim, config.use_user_features,
                            config.id_dropout, history, config.history_sample or None, config.use_user_id,
-                           name="query_tower")
+                           config.history_hidden, name="query_tower")
         candidate = CandidateTower(prepared.vocabularies, config.embedding_dim, config.feature_dim,
                                    config.use_movie_features, config.id_dropout, name="candidate_tower")
         model = TwoTowerModel(query, candidate, loss=loss, catalog=prepared.movie_columns,

@@ -146,3 +146,24 @@ def test_split_history_pools_the_kept_movies_mean_alike_dense_and_sparse(monkeyp
     np.testing.assert_allclose(sparse, expected, rtol=1e-5, atol=1e-6)
     np.testing.assert_allclose(tf.convert_to_tensor(sparse_gradient).numpy(),
                                tf.convert_to_tensor(dense_gradient).numpy(), rtol=1e-5, atol=1e-6)
+
+
+def test_residual_mlp_adds_a_nonlinear_correction_to_its_input():
+    from twostage.modeling.layers import ResidualMLP
+
+    layer = ResidualMLP(hidden=8, width=4)
+    x = tf.constant([[10.0, -20.0, 5.0, 30.0]])
+    y = tf.constant([[-5.0, 15.0, 25.0, -10.0]])
+
+    def correction(v):
+        return layer(v).numpy() - v.numpy()
+
+    assert layer(x).shape == (1, 4) and len(layer.trainable_weights) == 6  # norm, hidden and correction
+    assert np.abs(correction(x)).max() > 1e-3
+    # Normalised first, the correction depends on the vector's direction, not its length ...
+    np.testing.assert_allclose(correction(2 * x), correction(x), rtol=1e-3, atol=1e-4)
+    # ... and not linearly on it.
+    assert not np.allclose(correction(x + y), correction(x) + correction(y), atol=1e-3)
+    layer.correction.kernel.assign(tf.zeros_like(layer.correction.kernel))
+    layer.correction.bias.assign(tf.zeros_like(layer.correction.bias))
+    np.testing.assert_allclose(layer(x).numpy(), x.numpy())  # a zero correction passes x through
