@@ -6,6 +6,8 @@ the serving errors for requests and exports. The command line prints these as on
 sentence with exit code 2, never a traceback.
 """
 
+from typing import Callable, Optional
+
 
 class TwostageError(Exception):
     """Base class for errors caused by user input rather than by a bug."""
@@ -28,6 +30,28 @@ class DataError(TwostageError):
         super().__init__(where + message)
         self.path = path
         self.line = line
+
+
+def choose_switch(what: str, value, why_not: Callable[[bool], Optional[str]]) -> Optional[bool]:
+    """Resolves an on/off setting whose None means "on where it fits".
+
+    Args:
+      what: the setting, as the user names it ("ranking autorec").
+      value: the setting: None (automatic), True or False.
+      why_not: ``why_not(automatic)`` is why the feature is off, or None where it can run:
+        with ``automatic``, by the limits of the default; without, by the hard ones.
+
+    Returns:
+      The value chosen for None; None for a value given (kept as it is).
+
+    Raises:
+      ConfigError: the setting asks for the feature where it cannot run.
+    """
+    if value is None:
+        return why_not(True) is None
+    if value and why_not(False):
+        raise ConfigError(f"{what}: {why_not(False)}; leave {what.split()[-1]} unset or false")
+    return None
 
 
 def check_choice(what: str, value, choices) -> None:

@@ -5,7 +5,7 @@ from __future__ import annotations
 import dataclasses
 from typing import Optional
 
-from twostage.data.errors import ConfigError, check_at_least, check_choice, check_positive, check_share
+from twostage.data.errors import check_at_least, check_choice, check_positive, check_share, choose_switch
 from twostage.data.prepared import LARGE_DATA_EXAMPLES, history_sample_for
 
 # The rating models that can be trained: this design's and the seed systems' (ranking.architectures).
@@ -156,12 +156,10 @@ class RankingConfig:
         chosen = {}
         if self.batch_size is None:
             chosen["batch_size"] = 8192 if large else 2048
-        if self.autorec is None:
-            chosen["autorec"] = self.autorec_possible(rating_cells, parameter_servers, AUTOREC_AUTO_CELLS) is None
-        elif self.autorec:
-            why_not = self.autorec_possible(rating_cells, parameter_servers, AUTOREC_MAX_CELLS)
-            if why_not:
-                raise ConfigError(f"ranking autorec: {why_not}; leave autorec unset or false")
+        autorec = choose_switch("ranking autorec", self.autorec, lambda automatic: self.autorec_possible(
+            rating_cells, parameter_servers, AUTOREC_AUTO_CELLS if automatic else AUTOREC_MAX_CELLS))
+        if autorec is not None:
+            chosen["autorec"] = autorec
         if self.refit is None:
             chosen["refit"] = not large and not chosen.get("autorec", self.autorec)
         if self.user_chunk is None:

@@ -6,7 +6,7 @@ import dataclasses
 from typing import Optional
 
 from twostage.data.classic import MAX_EASE_MOVIES
-from twostage.data.errors import ConfigError, check_at_least, check_choice, check_positive, check_share
+from twostage.data.errors import check_at_least, choose_switch, check_choice, check_positive, check_share
 from twostage.data.metrics import VALIDATION_USERS
 from twostage.data.prepared import LARGE_DATA_EXAMPLES, history_sample_for
 
@@ -168,12 +168,10 @@ class RetrievalConfig:
             chosen["history_sample"] = 0 if per_user else history_sample_for(
                 chosen.get("batch_size", self.batch_size), catalog_size, dense_pooling_cells)
         side = min(num_users, catalog_size)
-        if self.ease is None:
-            chosen["ease"] = self.ease_possible(side, catalog_size, parameter_servers, EASE_TOWERS_AUTO_SIDE) is None
-        elif self.ease:
-            why_not = self.ease_possible(side, catalog_size, parameter_servers, MAX_EASE_MOVIES)
-            if why_not:
-                raise ConfigError(f"retrieval ease: {why_not}; leave ease unset or false")
+        ease = choose_switch("retrieval ease", self.ease, lambda automatic: self.ease_possible(
+            side, catalog_size, parameter_servers, EASE_TOWERS_AUTO_SIDE if automatic else MAX_EASE_MOVIES))
+        if ease is not None:
+            chosen["ease"] = ease
         return dataclasses.replace(self, **chosen), chosen
 
     def ease_possible(self, side: int, catalog_size: int, parameter_servers: bool, most_side: int) -> Optional[str]:
