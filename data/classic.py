@@ -77,6 +77,14 @@ def row_finder(users: np.ndarray) -> Callable[[np.ndarray], np.ndarray]:
                                        np.int64)
 
 
+def histories_of(history: sparse.csr_matrix, rows_of: Callable[[np.ndarray], np.ndarray],
+                 user_ids: np.ndarray) -> sparse.csr_matrix:
+    """[users, catalog] rows of ``history`` for ``user_ids`` (``rows_of``: a ``row_finder`` of
+    its users); a user it does not hold gets an empty row."""
+    rows = rows_of(user_ids)
+    return history[np.maximum(rows, 0)].multiply((rows >= 0)[:, None]).tocsr()
+
+
 def ease_weights(history: sparse.csr_matrix, lam: float) -> np.ndarray:
     """EASE's [catalog, catalog] item weights for a binary history and L2 weight ``lam``."""
     gram = (history.T @ history).toarray().astype(np.float64)
@@ -147,9 +155,7 @@ def ease_scorer(catalog_ids: np.ndarray, train: Ratings, lam: float) -> Scorer:
     rows_of = row_finder(users)
 
     def score(user_ids: np.ndarray) -> np.ndarray:
-        rows = rows_of(user_ids)
-        known = history[np.maximum(rows, 0)].multiply((rows >= 0)[:, None]).tocsr()  # a new user: no history
-        return np.asarray(known @ weights)
+        return np.asarray(histories_of(history, rows_of, user_ids) @ weights)  # a new user: no history
 
     return score
 

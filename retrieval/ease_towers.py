@@ -17,7 +17,8 @@ from typing import Callable, Optional
 import numpy as np
 import tensorflow as tf
 
-from twostage.data.classic import CHOICE_METRIC, EASE_LAMBDAS, EaseSpectrum, interaction_matrix, row_finder
+from twostage.data.classic import (CHOICE_METRIC, EASE_LAMBDAS, EaseSpectrum, histories_of, interaction_matrix,
+                                   row_finder)
 from twostage.data.metrics import HeldOutEvaluator
 from twostage.data.schema import Ratings
 from twostage.modeling.pooling import RatedMoviesPooling
@@ -103,8 +104,7 @@ class _HistoryFactors:
         self.spectrum = EaseSpectrum.of(self.history)
 
     def pooled(self, user_ids: np.ndarray, input_factors: np.ndarray) -> np.ndarray:
-        rows = self.rows_of(user_ids)
-        known = self.history[np.maximum(rows, 0)].multiply((rows >= 0)[:, None]).tocsr()
+        known = histories_of(self.history, self.rows_of, user_ids)
         count = np.maximum(np.asarray(known.sum(axis=1)).ravel(), 1.0)
         return np.asarray(known @ input_factors) / np.sqrt(count)[:, None]
 

@@ -39,6 +39,11 @@ class _FeatureTower(keras.Model):
             if features else None
         self.id_dropout = id_dropout
         self.noise = training_noise()
+        self.ease: Optional[EaseFactors] = None
+
+    def attach_ease(self, factors: EaseFactors):
+        """Concatenates this tower's side of EASE's factors to its output from now on (after training)."""
+        self.ease = factors
 
     def call(self, features: Dict[str, tf.Tensor], training: bool = False,
              history_split: Optional[HistorySplit] = None, given_history: Optional[tf.RaggedTensor] = None
@@ -48,10 +53,16 @@ class _FeatureTower(keras.Model):
             drop = self.noise.uniform(tf.shape(ids)) < self.id_dropout
             ids = tf.where(drop, tf.zeros_like(ids), ids)  # row 0: the unknown id
         vector = self.id_embedding(ids) + self.extra(features, training, history_split, given_history)
-        if self.projection is None:
+        if self.projection is not None:
+            parts = [layer(features[name]) for name, layer in sorted(self.feature_layers.items())]
+            vector += self.projection(tf.concat(parts, axis=1))
+        if self.ease is None:
             return vector
-        parts = [layer(features[name]) for name, layer in sorted(self.feature_layers.items())]
-        return vector + self.projection(tf.concat(parts, axis=1))
+        return tf.concat([vector, self.ease_part(features, given_history)], axis=1)
+
+    def ease_part(self, features: Dict[str, tf.Tensor], given_history: Optional[tf.RaggedTensor]) -> tf.Tensor:
+        """[batch, EASE's rank]: this tower's side of the attached EASE factors."""
+        raise NotImplementedError
 
     def extra(self, features: Dict[str, tf.Tensor], training: bool, history_split: Optional[HistorySplit] = None,
               given_history: Optional[tf.RaggedTensor] = None) -> tf.Tensor:
@@ -113,7 +124,6 @@ class QueryTower(_FeatureTower):
         features = feature_encoders(vocabularies, feature_dim, sides=("user",)) if use_features else {}
         super().__init__("user_id", vocabularies.user_ids, features, embedding_dim, id_dropout, use_id, **kwargs)
         self.feature_names = tuple(sorted(features))
-        self.ease: Optional[EaseFactors] = None
         self.rated_movies = None
         if history is not None:
             self.rated_movies = RatedMoviesPooling(history, vocabularies.movie_ids, embedding_dim,
@@ -123,19 +133,13 @@ class QueryTower(_FeatureTower):
                 if history_hidden else None
 
     def attach_ease(self, factors: EaseFactors):
-        """Concatenates EASE's pooled input factors to the query from now on (after training)."""
         if self.rated_movies is None:
             raise ValueError("EASE's query side pools the history: this query tower was built without one")
-        self.ease = factors
+        super().attach_ease(factors)
 
-    def call(self, features: Dict[str, tf.Tensor], training: bool = False,
-             history_split: Optional[HistorySplit] = None, given_history: Optional[tf.RaggedTensor] = None
-             ) -> tf.Tensor:
-        vector = super().call(features, training, history_split, given_history)
-        if self.ease is None:
-            return vector
+    def ease_part(self, features: Dict[str, tf.Tensor], given_history: Optional[tf.RaggedTensor]) -> tf.Tensor:
         rows = None if given_history is not None else self.id_embedding.index(features["user_id"])
-        return tf.concat([vector, self.ease.query(self.rated_movies, rows, given_history)], axis=1)
+        return self.ease.query(self.rated_movies, rows, given_history)
 
     def set_history(self, history: RaggedTable):
         """Pools ``history`` from now on (rows follow the user vocabulary)."""
@@ -183,17 +187,9 @@ class CandidateTower(_FeatureTower):
         features = feature_encoders(vocabularies, feature_dim, sides=("movie",)) if use_features else {}
         super().__init__("movie_id", vocabularies.movie_ids, features, embedding_dim, id_dropout, **kwargs)
         self.feature_names = tuple(sorted(features))
-        self.ease: Optional[EaseFactors] = None
 
-    def attach_ease(self, factors: EaseFactors):
-        """Concatenates EASE's output factors to the movie embeddings from now on (after training)."""
-        self.ease = factors
-
-    def call(self, features: Dict[str, tf.Tensor], training: bool = False, **kwargs) -> tf.Tensor:
-        vector = super().call(features, training, **kwargs)
-        if self.ease is None:
-            return vector
-        return tf.concat([vector, self.ease.candidate(self.id_embedding.index(features["movie_id"]))], axis=1)
+    def ease_part(self, features: Dict[str, tf.Tensor], given_history: Optional[tf.RaggedTensor]) -> tf.Tensor:
+        return self.ease.candidate(self.id_embedding.index(features["movie_id"]))
 
 
 LOSSES = ("full-softmax", "in-batch", "multinomial")
