@@ -256,19 +256,49 @@ class RatedMoviesPooling(keras.layers.Layer):
         """
         if not self.built:
             self.build(None)
-        count = tf.cast(movies.row_lengths(), tf.float32)[:, tf.newaxis]
-        positions = tf.cast(movies.values, tf.int64)
-        users = tf.cast(movies.nrows(), tf.int32)
-        rowids = movies.value_rowids()
-        sums = [tf.math.unsorted_segment_sum(tf.gather(self.embedding.embeddings, positions), rowids, users)]
+        tables = [(self.embedding.embeddings, None)]
         if self.centred_ratings is not None:
             if ratings is None:
                 raise ValueError("this pooling is rating-weighted: the given history needs its ratings")
             rated = tf.cast(ratings.values, tf.float32)
-            weights = tf.where(tf.math.is_nan(rated), 0.0, rated - self.centre)[:, tf.newaxis]
-            sums.append(tf.math.unsorted_segment_sum(weights * tf.gather(self.rating_embedding.embeddings, positions),
+            tables.append((self.rating_embedding.embeddings, tf.where(tf.math.is_nan(rated), 0.0, rated - self.centre)))
+        sums, count = self._given_sums(movies, tables)
+        return tf.concat(sums, axis=1) / tf.maximum(count, 1.0)[:, tf.newaxis]
+
+    @staticmethod
+    def _given_sums(movies: tf.RaggedTensor, tables: list) -> tuple[list, tf.Tensor]:
+        """Each user's (weighted) sums of each table's rows over ragged [users, (rated)] catalog
+        positions, and their counts [users].
+
+        ``tables``: (a [catalog, dim] table, [pairs] weights of ``movies.values`` or None).
+        """
+        positions, rowids = tf.cast(movies.values, tf.int64), movies.value_rowids()
+        users = tf.cast(movies.nrows(), tf.int32)
+        sums = []
+        for table, weights in tables:
+            rows = tf.gather(table, positions)
+            sums.append(tf.math.unsorted_segment_sum(rows if weights is None else weights[:, tf.newaxis] * rows,
                                                      rowids, users))
-        return tf.concat(sums, axis=1) / tf.maximum(count, 1.0)
+        return sums, tf.cast(movies.row_lengths(), tf.float32)
+
+    def _baked_sums(self, user_rows: tf.Tensor, tables: list) -> tuple[list, tf.Tensor]:
+        """Each user's (weighted) sums of each table's rows over their baked-in history, and
+        their counts [users]; each distinct user of the batch is pooled once (a batch repeats
+        its users many times).
+
+        ``tables``: (a [catalog, dim] table, a history-aligned weight variable or None).
+        """
+        unique_rows, back = tf.unique(user_rows)
+        rated = tf.gather(self._table(self.values), unique_rows)
+        segments, num_users = rated.value_rowids(), tf.size(unique_rows)
+        indices = tf.stack([segments, tf.cast(rated.values, tf.int64)], axis=1)
+        sums = []
+        for table, weights in tables:
+            weight = tf.ones_like(segments, tf.float32) if weights is None else \
+                tf.gather(self._table(weights), unique_rows).values
+            pooled = users_by_catalog_product(indices, weight, num_users, table, batch_size=user_rows.shape[0])
+            sums.append(tf.gather(pooled, back))
+        return sums, tf.cast(tf.gather(rated.row_lengths(), back), tf.float32)
 
     def pool_table(self, table: tf.Tensor, user_rows: Optional[tf.Tensor] = None,
                    given: Optional[tf.RaggedTensor] = None) -> tf.Tensor:
@@ -281,19 +311,9 @@ class RatedMoviesPooling(keras.layers.Layer):
         Returns:
           [users, dim].
         """
-        if given is not None:
-            positions, users, rowids = tf.cast(given.values, tf.int64), tf.cast(given.nrows(), tf.int32), \
-                given.value_rowids()
-            sums = tf.math.unsorted_segment_sum(tf.gather(table, positions), rowids, users)
-            count = tf.cast(given.row_lengths(), tf.float32)
-        else:
-            unique_rows, back = tf.unique(self._rows(user_rows))
-            rated = tf.gather(self._table(self.values), unique_rows)
-            indices = tf.stack([rated.value_rowids(), tf.cast(rated.values, tf.int64)], axis=1)
-            sums = tf.gather(users_by_catalog_product(indices, tf.ones_like(indices[:, 0], tf.float32),
-                                                      tf.size(unique_rows), table), back)
-            count = tf.cast(tf.gather(rated.row_lengths(), back), tf.float32)
-        return sums / tf.sqrt(tf.maximum(count, 1.0))[:, tf.newaxis]
+        sums, count = self._given_sums(given, [(table, None)]) if given is not None else \
+            self._baked_sums(self._rows(user_rows), [(table, None)])
+        return sums[0] / tf.sqrt(tf.maximum(count, 1.0))[:, tf.newaxis]
 
     def call(self, user_rows: tf.Tensor, target_ids: Optional[tf.Tensor] = None,
              split: Optional[HistorySplit] = None) -> tf.Tensor:
@@ -302,21 +322,10 @@ class RatedMoviesPooling(keras.layers.Layer):
         user_rows = self._rows(user_rows)
         if self.sample and target_ids is not None:
             return self._sampled(user_rows, target_ids)
-        # Pool each distinct user of the batch once (a batch repeats its users many times).
-        unique_rows, back = tf.unique(user_rows)
-        rated = tf.gather(self._table(self.values), unique_rows)
-        segments, num_users = rated.value_rowids(), tf.size(unique_rows)
         tables = [(self.embedding.embeddings, None)]
         if self.centred_ratings is not None:
-            tables.append((self.rating_embedding.embeddings, tf.gather(self._table(self.centred_ratings),
-                                                                       unique_rows).values))
-        indices = tf.stack([segments, tf.cast(rated.values, tf.int64)], axis=1)
-        sums = []
-        for vectors, weight in tables:
-            weight = tf.ones_like(segments, tf.float32) if weight is None else weight
-            pooled = users_by_catalog_product(indices, weight, num_users, vectors, batch_size=user_rows.shape[0])
-            sums.append(tf.gather(pooled, back))
-        count = tf.cast(tf.gather(rated.row_lengths(), back), tf.float32)
+            tables.append((self.rating_embedding.embeddings, self.centred_ratings))
+        sums, count = self._baked_sums(user_rows, tables)
         if target_ids is not None:
             target = self._target_rows(target_ids)
             key = user_rows * self.num_movies + target
