@@ -28,8 +28,9 @@ keras = require_legacy_keras()
 log = logging.getLogger("twostage")
 
 # EASE's share of the sum, in units of the two scores' spread (standard deviation) on the
-# validation users; 0 leaves the towers as trained.
-EASE_WEIGHTS = (0.0, 0.1, 0.15, 0.25, 0.4, 0.6, 1.0)
+# validation users; 0 leaves the towers as trained, and the weights past 1 let the sum stay
+# close to EASE alone on data where the towers are the weaker model.
+EASE_WEIGHTS = (0.0, 0.1, 0.15, 0.25, 0.4, 0.6, 1.0, 1.6, 2.5, 4.0)
 # Validation users whose scores measure the two spreads (a sample is enough for a ratio).
 SPREAD_USERS = 2048
 

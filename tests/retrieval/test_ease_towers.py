@@ -100,3 +100,21 @@ def test_ease_is_chosen_on_validation_alone_and_served_from_the_training_part(sm
     ease = ease_towers._HistoryFactors(small_prepared.movies.movie_id, small_prepared.train)
     history_scores = ease.pooled(users, layer.input_factors.numpy()) @ layer.output_factors.numpy()[1:].T
     np.testing.assert_allclose(towers_and_ease, towers + history_scores, rtol=1e-4, atol=1e-4)
+
+
+def test_beside_towers_that_know_nothing_the_choice_stays_close_to_ease_alone(small_prepared):
+    # Towers whose scores are noise as wide as EASE's: a weight capped at one spread would keep
+    # half of the noise; the grid reaches far enough for the sum to rank as EASE alone nearly does.
+    from twostage.data.metrics import HeldOutEvaluator
+
+    evaluator = HeldOutEvaluator(small_prepared.movies.movie_id, small_prepared.fit, small_prepared.validation)
+    rng = np.random.default_rng(0)
+
+    def noise(user_ids):
+        return rng.normal(size=(len(user_ids), len(small_prepared.movies.movie_id)))
+
+    choice, _ = ease_towers.choose_ease(small_prepared.movies.movie_id, small_prepared.fit, evaluator, noise, 32)
+    alone = choice.validation["lambda"][choice.lam]["ndcg@10"]
+    assert choice.weight >= 2.5, choice.validation["weight"]
+    assert choice.validation["weight"][choice.weight]["ndcg@10"] >= 0.9 * alone
+    assert choice.validation["weight"][1.0]["ndcg@10"] < 0.9 * alone
