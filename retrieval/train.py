@@ -9,6 +9,7 @@ from typing import Callable, Dict, Optional
 import numpy as np
 import tensorflow as tf
 
+from twostage.data.classic import row_finder
 from twostage.data.metrics import HeldOutEvaluator
 from twostage.data.history import RaggedTable
 from twostage.data.prepared import Prepared
@@ -101,17 +102,25 @@ def query_embeddings(query_tower: QueryTower, user_inputs: Callable, user_ids: n
         for start in range(0, max(1, len(user_ids)), batch_size)])
 
 
-def catalog_scorer(model: TwoTowerModel, prepared: Prepared):
+def catalog_scorer(model: TwoTowerModel, prepared: Prepared, users: Optional[np.ndarray] = None):
     """Returns user ids -> [users, catalog] dot-product scores, for HeldOutEvaluator.
 
     Args:
       model: the two-tower model.
       prepared: the data it was trained on (catalog features, user feature columns).
+      users: the only users it will be asked about, embedded once here, for a scorer called
+        many times over the same users (choosing EASE's setting); None: each call embeds its own.
     """
     catalog = candidate_embeddings(model.candidate_tower, prepared.movie_columns)
+    if users is None:
+        return lambda user_ids: query_embeddings(model.query_tower, prepared.user_inputs, user_ids) @ catalog.T
+    queries, rows_of = query_embeddings(model.query_tower, prepared.user_inputs, users), row_finder(users)
 
     def score(user_ids: np.ndarray) -> np.ndarray:
-        return query_embeddings(model.query_tower, prepared.user_inputs, user_ids) @ catalog.T
+        rows = rows_of(user_ids)
+        if np.any(rows < 0):
+            raise ValueError("this scorer embedded other users: build it with these")
+        return queries[rows] @ catalog.T
 
     return score
 
@@ -252,7 +261,8 @@ def train_retrieval(prepared: Prepared, config: RetrievalConfig, candidates: int
     ease = None
     if config.ease:
         ease, fit_factors = choose_ease(prepared.movies.movie_id, fit, evaluator,
-                                        catalog_scorer(result.validation_model, prepared), config.ease_rank)
+                                        catalog_scorer(result.validation_model, prepared, evaluator.user_ids),
+                                        config.ease_rank)
         if ease.weight:
             attach_ease(result.validation_model, fit_factors)
     columns, scores = evaluator.top_unseen(catalog_scorer(result.validation_model, prepared), candidates)

@@ -137,6 +137,16 @@ def test_training_beats_popularity_on_held_out(small_prepared, trained):
 
 
 @pytest.mark.slow
+def test_a_scorer_that_embeds_its_users_once_scores_as_the_plain_one(small_prepared, trained):
+    users = np.asarray(["1", "2", "3", "5"])
+    plain = catalog_scorer(trained.model, small_prepared)
+    once = catalog_scorer(trained.model, small_prepared, users)
+    np.testing.assert_allclose(once(users[[3, 0]]), plain(users[[3, 0]]), rtol=1e-5, atol=1e-5)
+    with pytest.raises(ValueError, match="other users"):
+        once(np.asarray(["1", "4"]))
+
+
+@pytest.mark.slow
 def test_scann_and_brute_force_agree_on_a_small_catalog(small_prepared, trained):
     result, user_inputs = trained, small_prepared.user_inputs
     embeddings = candidate_embeddings(result.candidate_tower, small_prepared.movie_columns)
