@@ -1,6 +1,7 @@
 """Memory grows with the ratings: 1M ratings train and evaluate within a stated peak.
 
-Each command runs as its own process and reports its own peak resident set (VmHWM). Before the coded-id and example-row work, ML-1M-size training peaked at 2.1-2.2 GB.
+Each command runs as its own process and reports its own peak resident set (VmHWM).
+Before the coded-id and example-row work, ML-1M-size training peaked at 2.1-2.2 GB.
 """
 
 import subprocess
