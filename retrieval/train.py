@@ -245,11 +245,17 @@ def train_retrieval(prepared: Prepared, config: RetrievalConfig, candidates: int
         return lambda model: ExampleBatches(rows, config.batch_size, shuffle_seed=config.seed, drop_remainder=True,
                                             expand=example_tables(model, prepared).expand)
 
+    def pool_whole_training_part(model: TwoTowerModel) -> None:
+        if config.use_history:
+            model.query_tower.set_history(history_of(train))
+
     result = fit_choosing_epochs(
         "retrieval", build, examples(fit, "fit"), validate,
         EpochSchedule(config.epochs, config.monitor, config.patience, higher_is_better=True, refit=config.refit),
         full_data=examples(train, "train") if config.refit else None,
         run=run,
+        # The refit differs from the fit only in the history pooled (build(True) against build(False)).
+        refit_in_place=pool_whole_training_part,
     )
     if loss == "multinomial" and result.examples_per_second:
         # An example is a user and covers their whole history: reported as ratings, the unit

@@ -137,6 +137,18 @@ def test_training_beats_popularity_on_held_out(small_prepared, trained):
 
 
 @pytest.mark.slow
+def test_the_refit_serves_towers_trained_on_the_whole_training_part(small_prepared, trained):
+    served, best_epoch = trained.model, trained.fit.validation_model
+    assert trained.config.refit and served is not best_epoch  # small data: refitted by default
+    whole, fit = (small_prepared.history(part).row_splits for part in (small_prepared.train, small_prepared.fit))
+    np.testing.assert_array_equal(served.query_tower.rated_movies.row_splits.numpy(), whole)
+    np.testing.assert_array_equal(best_epoch.query_tower.rated_movies.row_splits.numpy(), fit)
+    # Retrained from the same initial weights on more ratings: other weights than the best epoch's.
+    movies = [tower.candidate_tower.id_embedding.trainable_weights[0].numpy() for tower in (served, best_epoch)]
+    assert movies[0].shape == movies[1].shape and not np.allclose(*movies)
+
+
+@pytest.mark.slow
 def test_a_scorer_that_embeds_its_users_once_scores_as_the_plain_one(small_prepared, trained):
     users = np.asarray(["1", "2", "3", "5"])
     plain = catalog_scorer(trained.model, small_prepared)
