@@ -55,7 +55,7 @@ class TrainedRetrieval:
       validation_candidates: its candidates for the validation users (for choosing how the
         ranking stage reorders them, on validation data only).
       config: the settings it was trained with, "auto" ones chosen.
-      ease: EASE's setting in the towers (None: not tried; weight 0: tried, not added).
+      ease: EASE's setting in the towers (None: not added).
     """
 
     model: TwoTowerModel
@@ -269,15 +269,14 @@ def train_retrieval(prepared: Prepared, config: RetrievalConfig, candidates: int
         ease, fit_factors = choose_ease(prepared.movies.movie_id, fit, evaluator,
                                         catalog_scorer(result.validation_model, prepared, evaluator.user_ids),
                                         config.ease_rank)
-        if ease.weight:
-            attach_ease(result.validation_model, fit_factors)
+        attach_ease(result.validation_model, fit_factors)
     columns, scores = evaluator.top_unseen(catalog_scorer(result.validation_model, prepared), candidates)
     validation_candidates = ValidationCandidates(evaluator.user_ids, columns, scores, evaluator)
     if config.use_history and not config.refit:
         # The weights were chosen on the fit part; the queries may still pool every
         # training rating, validation ones included: they are the user's real history.
         result.model.query_tower.set_history(history_of(train))
-    if ease is not None and ease.weight:  # what is served: EASE of the whole training part
+    if ease is not None:  # what is served: EASE of the whole training part
         attach_ease(result.model, training_factors(prepared.movies.movie_id, train, ease))
     return TrainedRetrieval(model=result.model, fit=result, validation_candidates=validation_candidates,
                             config=config, ease=ease)

@@ -83,15 +83,15 @@ def test_ease_is_chosen_on_validation_alone_and_served_from_the_training_part(sm
     assert len(chosen_with) == 1 and chosen_with[0] is small_prepared.validation
     figures = choice.validation["weight"]
     assert figures[choice.weight]["ndcg@10"] == max(f["ndcg@10"] for f in figures.values())
-    # On these planted tastes EASE alone is far behind the towers and adding it costs: not added.
-    assert choice.weight == 0.0 and trained.model.query_tower.ease is None, figures
-    assert parts == [len(small_prepared.fit)]
+    # On these planted tastes EASE alone is far behind the towers: the smallest weight is
+    # chosen, and the sum stays within 1% of the towers alone on validation.
+    assert choice.weight == min(EASE_WEIGHTS), figures
+    assert figures[choice.weight]["ndcg@10"] >= 0.99 * choice.validation["towers"]["ndcg@10"]
+    # The factors served come from the whole training part.
+    assert parts == [len(small_prepared.fit), len(small_prepared.train)]
 
-    # Given a weight, the factors served come from the whole training part.
-    parts.clear()
     monkeypatch.setattr(ease_towers, "EASE_WEIGHTS", (0.4,))
     trained = train_retrieval(small_prepared, config)
-    assert parts == [len(small_prepared.fit), len(small_prepared.train)]
     assert trained.ease.weight == 0.4 and trained.model.query_tower.ease.rank == trained.ease.rank == 32
     users = np.asarray(["1", "2"])
     towers_and_ease = catalog_scorer(trained.model, small_prepared)(users)

@@ -179,7 +179,7 @@ def test_query_embeddings_in_chunks_equal_one_call(small_prepared, trained):
     whole = query_embeddings(trained.query_tower, small_prepared.user_inputs, users, batch_size=len(users))
     chunked = query_embeddings(trained.query_tower, small_prepared.user_inputs, users, batch_size=3)
     np.testing.assert_allclose(chunked, whole, rtol=1e-5, atol=1e-6)
-    assert whole.shape == (8, trained.config.embedding_dim)
+    assert whole.shape == (8, trained.config.embedding_dim + trained.ease.rank)  # the towers', then EASE's
 
 
 def test_scann_parameters_follow_the_catalog_size():
