@@ -13,8 +13,8 @@ DENSE = 40_000_000
 def test_small_data_keeps_the_tuned_defaults():
     retrieval, _ = RetrievalConfig().for_data(72_000, 1682, DENSE)
     assert (retrieval.batch_size, retrieval.optimizer, retrieval.learning_rate, retrieval.loss,
-            retrieval.history_sample, retrieval.patience, retrieval.use_user_id, retrieval.weight_averaging,
-            retrieval.refit) == (128, "adam", 0.003, "multinomial", 0, 2, False, 0.993, True)
+            retrieval.history_sample, retrieval.patience, retrieval.use_user_id, retrieval.weight_averaging) == (
+        128, "adam", 0.003, "multinomial", 0, 2, False, 0.993)
     raw, _ = RetrievalConfig(weight_averaging=0.0).for_data(72_000, 1682, DENSE)
     assert raw.patience == 3  # the raw weights' curve is noisier
     per_rating, _ = RetrievalConfig(loss="full-softmax").for_data(72_000, 1682, DENSE)
@@ -34,11 +34,11 @@ def test_large_data_chooses_for_throughput_and_says_what():
     _, chosen = RetrievalConfig().for_data(LARGE_DATA_EXAMPLES, 62_423, DENSE)
     assert chosen == {"batch_size": 512, "optimizer": "adam", "learning_rate": 0.003, "loss": "multinomial",
                       "history_sample": 0, "patience": 2, "use_user_id": False, "l2": 0.035,
-                      "weight_averaging": 0.993, "refit": False, "ease": False}
+                      "weight_averaging": 0.993, "ease": False}
     retrieval, chosen = RetrievalConfig().for_data(LARGE_DATA_EXAMPLES, 1_000_000, DENSE)
     assert chosen == {"batch_size": 4096, "optimizer": "adagrad", "learning_rate": 0.1, "loss": "in-batch",
                       "history_sample": SAMPLED_HISTORY, "patience": 1, "use_user_id": True, "l2": 0.02,
-                      "weight_averaging": 0.0, "refit": False, "ease": False}
+                      "weight_averaging": 0.0, "ease": False}
     assert retrieval.history_sample == SAMPLED_HISTORY
     ranking, chosen = RankingConfig().for_data(LARGE_DATA_EXAMPLES, 62_423, DENSE)
     assert chosen == {"batch_size": 8192, "refit": False, "history_sample": SAMPLED_HISTORY, "user_chunk": 16,
@@ -61,7 +61,7 @@ def test_large_data_chooses_for_throughput_and_says_what():
 def test_given_settings_are_never_overridden():
     given = RetrievalConfig(batch_size=1024, optimizer="adam", learning_rate=0.005, loss="full-softmax",
                             history_sample=0, patience=2, use_user_id=True, l2=0.02, weight_averaging=0.99,
-                            ease=False, refit=True)
+                            ease=False)
     resolved, chosen = given.for_data(LARGE_DATA_EXAMPLES * 4, 62_423, DENSE)
     assert resolved == given and chosen == {}
     assert RankingConfig(batch_size=512, refit=True, history_sample=8, user_chunk=0, validation_ratings=0,

@@ -120,7 +120,8 @@ def test_auto_loss_follows_the_catalog_size():
 
 @pytest.fixture(scope="module")
 def trained(small_prepared):
-    return train_retrieval(small_prepared, RetrievalConfig(epochs=8, batch_size=256, patience=2))
+    # Refitted, so that the tests below also cover the refit's model.
+    return train_retrieval(small_prepared, RetrievalConfig(epochs=8, batch_size=256, patience=2, refit=True))
 
 
 @pytest.mark.slow
@@ -139,7 +140,7 @@ def test_training_beats_popularity_on_held_out(small_prepared, trained):
 @pytest.mark.slow
 def test_the_refit_serves_towers_trained_on_the_whole_training_part(small_prepared, trained):
     served, best_epoch = trained.model, trained.fit.validation_model
-    assert trained.config.refit and served is not best_epoch  # small data: refitted by default
+    assert trained.config.refit and served is not best_epoch
     whole, fit = (small_prepared.history(part).row_splits for part in (small_prepared.train, small_prepared.fit))
     np.testing.assert_array_equal(served.query_tower.rated_movies.row_splits.numpy(), whole)
     np.testing.assert_array_equal(best_epoch.query_tower.rated_movies.row_splits.numpy(), fit)
