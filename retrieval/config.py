@@ -88,7 +88,8 @@ class RetrievalConfig:
         epochs (from the same initial weights, the traced train step reused) and serve that
         model; off, the best-epoch model is served, its query tower pooling the whole training
         part's history. Off by default: on test-shaped ml-100k validation parts it raised
-        NDCG@10 by about 1% but added 15-20 s (35%) to ml-100k's training (docs/quality.md).
+        NDCG@10 by about 1% but added 16-21 s (26-40%) to ml-100k's train_seconds
+        (docs/quality.md).
       seed: seeds initialisation and shuffling.
     """
 

@@ -30,7 +30,7 @@ log = logging.getLogger("twostage")
 # EASE's share of the sum, in units of the two scores' spread (standard deviation) on the
 # validation users. Not 0: on validation parts of a few thousand ratings, the towers alone beat
 # the sum's smallest weight by noise (0.2%) in 2 of 10 test-like ml-100k runs, and dropping EASE
-# then cost 3-5% NDCG@10 on held-out ratings; where EASE adds nothing, 0.1 costs about 0.5%
+# then cost 3-4% NDCG@10 on held-out ratings; where EASE adds nothing, 0.1 costs about 0.5%
 # (docs/quality.md). The weights past 1 let the sum stay close to EASE alone where the towers
 # are the weaker model.
 EASE_WEIGHTS = (0.1, 0.15, 0.25, 0.4, 0.6, 1.0, 1.6, 2.5, 4.0)

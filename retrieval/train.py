@@ -272,10 +272,10 @@ def train_retrieval(prepared: Prepared, config: RetrievalConfig, candidates: int
         attach_ease(result.validation_model, fit_factors)
     columns, scores = evaluator.top_unseen(catalog_scorer(result.validation_model, prepared), candidates)
     validation_candidates = ValidationCandidates(evaluator.user_ids, columns, scores, evaluator)
-    if config.use_history and not config.refit:
+    if not config.refit:
         # The weights were chosen on the fit part; the queries may still pool every
         # training rating, validation ones included: they are the user's real history.
-        result.model.query_tower.set_history(history_of(train))
+        pool_whole_training_part(result.model)
     if ease is not None:  # what is served: EASE of the whole training part
         attach_ease(result.model, training_factors(prepared.movies.movie_id, train, ease))
     return TrainedRetrieval(model=result.model, fit=result, validation_candidates=validation_candidates,
