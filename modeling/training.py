@@ -57,13 +57,25 @@ class TrainingRun:
         return tf.summary.create_file_writer(os.path.join(self.tensorboard_dir, fit_name.replace(" ", "-")))
 
 
-def _create_variables(model: tf.keras.Model, batches: ExampleBatches) -> None:
+def create_variables(model: tf.keras.Model, batches: Union[ExampleBatches, ShardedBatches]) -> None:
     """Creates the model's and its optimizer's variables on a few rows (run eagerly).
 
     A train function that creates variables is traced twice; with them in place, once.
     """
     model.compute_loss(batches.head(8), training=True)
     model.optimizer.build(model.trainable_variables)
+
+
+def training_state(model: tf.keras.Model) -> tuple:
+    """A copy of the model's weights and its optimizer's state (moments, weight average, step)."""
+    return model.get_weights(), [variable.numpy() for variable in model.optimizer.variables]
+
+
+def set_training_state(model: tf.keras.Model, state: tuple) -> None:
+    """Restores ``training_state`` (of this model, or of one built the same way): training then
+    starts over from there, through the model's traced train step."""
+    model.set_weights(state[0])
+    model.optimizer.set_weights(state[1])
 
 
 def _local_copy(model: tf.keras.Model, build: Callable[[], tf.keras.Model], batches: ExampleBatches) -> tf.keras.Model:
@@ -74,7 +86,7 @@ def _local_copy(model: tf.keras.Model, build: Callable[[], tf.keras.Model], batc
     which must load with plain ``tf.saved_model.load``) works on a copy.
     """
     local = build()
-    _create_variables(local, batches)
+    create_variables(local, batches)
     local.set_weights(whole_weights(model))
     return local
 
@@ -164,8 +176,10 @@ class _EpochChooser(tf.keras.callbacks.Callback):
         return {"history": self.history, "best": self.best, "best_epoch": self.best_epoch, "stopped": self.stopped}
 
     def on_train_begin(self, logs=None):
-        # Keras walks every layer for this list: once per fit, not once per epoch.
+        # Keras walks every layer for these lists (50-110 ms a time on ml-100k's models, as long
+        # as an item autoencoder's epoch): once per fit, not once per epoch.
         self.trainable = self.model.trainable_variables
+        self.variables = self.model.weights
 
     def on_epoch_end(self, epoch, logs=None):
         validation_start = time.perf_counter()
@@ -186,7 +200,7 @@ class _EpochChooser(tf.keras.callbacks.Callback):
         _write_scalars(self.summaries, epoch, logs["loss"], self.progress, figures)
         if improved:
             self.best, self.best_epoch = figure, epoch
-            self.best_weights = self.model.get_weights()
+            self.best_weights = [variable.numpy() for variable in self.variables]  # model.get_weights()'s order
         elif epoch - self.best_epoch >= self.schedule.patience:
             self.model.stop_training = self.stopped = True
             log.info("%s: stopped after epoch %d: no better validation %s for %d epoch(s); keeping epoch %d "
@@ -283,7 +297,7 @@ def fit_choosing_epochs(name: str, build: Callable[[bool], tf.keras.Model], fit_
     with strategy.scope():
         model = build(False)
         fit_batches = fit_data(model).for_cluster(run.cluster)
-        _create_variables(model, fit_batches)
+        create_variables(model, fit_batches)
     sharded = sharded_variables(model) if run.cluster.coordinated else {}
     if run.cluster.coordinated:
         log.info("%s: %s", name, ", ".join(f"{variable} in {parts} parts" for variable, parts in sharded.items())
@@ -292,7 +306,7 @@ def fit_choosing_epochs(name: str, build: Callable[[bool], tf.keras.Model], fit_
     backup = run.backup(name)
     chooser = _EpochChooser(name, validate, schedule, progress, run.cluster, backup, run.summaries(name))
     if schedule.refit and refit_in_place is not None:
-        initial = (model.get_weights(), [v.numpy() for v in model.optimizer.variables])
+        initial = training_state(model)
     state = _resume(name, backup, model, run.cluster)
     if state is not None:
         chooser.resume(state)
@@ -307,27 +321,19 @@ def fit_choosing_epochs(name: str, build: Callable[[bool], tf.keras.Model], fit_
         if full_data is None:
             raise ValueError("refit needs the whole training part")
         refit_start = time.perf_counter()
-        refit_name = f"{name} refit"
         with strategy.scope():
             if refit_in_place is None:
                 model = build(True)
                 full_batches = full_data(model).for_cluster(run.cluster)
-                _create_variables(model, full_batches)
+                create_variables(model, full_batches)
             else:
                 validation_model = build(False)
-                _create_variables(validation_model, fit_batches)
+                create_variables(validation_model, fit_batches)
                 validation_model.set_weights(chooser.best_weights)
-                model.set_weights(initial[0])
-                model.optimizer.set_weights(initial[1])
+                set_training_state(model, initial)
                 refit_in_place(model)
                 full_batches = full_data(model).for_cluster(run.cluster)
-        refit_backup = run.backup(refit_name)
-        refit_state = _resume(refit_name, refit_backup, model, run.cluster)
-        if refit_state is None or not refit_state["finished"]:
-            refit_progress = _progress(run.cluster, refit_name, full_batches)
-            logger = _EpochLogger(refit_name, best_epoch, refit_progress, refit_backup, run.summaries(refit_name))
-            model.fit(epochs=best_epoch, verbose=0, callbacks=[refit_progress, logger],
-                      **_fit_inputs(full_batches, refit_state["epoch"] if refit_state else 0, run.cluster))
+        train_without_validation(f"{name} refit", model, full_batches, best_epoch, run)
         log.info("%s: refitted on the whole training part for %d epoch(s) (%.1fs)", name, best_epoch,
                  time.perf_counter() - refit_start)
     if run.cluster.coordinated:
@@ -337,3 +343,24 @@ def fit_choosing_epochs(name: str, build: Callable[[bool], tf.keras.Model], fit_
     return FitResult(model=model, validation_model=validation_model, best_epoch=best_epoch, history=history,
                      seconds=time.perf_counter() - start, examples_per_second=progress.examples_per_second,
                      sharded_variables=sharded)
+
+
+def train_without_validation(name: str, model: tf.keras.Model, batches: Union[ExampleBatches, ShardedBatches],
+                             epochs: int, run: TrainingRun) -> None:
+    """Trains ``model`` for a number of epochs chosen before (a refit): no validation, one line,
+    backup and scalars per epoch; a backup of this fit name resumes it.
+
+    Args:
+      name: the fit's name (progress lines, backup and TensorBoard folders).
+      model: a compiled model with its variables (already trained ones keep their traced step).
+      batches: its training examples, for the run's cluster.
+      epochs: how many.
+      run: the strategy, backups and TensorBoard folder.
+    """
+    backup = run.backup(name)
+    state = _resume(name, backup, model, run.cluster)
+    if state is None or not state["finished"]:
+        progress = _progress(run.cluster, name, batches)
+        logger = _EpochLogger(name, epochs, progress, backup, run.summaries(name))
+        model.fit(epochs=epochs, verbose=0, callbacks=[progress, logger],
+                  **_fit_inputs(batches, state["epoch"] if state else 0, run.cluster))
