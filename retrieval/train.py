@@ -20,8 +20,9 @@ from twostage.modeling.pooling import DENSE_POOLING_CELLS
 from twostage.modeling.optimizers import make_optimizer
 from twostage.modeling.training import EpochSchedule, FitResult, TrainingRun, fit_choosing_epochs
 from twostage.retrieval.config import RetrievalConfig
-from twostage.retrieval.ease_towers import EaseChoice, EaseFactors, choose_ease, training_factors
+from twostage.retrieval.ease_towers import SPREAD_USERS, EaseChoice, EaseFactors, choose_ease, training_factors
 from twostage.retrieval.model import CandidateTower, QueryTower, TwoTowerModel
+from twostage.retrieval.partner import train_partner
 
 log = logging.getLogger("twostage")
 # Fewest batches in an epoch of whole users (the multinomial loss).
@@ -56,6 +57,8 @@ class TrainedRetrieval:
         ranking stage reorders them, on validation data only).
       config: the settings it was trained with, "auto" ones chosen.
       ease: EASE's setting in the towers (None: not added).
+      partner: the towers' partner (RetrievalConfig.partner): {"seed", "epochs", "scale"}, or
+        None without one.
     """
 
     model: TwoTowerModel
@@ -63,6 +66,7 @@ class TrainedRetrieval:
     validation_candidates: ValidationCandidates
     config: RetrievalConfig
     ease: Optional[EaseChoice] = None
+    partner: Optional[dict] = None
 
     @property
     def query_tower(self) -> QueryTower:
@@ -212,16 +216,16 @@ def train_retrieval(prepared: Prepared, config: RetrievalConfig, candidates: int
             histories[id(part)] = prepared.history(part)
         return histories[id(part)]
 
-    def build(refit: bool) -> TwoTowerModel:
-        tf.keras.utils.set_random_seed(config.seed)
+    def build(refit: bool, seed: int = config.seed, prefix: str = "") -> TwoTowerModel:
+        tf.keras.utils.set_random_seed(seed)
         # The history the tower pools is that of the part it is trained on: the fit part's
         # while choosing epochs, so that validation ratings never leak into the queries.
         history = history_of(train if refit else fit) if config.use_history else None
         query = QueryTower(prepared.vocabularies, config.embedding_dim, config.feature_dim, config.use_user_features,
                            config.id_dropout, history, config.history_sample or None, config.use_user_id,
-                           config.history_hidden, name="query_tower")
+                           config.history_hidden, name=f"{prefix}query_tower")
         candidate = CandidateTower(prepared.vocabularies, config.embedding_dim, config.feature_dim,
-                                   config.use_movie_features, config.id_dropout, name="candidate_tower")
+                                   config.use_movie_features, config.id_dropout, name=f"{prefix}candidate_tower")
         model = TwoTowerModel(query, candidate, loss=loss, catalog=prepared.movie_columns,
                               temperature=config.temperature, l2=config.l2, history_dropout=config.history_dropout,
                               history_targets=config.history_targets, logits_dtype=config.logits_dtype)
@@ -232,17 +236,17 @@ def train_retrieval(prepared: Prepared, config: RetrievalConfig, candidates: int
     def validate(model: TwoTowerModel) -> dict:
         return evaluator.score_metrics(catalog_scorer(model, prepared), ks=(10, 100))
 
-    def examples(ratings: Ratings, part: str):
+    def examples(ratings: Ratings, part: str, seed: int = config.seed):
         if loss == "multinomial":  # whole users: their histories are in the model already
             rows = {"user_id": user_epoch_rows(history_of(ratings), config.batch_size)}
-            return lambda model: ExampleBatches(rows, config.batch_size, shuffle_seed=config.seed,
+            return lambda model: ExampleBatches(rows, config.batch_size, shuffle_seed=seed,
                                                 drop_remainder=True, expand=example_tables(model, prepared).expand)
         if prepared.shards is not None:  # rows from the part's shard files, probabilities added per batch
-            return lambda model: ShardedBatches(prepared.shards.parts[part], config.batch_size, config.seed,
+            return lambda model: ShardedBatches(prepared.shards.parts[part], config.batch_size, seed,
                                                 expand=with_sampling_probability(example_tables(model, prepared),
                                                                                  probability))
         rows = training_rows(prepared, ratings, probability)
-        return lambda model: ExampleBatches(rows, config.batch_size, shuffle_seed=config.seed, drop_remainder=True,
+        return lambda model: ExampleBatches(rows, config.batch_size, shuffle_seed=seed, drop_remainder=True,
                                             expand=example_tables(model, prepared).expand)
 
     def pool_whole_training_part(model: TwoTowerModel) -> None:
@@ -257,6 +261,14 @@ def train_retrieval(prepared: Prepared, config: RetrievalConfig, candidates: int
         # The refit differs from the fit only in the history pooled (build(True) against build(False)).
         refit_in_place=pool_whole_training_part,
     )
+    partner = None
+    if config.partner:
+        partner = train_partner(result.model, lambda: build(True, config.seed + 1, prefix="partner_"),
+                                examples(train, "train", config.seed + 1), result.best_epoch,
+                                run or TrainingRun(), pool_whole_training_part)
+        if not config.refit and config.use_history:  # the best-epoch model validates with the fit part's
+            result.model.query_tower.set_history(history_of(fit))
+        scale = spread_ratio(result.model, partner, prepared, evaluator.user_ids[:SPREAD_USERS])
     if loss == "multinomial" and result.examples_per_second:
         # An example is a user and covers their whole history: reported as ratings, the unit
         # of the per-rating losses, so that the two compare.
@@ -276,10 +288,27 @@ def train_retrieval(prepared: Prepared, config: RetrievalConfig, candidates: int
         # The weights were chosen on the fit part; the queries may still pool every
         # training rating, validation ones included: they are the user's real history.
         pool_whole_training_part(result.model)
-    if ease is not None:  # what is served: EASE of the whole training part
-        attach_ease(result.model, training_factors(prepared.movies.movie_id, train, ease))
+    members = 1
+    if partner is not None:
+        result.model.query_tower.attach_partner(partner.query_tower, scale)
+        result.model.candidate_tower.attach_partner(partner.candidate_tower)
+        members = 2
+        log.info("retrieval: served with its partner (seed %d, %d epochs on the whole training part, its scores "
+                 "times %.3f)", config.seed + 1, result.best_epoch, scale)
+    if ease is not None:  # what is served: EASE of the whole training part, as much beside each member
+        input_factors, output_factors = training_factors(prepared.movies.movie_id, train, ease)
+        attach_ease(result.model, (input_factors * np.float32(members), output_factors))
     return TrainedRetrieval(model=result.model, fit=result, validation_candidates=validation_candidates,
-                            config=config, ease=ease)
+                            config=config, ease=ease,
+                            partner=None if partner is None else {"seed": config.seed + 1,
+                                                                  "epochs": result.best_epoch, "scale": scale})
+
+
+def spread_ratio(model: TwoTowerModel, partner: TwoTowerModel, prepared: Prepared, users: np.ndarray) -> float:
+    """The standard deviation of ``model``'s scores over ``partner``'s, on these users x the catalog
+    (the factor that puts the partner's scores on the model's spread)."""
+    spread = float(np.std(catalog_scorer(partner, prepared)(users)))
+    return float(np.std(catalog_scorer(model, prepared)(users))) / max(spread, 1e-12)
 
 
 def attach_ease(model: TwoTowerModel, factors: tuple):

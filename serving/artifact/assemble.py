@@ -116,8 +116,9 @@ def assemble_history_module(query_tower: QueryTower, candidate_tower: CandidateT
     embeddings = candidate_embeddings(candidate_tower, prepared.movie_columns)
     index = build_index(embeddings, depth, index_config)
     scorer = HistoryRatingScorer(rating_model, prepared.movie_columns)
-    for pooling in [query_tower.rated_movies] + [member.rated_movies for member in scorer.members]:
-        pooling.forget_history()
+    query_tower.forget_history()
+    for member in scorer.members:
+        member.rated_movies.forget_history()
     module = HistoryRequestModule(movies.movie_id, movies.title, rating_counts(movies.movie_id, prepared.train),
                                   QueryEncoder(query_tower), embeddings, index, scorer, serving_config.num_candidates,
                                   serving_config.max_k, depth, blend_weight)

@@ -5,7 +5,7 @@ import pytest
 from twostage.data.errors import ConfigError
 from twostage.data.prepared import LARGE_DATA_EXAMPLES, SAMPLED_HISTORY
 from twostage.ranking.config import CHUNKED_EXAMPLES, LARGE_VALIDATION_RATINGS, RankingConfig
-from twostage.retrieval.config import RetrievalConfig
+from twostage.retrieval.config import PARTNER_AUTO_EXAMPLES, RetrievalConfig
 
 DENSE = 40_000_000
 
@@ -34,11 +34,11 @@ def test_large_data_chooses_for_throughput_and_says_what():
     _, chosen = RetrievalConfig().for_data(LARGE_DATA_EXAMPLES, 62_423, DENSE)
     assert chosen == {"batch_size": 512, "optimizer": "adam", "learning_rate": 0.003, "loss": "multinomial",
                       "history_sample": 0, "patience": 2, "use_user_id": False, "l2": 0.035,
-                      "weight_averaging": 0.993, "ease": False}
+                      "weight_averaging": 0.993, "partner": False, "ease": False}
     retrieval, chosen = RetrievalConfig().for_data(LARGE_DATA_EXAMPLES, 1_000_000, DENSE)
     assert chosen == {"batch_size": 4096, "optimizer": "adagrad", "learning_rate": 0.1, "loss": "in-batch",
                       "history_sample": SAMPLED_HISTORY, "patience": 1, "use_user_id": True, "l2": 0.02,
-                      "weight_averaging": 0.0, "ease": False}
+                      "weight_averaging": 0.0, "partner": False, "ease": False}
     assert retrieval.history_sample == SAMPLED_HISTORY
     ranking, chosen = RankingConfig().for_data(LARGE_DATA_EXAMPLES, 62_423, DENSE)
     assert chosen == {"batch_size": 8192, "refit": False, "history_sample": SAMPLED_HISTORY, "user_chunk": 16,
@@ -61,7 +61,7 @@ def test_large_data_chooses_for_throughput_and_says_what():
 def test_given_settings_are_never_overridden():
     given = RetrievalConfig(batch_size=1024, optimizer="adam", learning_rate=0.005, loss="full-softmax",
                             history_sample=0, patience=2, use_user_id=True, l2=0.02, weight_averaging=0.99,
-                            ease=False)
+                            ease=False, partner=True)
     resolved, chosen = given.for_data(LARGE_DATA_EXAMPLES * 4, 62_423, DENSE)
     assert resolved == given and chosen == {}
     assert RankingConfig(batch_size=512, refit=True, history_sample=8, user_chunk=0, validation_ratings=0,
@@ -102,3 +102,17 @@ def test_ease_in_the_towers_is_on_where_its_eigendecomposition_is_small():
         RetrievalConfig(ease=True).for_data(10 ** 7, 62_423, DENSE, num_users=1000)
     with pytest.raises(ConfigError, match="retrieval ease_rank must be at least 1"):
         RetrievalConfig(ease_rank=0)
+
+
+def test_the_towers_partner_is_on_by_default_for_small_multinomial_runs_only():
+    def partner(config=RetrievalConfig(), examples=72_000, movies=1682, servers=False):
+        return config.for_data(examples, movies, DENSE, num_users=943, parameter_servers=servers)[0].partner
+
+    assert partner() and partner(examples=PARTNER_AUTO_EXAMPLES - 1, movies=9000)  # ml-100k, 600 x 9,000
+    assert not partner(examples=PARTNER_AUTO_EXAMPLES)  # ML-1M shape and up
+    assert not partner(RetrievalConfig(loss="full-softmax")) and not partner(servers=True)
+    assert partner(RetrievalConfig(partner=True, loss="in-batch"), examples=LARGE_DATA_EXAMPLES)  # asked for
+    assert not partner(RetrievalConfig(partner=False))
+    with pytest.raises(ConfigError, match="retrieval partner: it is not trained on parameter servers.*"
+                                          "leave partner unset or false"):
+        partner(RetrievalConfig(partner=True), servers=True)

@@ -180,7 +180,27 @@ def test_query_embeddings_in_chunks_equal_one_call(small_prepared, trained):
     whole = query_embeddings(trained.query_tower, small_prepared.user_inputs, users, batch_size=len(users))
     chunked = query_embeddings(trained.query_tower, small_prepared.user_inputs, users, batch_size=3)
     np.testing.assert_allclose(chunked, whole, rtol=1e-5, atol=1e-6)
-    assert whole.shape == (8, trained.config.embedding_dim + trained.ease.rank)  # the towers', then EASE's
+    # The towers', their partner's, then EASE's.
+    assert whole.shape == (8, 2 * trained.config.embedding_dim + trained.ease.rank)
+
+
+@pytest.mark.slow
+def test_the_served_towers_score_the_sum_of_the_pair_and_its_partner(small_prepared, trained):
+    dim, scale = trained.config.embedding_dim, trained.partner["scale"]
+    query, candidate = trained.query_tower, trained.candidate_tower
+    assert trained.config.partner and trained.partner["seed"] == trained.config.seed + 1 and 0.5 < scale < 2
+    users = {k: tf.constant(v) for k, v in small_prepared.user_inputs(np.asarray(["1", "2", "3"])).items()}
+    movies = {k: tf.constant(v[:20]) for k, v in small_prepared.movie_columns.items()}
+    served_query, served_movies = query(users).numpy(), candidate(movies).numpy()
+    np.testing.assert_allclose(served_query[:, dim:2 * dim], scale * query.partner(users).numpy(), rtol=1e-5, atol=1e-6)
+    np.testing.assert_allclose(served_movies[:, dim:2 * dim], candidate.partner(movies).numpy(), rtol=1e-5, atol=1e-6)
+    # Another seed's towers, pooling the whole training part as the first pair does.
+    assert not np.allclose(served_query[:, :dim], served_query[:, dim:2 * dim] / scale, atol=1e-3)
+    np.testing.assert_array_equal(query.partner.rated_movies.row_splits.numpy(),
+                                  small_prepared.history(small_prepared.train).row_splits)
+    with pytest.raises(ValueError, match="has a partner already"):
+        query.attach_partner(query.partner)
+
 
 
 def test_scann_parameters_follow_the_catalog_size():
