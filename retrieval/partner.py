@@ -15,25 +15,25 @@ log = logging.getLogger("twostage")
 
 
 def train_partner(model: TwoTowerModel, build_partner: Callable[[], TwoTowerModel], examples: Callable,
-                  epochs: int, run: TrainingRun, pool_whole_training_part: Callable[[TwoTowerModel], None]
-                  ) -> TwoTowerModel:
+                  epochs: int, run: TrainingRun) -> TwoTowerModel:
     """Trains the towers' partner through ``model``'s traced train step, ``model`` left as it was.
 
+    The weights swapped in and out include the pooled history's variables, so ``model``
+    trains on the partner's history (the whole training part) and gets its own back.
+
     Args:
-      model: the trained two-tower model (its weights are restored afterwards; its history is
-        left the whole training part's).
+      model: the trained two-tower model (its weights and optimizer state are restored afterwards).
       build_partner: a new compiled model of the same make from another seed, pooling the
         whole training part.
       examples: model -> the whole training part, batched (shuffled by the partner's seed).
       epochs: how many (the count chosen on validation).
       run: the strategy, backups and TensorBoard folder.
-      pool_whole_training_part: sets a model's pooled history to the whole training part's.
 
     Returns:
       The partner model: initialised by ``build_partner``, trained for ``epochs``.
     """
     start = time.perf_counter()
-    trained = model.get_weights()
+    trained = training_state(model)
     with run.cluster.strategy.scope():
         partner = build_partner()
         batches = examples(model).for_cluster(run.cluster)
@@ -41,9 +41,8 @@ def train_partner(model: TwoTowerModel, build_partner: Callable[[], TwoTowerMode
     # The partner's initial weights and optimizer state go through the model's traced step
     # (tracing a second model costs more than an epoch here), then move to the partner.
     set_training_state(model, training_state(partner))
-    pool_whole_training_part(model)
     train_without_validation("retrieval partner", model, batches, epochs, run)
     partner.set_weights(model.get_weights())
-    model.set_weights(trained)
+    set_training_state(model, trained)
     log.info("retrieval: partner trained for %d epoch(s) (%.1fs)", epochs, time.perf_counter() - start)
     return partner

@@ -264,10 +264,7 @@ def train_retrieval(prepared: Prepared, config: RetrievalConfig, candidates: int
     partner = None
     if config.partner:
         partner = train_partner(result.model, lambda: build(True, config.seed + 1, prefix="partner_"),
-                                examples(train, "train", config.seed + 1), result.best_epoch,
-                                run or TrainingRun(), pool_whole_training_part)
-        if not config.refit and config.use_history:  # the best-epoch model validates with the fit part's
-            result.model.query_tower.set_history(history_of(fit))
+                                examples(train, "train", config.seed + 1), result.best_epoch, run or TrainingRun())
         scale = spread_ratio(result.model, partner, prepared, evaluator.user_ids[:SPREAD_USERS])
     if loss == "multinomial" and result.examples_per_second:
         # An example is a user and covers their whole history: reported as ratings, the unit
