@@ -17,10 +17,10 @@ from __future__ import annotations
 
 import numpy as np
 import tensorflow as tf
+import tensorflow_recommenders as tfrs
 
 from twostage.data.features import FeatureVocabularies
 from twostage.modeling.layers import IdEmbedding
-from twostage.modeling.task_model import TaskModel
 from twostage.modeling.tf_setup import require_legacy_keras
 from twostage.ranking.model import RatingTaskModel
 
@@ -55,7 +55,7 @@ def decoded_rating(codes: tf.Tensor, user_vectors: tf.Tensor, user_bias: tf.Tens
     return tf.clip_by_value(tf.reduce_sum(codes * user_vectors, axis=-1) + user_bias, low, high)
 
 
-class ItemAutoRec(TaskModel):
+class ItemAutoRec(tfrs.models.Model):
     """I-AutoRec: movie rating columns -> sigmoid codes -> every user's rating.
 
     Args:

@@ -13,7 +13,6 @@ from twostage.modeling.distribute import cross_replica_concat
 from twostage.modeling.encoders import feature_encoders
 from twostage.modeling.layers import IdEmbedding, ResidualMLP, training_noise
 from twostage.modeling.pooling import HistorySplit, RatedMoviesPooling
-from twostage.modeling.task_model import TaskModel
 from twostage.modeling.tf_setup import require_legacy_keras
 from twostage.retrieval.ease_towers import EaseFactors
 
@@ -217,7 +216,7 @@ class CandidateTower(_FeatureTower):
 LOSSES = ("full-softmax", "in-batch", "multinomial")
 
 
-class TwoTowerModel(TaskModel):
+class TwoTowerModel(tfrs.Model):
     """TFRS retrieval model with a softmax over negatives.
 
     Two kinds of negatives:
