@@ -235,14 +235,13 @@ class TwoTowerModel(tfrs.Model):
       multinomial likelihood of Mult-DAE, Liang et al. 2018). A step covers every rating of
       its users: an epoch costs users x catalog, not ratings x catalog.
 
-    Top-K metrics are deliberately not computed while training (they score the whole
-    catalog every step, which is what makes the TFRS tutorial slow); evaluation does that
-    once, with matrix ops, after training.
+    Top-K metrics are not computed while training (they score the whole catalog every step, what
+    makes the TFRS tutorial slow); evaluation does that once, with matrix ops, after training.
 
     Args:
       query_tower: users -> embeddings.
       candidate_tower: movies -> embeddings.
-      loss: "full-softmax" or "in-batch".
+      loss: "full-softmax", "in-batch" or "multinomial".
       catalog: all catalog movies' features (data.features.movie_feature_columns), needed by
         full-softmax: the classes, in order.
       temperature: logits are divided by it (None: 1).
@@ -284,10 +283,13 @@ class TwoTowerModel(tfrs.Model):
             self.catalog = candidate_tower.index_features({name: tf.constant(list(values))
                                                            for name, values in catalog.items()})
 
-    # No Python control flow here depends on tensors: skipping AutoGraph's conversion of every
-    # layer halves the train step's tracing (as RatingTaskModel does). The in-batch loss keeps
-    # it: TFRS's Retrieval task needs AutoGraph under a strategy.
-    @tf.autograph.experimental.do_not_convert
+    def train_step(self, inputs):
+        # No control flow of these losses depends on tensors: traced as written, not converted by AutoGraph,
+        # the step (its optimizer, every layer's call) traces in half the time. The in-batch loss's TFRS task
+        # calls len() on a tensor, which needs AutoGraph under a strategy.
+        step = super().train_step
+        return step(inputs) if self.loss_kind == "in-batch" else tf.autograph.experimental.do_not_convert(step)(inputs)
+
     def _multinomial_loss(self, features: Dict[str, tf.Tensor], training: bool) -> tf.Tensor:
         rows = self.query_tower.id_embedding.index(features["user_id"])
         split = self.query_tower.rated_movies.split(rows, self.history_dropout)
