@@ -59,6 +59,7 @@ class RatingInputs:
     def __init__(self, prepared: Prepared):
         self.prepared = prepared
         self._per_model = {}  # id(model) -> (model, its tables, its traced prediction)
+        self._kept_passes = {}  # (id(model), id(ratings), batch size) -> (ratings, their pass)
 
     def _for(self, model: RatingTaskModel) -> tuple:
         key = id(model)
@@ -86,10 +87,23 @@ class RatingInputs:
                               user_chunk=user_chunk)
 
 
-def predict_ratings(model: RatingTaskModel, inputs: RatingInputs, ratings: Ratings, batch_size: int = 8192) -> np.ndarray:
-    """Predicted ratings for the (user, movie) pairs of ``ratings``, in order."""
+    def kept_pass(self, model: RatingTaskModel, ratings: Ratings, batch_size: int) -> tf.data.Dataset:
+        """One in-order pass over ``ratings`` in ``model``'s input form, built once and kept: tracing
+        a new pipeline costs more than reading ml-100k's validation part (validation reads it every epoch)."""
+        key = (id(model), id(ratings), batch_size)
+        if key not in self._kept_passes:
+            self._kept_passes[key] = (ratings, self.batches(model, ratings, batch_size).dataset())
+        return self._kept_passes[key][1]
+
+
+def predict_ratings(model: RatingTaskModel, inputs: RatingInputs, ratings: Ratings, batch_size: int = 8192,
+                    keep_pass: bool = False) -> np.ndarray:
+    """Predicted ratings for the (user, movie) pairs of ``ratings``, in order (``keep_pass``: through
+    the pass RatingInputs.kept_pass keeps, for rows predicted again and again)."""
     predict = inputs.predictor(model)
-    return np.concatenate([predict(batch).numpy() for batch in inputs.batches(model, ratings, batch_size).dataset()])
+    batches = inputs.kept_pass(model, ratings, batch_size) if keep_pass else \
+        inputs.batches(model, ratings, batch_size).dataset()
+    return np.concatenate([predict(batch).numpy() for batch in batches])
 
 
 def _errors(predicted: np.ndarray, ratings: Ratings) -> dict:
@@ -108,7 +122,7 @@ def _validator(inputs: RatingInputs, ratings: Ratings, most: int, seed: int):
         log.info("ranking: validating each epoch on %d of the %d validation ratings (a seeded sample)", most,
                  len(ratings))
         ratings = ratings.take(np.sort(np.random.default_rng(seed).choice(len(ratings), most, replace=False)))
-    return lambda model: _errors(predict_ratings(model, inputs, ratings), ratings)
+    return lambda model: _errors(predict_ratings(model, inputs, ratings, keep_pass=True), ratings)
 
 
 # Fewest steps in an item autoencoder's epoch (a small catalog's movies are repeated).
@@ -240,7 +254,7 @@ def train_ranking(prepared: Prepared, config: RankingConfig, validation_pairs: O
         autorec = autorec_fit.model
         rows = prepared.example_rows(prepared.validation)
         weight, figures = choose_autorec_weight(
-            predict_ratings(validation_model, inputs, prepared.validation), autorec_ratings(autorec, rows),
+            predict_ratings(validation_model, inputs, prepared.validation, keep_pass=True), autorec_ratings(autorec, rows),
             autorec.known({name: tf.constant(rows[name]) for name in ("user_id", "movie_id")}).numpy(),
             prepared.validation.rating)
         log.info("ranking: rating = %.2f x the rating model's + %.2f x the item autoencoder's (validation RMSE "

@@ -136,7 +136,7 @@ def test_validation_on_a_seeded_sample_of_the_ratings(parts, monkeypatch):
 
     validation = parts[3]
     seen = []
-    monkeypatch.setattr(ranking_train, "predict_ratings", lambda model, inputs, ratings: seen.append(ratings) or
+    monkeypatch.setattr(ranking_train, "predict_ratings", lambda model, inputs, ratings, **_: seen.append(ratings) or
                         np.full(len(ratings), 3.0))
     half = len(validation) // 2
     for _ in range(2):
@@ -147,3 +147,15 @@ def test_validation_on_a_seeded_sample_of_the_ratings(parts, monkeypatch):
     assert set(zip(first.user_id, first.movie_id)) <= pairs
     ranking_train._validator(None, validation, 0, seed=7)(None)  # 0: every rating
     assert len(seen[-1]) == len(validation)
+
+
+def test_a_kept_pass_is_built_once_and_predicts_what_a_new_one_does(parts, small_prepared):
+    train, test, _, validation, vocabularies = parts
+    model = RatingModel(vocabularies, (1.0, 5.0), 3.5, history=small_prepared.history(train))
+    inputs = RatingInputs(small_prepared)
+    first = inputs.kept_pass(model, validation, 64)
+    assert inputs.kept_pass(model, validation, 64) is first  # validation reads it every epoch
+    assert inputs.kept_pass(model, test, 64) is not first and inputs.kept_pass(model, validation, 32) is not first
+    kept = predict_ratings(model, inputs, validation, 64, keep_pass=True)
+    np.testing.assert_array_equal(kept, predict_ratings(model, inputs, validation, 64))
+    assert len(kept) == len(validation)
