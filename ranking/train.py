@@ -58,15 +58,16 @@ class RatingInputs:
 
     def __init__(self, prepared: Prepared):
         self.prepared = prepared
-        self._per_model = {}  # id(model) -> (model, its tables, its traced prediction)
-        self._kept_passes = {}  # (id(model), id(ratings), batch size) -> (ratings, their pass)
+        # id(model) -> (model, its tables, its traced prediction, its kept passes: (id(ratings),
+        # batch size) -> (ratings, their pass))
+        self._per_model = {}
 
     def _for(self, model: RatingTaskModel) -> tuple:
         key = id(model)
         if key not in self._per_model:
             tables = ExampleTables(model.index_features, self.prepared.user_row_columns, self.prepared.movie_columns)
             predict = tf.function(lambda features: model(features)[:, 0], autograph=False, reduce_retracing=True)
-            self._per_model[key] = (model, tables, predict)
+            self._per_model[key] = (model, tables, predict, {})
         return self._per_model[key]
 
     def tables(self, model: RatingTaskModel) -> ExampleTables:
@@ -86,14 +87,15 @@ class RatingInputs:
                               drop_remainder=shuffle_seed is not None, expand=self.tables(model).expand,
                               user_chunk=user_chunk)
 
-
     def kept_pass(self, model: RatingTaskModel, ratings: Ratings, batch_size: int) -> tf.data.Dataset:
-        """One in-order pass over ``ratings`` in ``model``'s input form, built once and kept: tracing
-        a new pipeline costs more than reading ml-100k's validation part (validation reads it every epoch)."""
-        key = (id(model), id(ratings), batch_size)
-        if key not in self._kept_passes:
-            self._kept_passes[key] = (ratings, self.batches(model, ratings, batch_size).dataset())
-        return self._kept_passes[key][1]
+        """One in-order pass over ``ratings`` in ``model``'s input form, built once per model and kept:
+        validation reads the same rows every epoch, and building and tracing a new pipeline costs more
+        than a small validation part's pass."""
+        passes = self._for(model)[3]
+        key = (id(ratings), batch_size)
+        if key not in passes:
+            passes[key] = (ratings, self.batches(model, ratings, batch_size).dataset())
+        return passes[key][1]
 
 
 def predict_ratings(model: RatingTaskModel, inputs: RatingInputs, ratings: Ratings, batch_size: int = 8192,
