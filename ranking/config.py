@@ -85,9 +85,8 @@ class RankingConfig:
       autorec_hidden: width of the autoencoder's code.
       autorec_l2: its L2 penalty on both kernels.
       autorec_learning_rate: its Adam step size.
-      autorec_batch_size: movies per step. 512 at 0.006 against 256 at 0.002: nested RMSE 0.8833
-        against 0.8850 (ml-100k, seed 42), 0.8866 against 0.8922 (seed 43), 0.7071 against 0.7069
-        (generated 600 x 9,000), in about half the epochs (docs/quality.md).
+      autorec_batch_size: movies per step (the default pair with autorec_learning_rate was chosen
+        on nested validation: docs/quality.md, "Training time").
       autorec_epochs: most epochs (the count used is the best on validation).
       autorec_patience: epochs without a better validation RMSE before it stops.
       seed: seeds initialisation and shuffling.
