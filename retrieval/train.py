@@ -59,6 +59,10 @@ class TrainedRetrieval:
       ease: EASE's setting in the towers (None: not added).
       partner: the towers' partner (RetrievalConfig.partner): {"seed", "epochs", "scale"}, or
         None without one.
+      score_spread: the served model's scores' standard deviation over the validation
+        candidates' model's (validation users x catalog). A weight chosen on the candidates'
+        scores is multiplied by it to weigh the same against the served scores, which sum
+        the partner's and pool the whole training part.
     """
 
     model: TwoTowerModel
@@ -67,6 +71,7 @@ class TrainedRetrieval:
     config: RetrievalConfig
     ease: Optional[EaseChoice] = None
     partner: Optional[dict] = None
+    score_spread: float = 1.0
 
     @property
     def query_tower(self) -> QueryTower:
@@ -281,6 +286,8 @@ def train_retrieval(prepared: Prepared, config: RetrievalConfig, candidates: int
         attach_ease(result.validation_model, fit_factors)
     columns, scores = evaluator.top_unseen(catalog_scorer(result.validation_model, prepared), candidates)
     validation_candidates = ValidationCandidates(evaluator.user_ids, columns, scores, evaluator)
+    spread_users = evaluator.user_ids[:SPREAD_USERS]
+    validation_spread = float(np.std(catalog_scorer(result.validation_model, prepared)(spread_users)))
     if not config.refit:
         # The weights were chosen on the fit part; the queries may still pool every
         # training rating, validation ones included: they are the user's real history.
@@ -295,10 +302,12 @@ def train_retrieval(prepared: Prepared, config: RetrievalConfig, candidates: int
     if ease is not None:  # what is served: EASE of the whole training part, as much beside each member
         input_factors, output_factors = training_factors(prepared.movies.movie_id, train, ease)
         attach_ease(result.model, (input_factors * np.float32(members), output_factors))
+    served_spread = float(np.std(catalog_scorer(result.model, prepared)(spread_users)))
     return TrainedRetrieval(model=result.model, fit=result, validation_candidates=validation_candidates,
                             config=config, ease=ease,
                             partner=None if partner is None else {"seed": config.seed + 1,
-                                                                  "epochs": result.best_epoch, "scale": scale})
+                                                                  "epochs": result.best_epoch, "scale": scale},
+                            score_spread=served_spread / max(validation_spread, 1e-12))
 
 
 def spread_ratio(model: TwoTowerModel, partner: TwoTowerModel, prepared: Prepared, users: np.ndarray) -> float:

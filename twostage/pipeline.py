@@ -113,7 +113,11 @@ class StageLog:
 
 @dataclasses.dataclass
 class TrainedStages:
-    """Both trained stages and the data they were trained on, before any export."""
+    """Both trained stages and the data they were trained on, before any export.
+
+    ``blend_weight`` is the served one: ``blend_chosen``, the weight chosen on the validation
+    candidates' scores, put on the served retrieval scores' spread (TrainedRetrieval.score_spread).
+    """
 
     config: PipelineConfig
     prepared: Prepared
@@ -124,6 +128,7 @@ class TrainedStages:
     train_seconds: float
     stages: dict = dataclasses.field(default_factory=dict)
     cluster: Cluster = dataclasses.field(default_factory=default_cluster)
+    blend_chosen: float = 0.0
 
 
 def train_stages(config: PipelineConfig, data: MovieLensData | None = None,
@@ -148,13 +153,15 @@ def train_stages(config: PipelineConfig, data: MovieLensData | None = None,
     ranking = train_ranking(prepared, config.ranking, run=run,
                             validation_pairs=candidate_pairs(retrieval.validation_candidates, prepared.movies))
     stages.done("ranking", ranking.fit.examples_per_second)
-    weight, blend_figures = choose_blend_weight(retrieval.validation_candidates, ranking.validation_predictions)
+    chosen, blend_figures = choose_blend_weight(retrieval.validation_candidates, ranking.validation_predictions)
     stages.done("blend")
-    log.info("final list: retrieval score + %g x predicted rating (validation NDCG@10 %.4f; retrieval alone "
-             "%.4f, rating alone %.4f)", weight, blend_figures[weight]["ndcg@10"], blend_figures[0.0]["ndcg@10"],
-             blend_figures[max(blend_figures)]["ndcg@10"])
+    weight = chosen * retrieval.score_spread
+    log.info("final list: retrieval score + %.4g x predicted rating (%g chosen on validation, NDCG@10 %.4f; retrieval "
+             "alone %.4f, rating alone %.4f; the served scores' spread is %.3f times the validation model's)",
+             weight, chosen, blend_figures[chosen]["ndcg@10"], blend_figures[0.0]["ndcg@10"],
+             blend_figures[max(blend_figures)]["ndcg@10"], retrieval.score_spread)
     return TrainedStages(config, prepared, retrieval, ranking, weight, blend_figures, time.perf_counter() - start,
-                         stages.record, run.cluster)
+                         stages.record, run.cluster, blend_chosen=chosen)
 
 
 def _fit_record(fit) -> dict:
@@ -199,7 +206,8 @@ def export(trained: TrainedStages, out_dir: str, index: IndexConfig | None = Non
                     **({"autorec": {"weight": ranking.autorec_weight, **_fit_record(ranking.autorec_fit)}}
                        if ranking.autorec_fit is not None else {})},
         "index": index_description,
-        "blend": {"weight": trained.blend_weight,
+        "blend": {"weight": trained.blend_weight, "chosen": trained.blend_chosen,
+                  "score_spread": retrieval.score_spread,
                   "validation": {str(w): f for w, f in trained.blend_figures.items()}},
         "serving": dataclasses.asdict(config.serving),
         "distribute": {**trained.cluster.record(), **({"sharded_variables": {

@@ -27,4 +27,8 @@ def test_blend_weight_is_chosen_on_validation_only(monkeypatch, tmp_path, small_
 
     monkeypatch.setattr(retrieval_train, "HeldOutEvaluator", Spy)
     result = pipeline.train(small_pipeline_config(index="brute-force", epochs=2), str(tmp_path))
-    assert seen and result.metadata["blend"]["weight"] in blend.BLEND_WEIGHTS
+    record = result.metadata["blend"]
+    assert seen and record["chosen"] in blend.BLEND_WEIGHTS
+    # Served on the served scores' spread (the partner's sum, the whole history pooled).
+    assert record["score_spread"] > 0
+    assert record["weight"] == pytest.approx(record["chosen"] * record["score_spread"])

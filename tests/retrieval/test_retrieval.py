@@ -11,6 +11,7 @@ from twostage.retrieval.index import build_brute_force_index, build_scann_index,
 from twostage.modeling.layers import PooledTokens
 from twostage.modeling.pooling import HistorySplit, RatedMoviesPooling
 from twostage.retrieval.model import CandidateTower, QueryTower, TwoTowerModel
+from twostage.retrieval.ease_towers import SPREAD_USERS
 from twostage.retrieval.train import (MIN_USER_STEPS, candidate_embeddings, catalog_scorer, query_embeddings,
                                       train_retrieval, user_epoch_rows)
 
@@ -201,6 +202,16 @@ def test_the_served_towers_score_the_sum_of_the_pair_and_its_partner(small_prepa
     with pytest.raises(ValueError, match="has a partner already"):
         query.attach_partner(query.partner)
 
+
+
+@pytest.mark.slow
+def test_the_score_spread_is_the_served_models_over_the_validation_candidates_model(small_prepared, trained):
+    # The refit keeps the fit part's best-epoch model (which chose the candidates) apart.
+    users = trained.validation_candidates.user_ids[:SPREAD_USERS]
+    chosen_on = np.std(catalog_scorer(trained.fit.validation_model, small_prepared)(users))
+    served = np.std(catalog_scorer(trained.model, small_prepared)(users))
+    assert trained.score_spread == pytest.approx(served / chosen_on, rel=1e-5)
+    assert trained.score_spread > 1.3  # the served scores sum two pairs of towers
 
 
 def test_scann_parameters_follow_the_catalog_size():

@@ -46,8 +46,8 @@ def test_history_matches_the_training_part(recommender, train_part):
 
 
 def test_final_score_blends_retrieval_and_predicted_rating(recommender):
+    assert str(recommender.metadata["blend"]["chosen"]) in recommender.metadata["blend"]["validation"]
     weight = recommender.metadata["blend"]["weight"]
-    assert str(weight) in recommender.metadata["blend"]["validation"]
     for r in recommender.recommend("3", k=10):
         assert r.score == pytest.approx(r.retrieval_score + weight * r.predicted_rating, rel=1e-5, abs=1e-5)
 
