@@ -284,10 +284,12 @@ def train_retrieval(prepared: Prepared, config: RetrievalConfig, candidates: int
                                         catalog_scorer(result.validation_model, prepared, evaluator.user_ids),
                                         config.ease_rank)
         attach_ease(result.validation_model, fit_factors)
-    columns, scores = evaluator.top_unseen(catalog_scorer(result.validation_model, prepared), candidates)
+    # Embedded once: the candidates and the spread the blend weight is chosen on read the same scores.
+    validation_scorer = catalog_scorer(result.validation_model, prepared, evaluator.user_ids)
+    columns, scores = evaluator.top_unseen(validation_scorer, candidates)
     validation_candidates = ValidationCandidates(evaluator.user_ids, columns, scores, evaluator)
     spread_users = evaluator.user_ids[:SPREAD_USERS]
-    validation_spread = float(np.std(catalog_scorer(result.validation_model, prepared)(spread_users)))
+    validation_spread = float(np.std(validation_scorer(spread_users)))
     if not config.refit:
         # The weights were chosen on the fit part; the queries may still pool every
         # training rating, validation ones included: they are the user's real history.
@@ -302,7 +304,7 @@ def train_retrieval(prepared: Prepared, config: RetrievalConfig, candidates: int
     if ease is not None:  # what is served: EASE of the whole training part, as much beside each member
         input_factors, output_factors = training_factors(prepared.movies.movie_id, train, ease)
         attach_ease(result.model, (input_factors * np.float32(members), output_factors))
-    served_spread = float(np.std(catalog_scorer(result.model, prepared)(spread_users)))
+    served_spread = score_spread(result.model, prepared, spread_users)
     return TrainedRetrieval(model=result.model, fit=result, validation_candidates=validation_candidates,
                             config=config, ease=ease,
                             partner=None if partner is None else {"seed": config.seed + 1,
@@ -310,11 +312,15 @@ def train_retrieval(prepared: Prepared, config: RetrievalConfig, candidates: int
                             score_spread=served_spread / max(validation_spread, 1e-12))
 
 
+def score_spread(model: TwoTowerModel, prepared: Prepared, users: np.ndarray) -> float:
+    """The standard deviation of ``model``'s scores over these users x the catalog."""
+    return float(np.std(catalog_scorer(model, prepared)(users)))
+
+
 def spread_ratio(model: TwoTowerModel, partner: TwoTowerModel, prepared: Prepared, users: np.ndarray) -> float:
-    """The standard deviation of ``model``'s scores over ``partner``'s, on these users x the catalog
-    (the factor that puts the partner's scores on the model's spread)."""
-    spread = float(np.std(catalog_scorer(partner, prepared)(users)))
-    return float(np.std(catalog_scorer(model, prepared)(users))) / max(spread, 1e-12)
+    """``model``'s score spread over ``partner``'s, on these users x the catalog (the factor that
+    puts the partner's scores on the model's spread)."""
+    return score_spread(model, prepared, users) / max(score_spread(partner, prepared, users), 1e-12)
 
 
 def attach_ease(model: TwoTowerModel, factors: tuple):

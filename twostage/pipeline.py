@@ -115,20 +115,24 @@ class StageLog:
 class TrainedStages:
     """Both trained stages and the data they were trained on, before any export.
 
-    ``blend_weight`` is the served one: ``blend_chosen``, the weight chosen on the validation
-    candidates' scores, put on the served retrieval scores' spread (TrainedRetrieval.score_spread).
+    ``blend_chosen`` is the blend weight chosen on the validation candidates' scores.
     """
 
     config: PipelineConfig
     prepared: Prepared
     retrieval: object
     ranking: object
-    blend_weight: float
+    blend_chosen: float
     blend_figures: dict
     train_seconds: float
     stages: dict = dataclasses.field(default_factory=dict)
     cluster: Cluster = dataclasses.field(default_factory=default_cluster)
-    blend_chosen: float = 0.0
+
+    @property
+    def blend_weight(self) -> float:
+        """The served blend weight: the chosen one on the served retrieval scores' spread
+        (TrainedRetrieval.score_spread)."""
+        return self.blend_chosen * self.retrieval.score_spread
 
 
 def train_stages(config: PipelineConfig, data: MovieLensData | None = None,
@@ -155,13 +159,13 @@ def train_stages(config: PipelineConfig, data: MovieLensData | None = None,
     stages.done("ranking", ranking.fit.examples_per_second)
     chosen, blend_figures = choose_blend_weight(retrieval.validation_candidates, ranking.validation_predictions)
     stages.done("blend")
-    weight = chosen * retrieval.score_spread
+    trained = TrainedStages(config, prepared, retrieval, ranking, chosen, blend_figures, time.perf_counter() - start,
+                            stages.record, run.cluster)
     log.info("final list: retrieval score + %.4g x predicted rating (%g chosen on validation, NDCG@10 %.4f; retrieval "
              "alone %.4f, rating alone %.4f; the served scores' spread is %.3f times the validation model's)",
-             weight, chosen, blend_figures[chosen]["ndcg@10"], blend_figures[0.0]["ndcg@10"],
+             trained.blend_weight, chosen, blend_figures[chosen]["ndcg@10"], blend_figures[0.0]["ndcg@10"],
              blend_figures[max(blend_figures)]["ndcg@10"], retrieval.score_spread)
-    return TrainedStages(config, prepared, retrieval, ranking, weight, blend_figures, time.perf_counter() - start,
-                         stages.record, run.cluster, blend_chosen=chosen)
+    return trained
 
 
 def _fit_record(fit) -> dict:
