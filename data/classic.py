@@ -85,11 +85,16 @@ def histories_of(history: sparse.csr_matrix, rows_of: Callable[[np.ndarray], np.
     return history[np.maximum(rows, 0)].multiply((rows >= 0)[:, None]).tocsr()
 
 
-def ease_weights(history: sparse.csr_matrix, lam: float) -> np.ndarray:
-    """EASE's [catalog, catalog] item weights for a binary history and L2 weight ``lam``."""
-    gram = (history.T @ history).toarray().astype(np.float64)
-    gram[np.diag_indices_from(gram)] += lam
-    inverse = np.linalg.inv(gram)
+def ease_weights(history: sparse.csr_matrix, lam: float, gram: Optional[np.ndarray] = None) -> np.ndarray:
+    """EASE's [catalog, catalog] item weights for a binary history and L2 weight ``lam``
+    (``gram``: the history's X'X in float64, where it is already computed; left as it was)."""
+    gram = (history.T @ history).toarray().astype(np.float64) if gram is None else gram
+    diagonal = np.diag_indices_from(gram)
+    gram[diagonal] += lam
+    try:
+        inverse = np.linalg.inv(gram)
+    finally:  # lambda taken back off in place, not added to a copy (a catalog-squared matrix)
+        gram[diagonal] -= lam
     weights = -inverse / np.diag(inverse)
     weights[np.diag_indices_from(weights)] = 0.0
     return weights.astype(np.float32)
@@ -145,19 +150,48 @@ class EaseSpectrum:
                 (top / (lam * diagonal)[:, None]).astype(np.float32))
 
 
+class EaseOfPart:
+    """EASE of one part's history, for any lambda: what every lambda shares is computed once.
+
+    With fewer users than movies (a wide catalog) that is the history's spectrum from the
+    users' side (``EaseSpectrum``), an eigendecomposition far smaller than the item x item
+    inverse each lambda would otherwise take; otherwise it is the Gram matrix X'X, inverted
+    once per lambda. Both score every movie exactly as ``ease_weights`` does.
+
+    Args:
+      catalog_ids: the catalog, in position order.
+      ratings: the part EASE is fitted on.
+    """
+
+    def __init__(self, catalog_ids: np.ndarray, ratings: Ratings):
+        if len(catalog_ids) > MAX_EASE_MOVIES:
+            raise TwostageError(f"EASE needs a dense {len(catalog_ids):,}^2 item matrix; it runs on catalogs of at "
+                                f"most {MAX_EASE_MOVIES:,} movies")
+        self.history, users = interaction_matrix(catalog_ids, ratings)
+        self.rows_of = row_finder(users)
+        wide = self.history.shape[0] < self.history.shape[1]
+        self.spectrum = EaseSpectrum.of(self.history) if wide else None
+        self.gram = None if wide else (self.history.T @ self.history).toarray().astype(np.float64)
+
+    def scorer(self, lam: float) -> Scorer:
+        """User ids -> EASE scores of every catalog movie at L2 weight ``lam`` (a new user: zeros)."""
+        if self.spectrum is None:
+            weights = ease_weights(self.history, lam, self.gram)
+            return lambda user_ids: np.asarray(histories_of(self.history, self.rows_of, user_ids) @ weights)
+        input_factors, output_factors = self.spectrum.factors(lam, len(self.spectrum.eigenvalues))
+        # The factors' product holds a diagonal that EASE constrains to zero: taken back off.
+        diagonal = np.einsum("ik,ik->i", input_factors, output_factors)
+
+        def score(user_ids: np.ndarray) -> np.ndarray:
+            known = histories_of(self.history, self.rows_of, user_ids)
+            return np.asarray(known @ input_factors) @ output_factors.T - known.multiply(diagonal).toarray()
+
+        return score
+
+
 def ease_scorer(catalog_ids: np.ndarray, train: Ratings, lam: float) -> Scorer:
     """User ids -> EASE scores of every catalog movie, the model fitted on ``train``."""
-    if len(catalog_ids) > MAX_EASE_MOVIES:
-        raise TwostageError(f"EASE needs a dense {len(catalog_ids):,}^2 item matrix; it runs on catalogs of at "
-                            f"most {MAX_EASE_MOVIES:,} movies")
-    history, users = interaction_matrix(catalog_ids, train)
-    weights = ease_weights(history, lam)
-    rows_of = row_finder(users)
-
-    def score(user_ids: np.ndarray) -> np.ndarray:
-        return np.asarray(histories_of(history, rows_of, user_ids) @ weights)  # a new user: no history
-
-    return score
+    return EaseOfPart(catalog_ids, train).scorer(lam)
 
 
 def als_scorer(catalog_ids: np.ndarray, train: Ratings, regularization: float, factors: int = 64,
@@ -206,7 +240,15 @@ def unavailable(name: str, num_movies: int) -> Optional[str]:
 def fit_ease(prepared, lambdas: Sequence[float] = EASE_LAMBDAS) -> ClassicModel:
     """EASE with its lambda chosen on the validation part (see the module docstring)."""
     catalog = prepared.movies.movie_id
-    return _choose("EASE lambda", lambda ratings, lam: ease_scorer(catalog, ratings, lam), lambdas, prepared)
+    parts = {}
+
+    def make(ratings: Ratings, lam: float) -> Scorer:
+        if id(ratings) not in parts:  # one part at a time: the fit part's is freed for the training part's
+            parts.clear()
+            parts[id(ratings)] = EaseOfPart(catalog, ratings)
+        return parts[id(ratings)].scorer(lam)
+
+    return _choose("EASE lambda", make, lambdas, prepared)
 
 
 def fit_als(prepared, regularizations: Sequence[float] = ALS_REGULARIZATIONS) -> ClassicModel:

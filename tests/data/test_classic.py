@@ -72,3 +72,23 @@ def test_ease_spectrum_factors_score_unseen_movies_as_the_closed_form(shape):
         np.testing.assert_allclose(scores[unseen], (history @ classic.ease_weights(history, lam))[unseen], atol=1e-5)
     narrow = spectrum.factors(30.0, rank=5)
     assert narrow[0].shape == narrow[1].shape == (shape[1], 5) and not narrow[1][0].any()
+
+
+@pytest.mark.parametrize("users", [30, 60])  # from the spectrum (fewer users than movies), and from X'X
+def test_ease_of_a_part_scores_every_movie_as_the_closed_form_for_each_lambda(users):
+    rng = np.random.default_rng(2)
+    dense = (rng.random((users, 40)) < 0.3).astype(np.float32)
+    dense[:, 0] = 0  # a movie nobody rated
+    rows, cols = np.nonzero(dense)
+    ratings = Ratings.from_rows([f"u{r}" for r in rows], [f"m{c}" for c in cols], np.full(len(rows), 4),
+                                np.arange(len(rows)))
+    catalog = np.asarray([f"m{c}" for c in range(40)])
+    part = classic.EaseOfPart(catalog, ratings)
+    assert (part.spectrum is not None) == (users < 40)
+    history, user_ids = classic.interaction_matrix(catalog, ratings)
+    asked = np.concatenate([user_ids[::-1], ["stranger"]])  # any order; an unknown user scores zeros
+    for lam in (1.0, 30.0):
+        closed_form = np.asarray(history @ classic.ease_weights(history, lam))
+        scores = part.scorer(lam)(asked)
+        np.testing.assert_allclose(scores[:-1], closed_form[::-1], atol=1e-5)
+        assert not scores[-1].any()
