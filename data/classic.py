@@ -174,16 +174,21 @@ class EaseOfPart:
         self.gram = None if wide else (self.history.T @ self.history).toarray().astype(np.float64)
 
     def scorer(self, lam: float) -> Scorer:
-        """User ids -> EASE scores of every catalog movie at L2 weight ``lam`` (a new user: zeros)."""
+        """User ids -> EASE scores of every catalog movie at L2 weight ``lam`` (a new user: zeros).
+
+        The scorer holds the history and this lambda's weights, not ``self``: the Gram matrix
+        or spectrum it was made from is freed with this object.
+        """
+        history, rows_of = self.history, self.rows_of
         if self.spectrum is None:
-            weights = ease_weights(self.history, lam, self.gram)
-            return lambda user_ids: np.asarray(histories_of(self.history, self.rows_of, user_ids) @ weights)
+            weights = ease_weights(history, lam, self.gram)
+            return lambda user_ids: np.asarray(histories_of(history, rows_of, user_ids) @ weights)
         input_factors, output_factors = self.spectrum.factors(lam, len(self.spectrum.eigenvalues))
         # The factors' product holds a diagonal that EASE constrains to zero: taken back off.
         diagonal = np.einsum("ik,ik->i", input_factors, output_factors)
 
         def score(user_ids: np.ndarray) -> np.ndarray:
-            known = histories_of(self.history, self.rows_of, user_ids)
+            known = histories_of(history, rows_of, user_ids)
             return np.asarray(known @ input_factors) @ output_factors.T - known.multiply(diagonal).toarray()
 
         return score
