@@ -22,6 +22,7 @@ import tensorflow_recommenders as tfrs
 from twostage.data.features import FeatureVocabularies
 from twostage.modeling.layers import IdEmbedding
 from twostage.modeling.tf_setup import require_legacy_keras
+from twostage.modeling.train_function import SingleTraceSteps
 from twostage.ranking.model import RatingTaskModel
 
 keras = require_legacy_keras()
@@ -55,7 +56,7 @@ def decoded_rating(codes: tf.Tensor, user_vectors: tf.Tensor, user_bias: tf.Tens
     return tf.clip_by_value(tf.reduce_sum(codes * user_vectors, axis=-1) + user_bias, low, high)
 
 
-class ItemAutoRec(tfrs.models.Model):
+class ItemAutoRec(SingleTraceSteps, tfrs.models.Model):
     """I-AutoRec: movie rating columns -> sigmoid codes -> every user's rating.
 
     Args:

@@ -16,6 +16,7 @@ from twostage.modeling.distribute import replica_count
 from twostage.modeling.layers import IdEmbedding, SeededDropout
 from twostage.modeling.pooling import RatedMoviesPooling
 from twostage.modeling.tf_setup import require_legacy_keras
+from twostage.modeling.train_function import SingleTraceSteps
 
 keras = require_legacy_keras()
 
@@ -53,7 +54,7 @@ def bounded_rating(raw: tf.Tensor, low: float, high: float, global_mean: float, 
     return squashed_rating(raw + rating_offset(low, high, global_mean, output), low, high, output)
 
 
-class RatingTaskModel(tfrs.models.Model):
+class RatingTaskModel(SingleTraceSteps, tfrs.models.Model):
     """What every rating architecture shares: the TFRS Ranking task (MSE loss, RMSE metric),
     an output kept inside the rating scale, and an optional L2 penalty.
 

@@ -14,6 +14,7 @@ from twostage.modeling.encoders import feature_encoders
 from twostage.modeling.layers import IdEmbedding, ResidualMLP, training_noise
 from twostage.modeling.pooling import HistorySplit, RatedMoviesPooling
 from twostage.modeling.tf_setup import require_legacy_keras
+from twostage.modeling.train_function import SingleTraceSteps
 from twostage.retrieval.ease_towers import EaseFactors
 
 keras = require_legacy_keras()
@@ -216,7 +217,7 @@ class CandidateTower(_FeatureTower):
 LOSSES = ("full-softmax", "in-batch", "multinomial")
 
 
-class TwoTowerModel(tfrs.Model):
+class TwoTowerModel(SingleTraceSteps, tfrs.Model):
     """TFRS retrieval model with a softmax over negatives.
 
     Two kinds of negatives:
