@@ -62,6 +62,8 @@ class RankingConfig:
         shard files keep the files' order). None: 16 from CHUNKED_EXAMPLES on (at ML-1M
         shape it cut an epoch's time by 40% for 0.0006 of validation RMSE), else 0.
       patience: epochs without a better validation RMSE before stopping.
+      steps_per_execution: training steps per call into the TF runtime (less Python
+        overhead per step; the train step is still traced once, modeling.train_function).
       validation_ratings: validate each epoch on a seeded sample of at most this many
         validation ratings (0: all). None: all below LARGE_DATA_EXAMPLES, 500,000 from there
         (at ML-25M shape predicting all 2M cost a fifth of an epoch; the RMSE of 500,000
@@ -110,6 +112,7 @@ class RankingConfig:
     learning_rate: float = 0.005
     user_chunk: Optional[int] = None
     patience: int = 1
+    steps_per_execution: int = 4
     validation_ratings: Optional[int] = None
     weight_averaging: float = 0.985
     refit: Optional[bool] = None
@@ -126,7 +129,8 @@ class RankingConfig:
     def __post_init__(self):
         check_choice("ranking architecture", self.architecture, ARCHITECTURES)
         check_choice("rating output", self.output, OUTPUTS)
-        for name in ("embedding_dim", "batch_size", "epochs", "feature_dim", "patience", "autorec_hidden",
+        for name in ("embedding_dim", "batch_size", "epochs", "feature_dim", "patience", "steps_per_execution",
+                     "autorec_hidden",
                      "autorec_batch_size", "autorec_epochs", "autorec_patience"):
             check_at_least(f"ranking {name}", getattr(self, name))
         check_share("ranking dropout", self.dropout)

@@ -227,7 +227,8 @@ def train_ranking(prepared: Prepared, config: RankingConfig, validation_pairs: O
         history = prepared.history(part, config.history_ratings) if config.use_history else None
         model = build_rating_model(config.architecture, prepared.vocabularies, prepared.rating_scale,
                                    float(part.rating.mean()), history, config)
-        model.compile(optimizer=make_optimizer("adam", config.learning_rate, config.weight_averaging))
+        model.compile(optimizer=make_optimizer("adam", config.learning_rate, config.weight_averaging),
+                      steps_per_execution=config.steps_per_execution)
         return model
 
     def examples(ratings: Ratings, part: str):
