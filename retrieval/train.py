@@ -22,7 +22,7 @@ from twostage.modeling.training import EpochSchedule, FitResult, TrainingRun, fi
 from twostage.retrieval.config import RetrievalConfig
 from twostage.retrieval.ease_towers import SPREAD_USERS, EaseChoice, EaseFactors, choose_ease, training_factors
 from twostage.retrieval.model import CandidateTower, QueryTower, TwoTowerModel
-from twostage.retrieval.partner import train_partner
+from twostage.retrieval.partner import build_partner, train_partner
 
 log = logging.getLogger("twostage")
 # Fewest batches in an epoch of whole users (the multinomial loss).
@@ -258,6 +258,9 @@ def train_retrieval(prepared: Prepared, config: RetrievalConfig, candidates: int
         if config.use_history:
             model.query_tower.set_history(history_of(train))
 
+    partner_examples = examples(train, "train", config.seed + 1)
+    partner = build_partner(lambda: build(True, config.seed + 1, prefix="partner_"), partner_examples,
+                            run or TrainingRun()) if config.partner else None
     result = fit_choosing_epochs(
         "retrieval", build, examples(fit, "fit"), validate,
         EpochSchedule(config.epochs, config.monitor, config.patience, higher_is_better=True, refit=config.refit),
@@ -266,10 +269,8 @@ def train_retrieval(prepared: Prepared, config: RetrievalConfig, candidates: int
         # The refit differs from the fit only in the history pooled (build(True) against build(False)).
         refit_in_place=pool_whole_training_part,
     )
-    partner = None
-    if config.partner:
-        partner = train_partner(result.model, lambda: build(True, config.seed + 1, prefix="partner_"),
-                                examples(train, "train", config.seed + 1), result.best_epoch, run or TrainingRun())
+    if partner is not None:
+        train_partner(result.model, partner, partner_examples, result.best_epoch, run or TrainingRun())
         scale = spread_ratio(result.model, partner, prepared, evaluator.user_ids[:SPREAD_USERS])
     if loss == "multinomial" and result.examples_per_second:
         # An example is a user and covers their whole history: reported as ratings, the unit

@@ -9,7 +9,7 @@ from twostage.modeling.optimizers import make_optimizer
 from twostage.modeling.training import TrainingRun, create_variables
 from twostage.retrieval.config import RetrievalConfig
 from twostage.retrieval.model import CandidateTower, QueryTower, TwoTowerModel
-from twostage.retrieval.partner import train_partner
+from twostage.retrieval.partner import build_partner, train_partner
 from twostage.retrieval.train import example_tables, user_epoch_rows
 
 
@@ -31,10 +31,11 @@ def test_the_partner_trains_through_the_models_step_and_leaves_the_model_as_it_w
         return ExampleBatches({"user_id": user_epoch_rows(histories["train"], config.batch_size)}, config.batch_size,
                               shuffle_seed=7, drop_remainder=True, expand=example_tables(model, small_prepared).expand)
 
+    partner = build_partner(lambda: build("train", 2, "partner_"), examples, TrainingRun())
     model = build("fit", 1)
     create_variables(model, examples(model))
     before = model.get_weights()
-    partner = train_partner(model, lambda: build("train", 2, "partner_"), examples, 1, TrainingRun())
+    assert train_partner(model, partner, examples, 1, TrainingRun()) is partner
     for kept, now in zip(before, model.get_weights()):
         np.testing.assert_array_equal(kept, now)
     # Its own history back (the partner's was swapped in with the weights).
