@@ -37,6 +37,12 @@ def _epoch_seed(shuffle_seed: int, salted: bool) -> tf.Tensor:
     return tf.constant(shuffle_seed, tf.int64) + (worker_salt() if salted else 0)
 
 
+# The input pipeline's functions are traced as written: none branches on a tensor, and
+# AutoGraph's conversion of them (and of every expand function they call) took about 1 s of
+# each fit's start on ml-100k.
+_as_written = tf.autograph.experimental.do_not_convert
+
+
 def _prefetched(batches: tf.data.Dataset) -> tf.data.Dataset:
     """The input pipeline's last stage, the same for in-memory rows and shard files."""
     # Fixed parallelism, no autotuning: tearing down an autotuned iterator stalled ``fit``
@@ -147,7 +153,8 @@ class ExampleBatches:
         """The batches of row numbers of one epoch ([batch] int64 each)."""
         size, batch, full = self.size, self.batch_size, self.steps_per_epoch
         if self.shuffle_seed is None:
-            return tf.data.Dataset.range(full).map(lambda b: tf.range(b * batch, tf.minimum((b + 1) * batch, size)))
+            return tf.data.Dataset.range(full).map(
+                _as_written(lambda b: tf.range(b * batch, tf.minimum((b + 1) * batch, size))))
         # One permutation per epoch, cut into batches: shuffling row numbers one element at
         # a time through tf.data costs seconds per million rows, and memory per element.
         seed = tf.stack([_epoch_seed(self.shuffle_seed, self.salted), tf.cast(epoch, tf.int64)])
@@ -163,7 +170,7 @@ class ExampleBatches:
         return tf.data.Dataset.from_tensor_slices(order).batch(batch)
 
     def _features(self, batches: tf.data.Dataset) -> tf.data.Dataset:
-        return _prefetched(batches.map(self._gather, num_parallel_calls=2, deterministic=True))
+        return _prefetched(batches.map(_as_written(self._gather), num_parallel_calls=2, deterministic=True))
 
     def _gather(self, index: tf.Tensor) -> Dict[str, tf.Tensor]:
         batch = {name: tf.gather(t, index) for name, t in self.tensors.items()}
@@ -195,14 +202,14 @@ class ExampleBatches:
             each global batch, one element per local replica (``batch_size`` must divide
             evenly among all replicas).
         """
-        batches = tf.data.Dataset.range(first, 2 ** 62).flat_map(self._epoch)
+        batches = tf.data.Dataset.range(first, 2 ** 62).flat_map(_as_written(self._epoch))
         if input_context is not None and input_context.num_replicas_in_sync > 1:
             local = input_context.num_replicas_in_sync // input_context.num_input_pipelines
             per_replica = input_context.get_per_replica_batch_size(self.batch_size)
             share = per_replica * local
             pipeline = input_context.input_pipeline_id
-            batches = batches.flat_map(lambda index: tf.data.Dataset.from_tensor_slices(
-                tf.reshape(index[pipeline * share:(pipeline + 1) * share], [local, per_replica])))
+            batches = batches.flat_map(_as_written(lambda index: tf.data.Dataset.from_tensor_slices(
+                tf.reshape(index[pipeline * share:(pipeline + 1) * share], [local, per_replica]))))
         return self._features(batches)
 
 
@@ -278,7 +285,7 @@ class ShardedBatches:
             return {name: tf.gather(values, permutation) for name, values in rows.items()}
 
         # One element per file, its rows permuted; rebatch cuts batches across file boundaries.
-        return files.map(permuted).rebatch(batch, drop_remainder=True).take(steps)
+        return files.map(_as_written(permuted)).rebatch(batch, drop_remainder=True).take(steps)
 
     def epochs(self, first: int = 0, input_context: Optional[tf.distribute.InputContext] = None) -> tf.data.Dataset:
         """Epoch ``first``, then the next ones, without end; see ExampleBatches.epochs."""
@@ -288,16 +295,17 @@ class ShardedBatches:
                              f"{input_context.num_input_pipelines}")
         paths = tf.constant([shard.path for shard in self.files[pipeline::self.pipelines]])
         batch, steps = self._pipeline_batch(), self.steps_per_epoch
-        batches = tf.data.Dataset.range(first, 2 ** 62).flat_map(lambda epoch: self._epoch(epoch, paths, batch, steps))
+        batches = tf.data.Dataset.range(first, 2 ** 62).flat_map(
+            _as_written(lambda epoch: self._epoch(epoch, paths, batch, steps)))
         if input_context is not None and input_context.num_replicas_in_sync > self.pipelines:
             local = input_context.num_replicas_in_sync // self.pipelines
-            batches = batches.flat_map(lambda rows: tf.data.Dataset.from_tensor_slices(
-                {name: tf.reshape(values, [local, -1]) for name, values in rows.items()}))
+            batches = batches.flat_map(_as_written(lambda rows: tf.data.Dataset.from_tensor_slices(
+                {name: tf.reshape(values, [local, -1]) for name, values in rows.items()})))
         return self._features(batches)
 
     def _features(self, batches: tf.data.Dataset) -> tf.data.Dataset:
         if self.expand is not None:
-            batches = batches.map(self.expand, num_parallel_calls=2, deterministic=True)
+            batches = batches.map(_as_written(self.expand), num_parallel_calls=2, deterministic=True)
         return _prefetched(batches)
 
     def head(self, count: int) -> Dict[str, tf.Tensor]:
@@ -308,4 +316,5 @@ class ShardedBatches:
     def dataset(self) -> tf.data.Dataset:
         """One pass over every file in order (epoch 0's batches, unshuffled files)."""
         paths = tf.constant([shard.path for shard in self.files])
-        return self._features(tf.data.Dataset.from_tensor_slices(paths).map(self._read).unbatch().batch(self.batch_size))
+        return self._features(
+            tf.data.Dataset.from_tensor_slices(paths).map(_as_written(self._read)).unbatch().batch(self.batch_size))
