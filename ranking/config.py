@@ -5,7 +5,8 @@ from __future__ import annotations
 import dataclasses
 from typing import Optional
 
-from twostage.data.errors import check_at_least, check_choice, check_positive, check_share, choose_switch
+from twostage.data.errors import (ConfigError, check_at_least, check_choice, check_positive, check_share,
+                                  choose_switch)
 from twostage.data.prepared import LARGE_DATA_EXAMPLES, history_sample_for
 
 # The rating models that can be trained: this design's and the seed systems' (ranking.architectures).
@@ -64,6 +65,9 @@ class RankingConfig:
       patience: epochs without a better validation RMSE before stopping.
       steps_per_execution: training steps per call into the TF runtime (less Python
         overhead per step; the train step is still traced once, modeling.train_function).
+        None: 4, or 1 where several workers train together: their sparse gradients are
+        gathered by collectives whose shapes differ from worker to worker, which TensorFlow
+        aborts inside a several-step loop.
       validation_ratings: validate each epoch on a seeded sample of at most this many
         validation ratings (0: all). None: all below LARGE_DATA_EXAMPLES, 500,000 from there
         (at ML-25M shape predicting all 2M cost a fifth of an epoch; the RMSE of 500,000
@@ -112,7 +116,7 @@ class RankingConfig:
     learning_rate: float = 0.005
     user_chunk: Optional[int] = None
     patience: int = 1
-    steps_per_execution: int = 4
+    steps_per_execution: Optional[int] = None
     validation_ratings: Optional[int] = None
     weight_averaging: float = 0.985
     refit: Optional[bool] = None
@@ -130,8 +134,7 @@ class RankingConfig:
         check_choice("ranking architecture", self.architecture, ARCHITECTURES)
         check_choice("rating output", self.output, OUTPUTS)
         for name in ("embedding_dim", "batch_size", "epochs", "feature_dim", "patience", "steps_per_execution",
-                     "autorec_hidden",
-                     "autorec_batch_size", "autorec_epochs", "autorec_patience"):
+                     "autorec_hidden", "autorec_batch_size", "autorec_epochs", "autorec_patience"):
             check_at_least(f"ranking {name}", getattr(self, name))
         check_share("ranking dropout", self.dropout)
         check_share("ranking weight_averaging", self.weight_averaging)
@@ -143,7 +146,7 @@ class RankingConfig:
         check_at_least("ranking validation_ratings", self.validation_ratings, 0)
 
     def for_data(self, num_examples: int, catalog_size: int, dense_pooling_cells: int, rating_cells: int = 0,
-                 parameter_servers: bool = False) -> tuple["RankingConfig", dict]:
+                 parameter_servers: bool = False, several_workers: bool = False) -> tuple["RankingConfig", dict]:
         """This config with every "auto" (None) setting chosen for the data's size.
 
         Args:
@@ -153,12 +156,16 @@ class RankingConfig:
           rating_cells: cells of the item autoencoder's [catalog x users] rating matrix (0:
             not known, and the autoencoder stays off unless asked for).
           parameter_servers: training runs on parameter servers.
+          several_workers: several workers train together (multi-worker), all-reducing gradients.
 
         Returns:
           The resolved config and {setting: value} of what was chosen.
         """
         large = num_examples >= LARGE_DATA_EXAMPLES
         chosen = {}
+        self.check_workers(several_workers)
+        if self.steps_per_execution is None:
+            chosen["steps_per_execution"] = 1 if several_workers else 4
         if self.batch_size is None:
             chosen["batch_size"] = 8192 if large else 2048
         autorec = choose_switch("ranking autorec", self.autorec, lambda automatic: self.autorec_possible(
@@ -175,6 +182,12 @@ class RankingConfig:
             chosen["history_sample"] = history_sample_for(chosen.get("batch_size", self.batch_size), catalog_size,
                                                           dense_pooling_cells)
         return dataclasses.replace(self, **chosen), chosen
+
+    def check_workers(self, several_workers: bool) -> None:
+        """ConfigError where several workers would train several steps a call (checked before training)."""
+        if several_workers and (self.steps_per_execution or 1) > 1:
+            raise ConfigError(f"ranking steps_per_execution {self.steps_per_execution}: several workers train one "
+                              "step a call (their gathered sparse gradients differ in shape); leave it unset or 1")
 
     def autorec_possible(self, rating_cells: int, parameter_servers: bool, most_cells: int = AUTOREC_MAX_CELLS
                          ) -> Optional[str]:

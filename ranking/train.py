@@ -214,7 +214,8 @@ def train_ranking(prepared: Prepared, config: RankingConfig, validation_pairs: O
     run = run or TrainingRun()
     matrix_cells = (len(prepared.movies) + 1) * (len(prepared.vocabularies.user_ids) + 1)  # the autoencoder's
     config, chosen = config.for_data(len(fit), len(prepared.movies), DENSE_POOLING_CELLS, rating_cells=matrix_cells,
-                                     parameter_servers=run.cluster.coordinated)
+                                     parameter_servers=run.cluster.coordinated,
+                                     several_workers=run.cluster.num_workers > 1)
     if chosen:
         log.info("ranking: %d training examples, %d movies: %s (automatic; set them to override)", len(fit),
                  len(prepared.movies), ", ".join(f"{name} {value}" for name, value in chosen.items()))

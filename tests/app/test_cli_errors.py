@@ -99,3 +99,19 @@ def test_a_prepared_folder_stands_for_its_source_outside_training(tmp_path):
     assert scored.shards is None and len(scored.data.ratings) == len(prepare(DataConfig(source=SMALL)).data.ratings)
     with pytest.raises(DataError, match="was prepared with --seed 42"):
         prepare(other_split)
+
+
+def test_several_steps_a_call_across_workers_is_refused_before_anything_trains(tmp_path):
+    import tensorflow as tf
+
+    from twostage.data.sources import DataConfig
+    from twostage.modeling.distribute import Cluster
+    from twostage.modeling.training import TrainingRun
+    from twostage.pipeline import PipelineConfig, train_stages
+
+    # A data source that is not there: the check comes before the data is even read.
+    config = PipelineConfig(data=DataConfig(source=str(tmp_path / "nowhere")),
+                            ranking=RankingConfig(steps_per_execution=4))
+    cluster = Cluster(tf.distribute.get_strategy(), kind="multi-worker", num_workers=2)
+    with pytest.raises(ConfigError, match="ranking steps_per_execution 4: several workers train one step a call"):
+        train_stages(config, run=TrainingRun(cluster))

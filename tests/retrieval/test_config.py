@@ -22,7 +22,9 @@ def test_small_data_keeps_the_tuned_defaults():
             per_rating.use_user_id, per_rating.weight_averaging) == (4096, "adam", 0.01, 1, True, 0.0)
     ranking, _ = RankingConfig().for_data(72_000, 1682, DENSE, rating_cells=1683 * 944)
     assert (ranking.batch_size, ranking.refit, ranking.history_sample, ranking.user_chunk,
-            ranking.validation_ratings, ranking.autorec) == (2048, False, 0, 0, 0, True)
+            ranking.validation_ratings, ranking.autorec, ranking.steps_per_execution) == (2048, False, 0, 0, 0, True, 4)
+    # Several workers all-reduce the rating model's sparse gradients one step a call.
+    assert RankingConfig().for_data(72_000, 1682, DENSE, several_workers=True)[0].steps_per_execution == 1
     # Without the item autoencoder (its matrix's size unknown), the rating model is refitted.
     alone, _ = RankingConfig().for_data(72_000, 1682, DENSE)
     assert (alone.autorec, alone.refit) == (False, True)
@@ -41,8 +43,8 @@ def test_large_data_chooses_for_throughput_and_says_what():
                       "weight_averaging": 0.0, "partner": False, "ease": False}
     assert retrieval.history_sample == SAMPLED_HISTORY
     ranking, chosen = RankingConfig().for_data(LARGE_DATA_EXAMPLES, 62_423, DENSE)
-    assert chosen == {"batch_size": 8192, "refit": False, "history_sample": SAMPLED_HISTORY, "user_chunk": 16,
-                      "validation_ratings": LARGE_VALIDATION_RATINGS, "autorec": False}
+    assert chosen == {"steps_per_execution": 4, "batch_size": 8192, "refit": False, "history_sample": SAMPLED_HISTORY,
+                      "user_chunk": 16, "validation_ratings": LARGE_VALIDATION_RATINGS, "autorec": False}
     ranking, chosen = RankingConfig().for_data(LARGE_DATA_EXAMPLES, 62_423, DENSE, rating_cells=62_424 * 162_542)
     assert not ranking.autorec  # a 10-billion-cell matrix
     ml_1m, _ = RankingConfig().for_data(CHUNKED_EXAMPLES, 3707, DENSE, rating_cells=3707 * 6041)
@@ -65,7 +67,9 @@ def test_given_settings_are_never_overridden():
     resolved, chosen = given.for_data(LARGE_DATA_EXAMPLES * 4, 62_423, DENSE)
     assert resolved == given and chosen == {}
     assert RankingConfig(batch_size=512, refit=True, history_sample=8, user_chunk=0, validation_ratings=0,
-                         autorec=False).for_data(10 ** 8, 10 ** 5, DENSE)[1] == {}
+                         autorec=False, steps_per_execution=2).for_data(10 ** 8, 10 ** 5, DENSE)[1] == {}
+    with pytest.raises(ConfigError, match="ranking steps_per_execution 2: several workers train one step a call"):
+        RankingConfig(steps_per_execution=2).for_data(72_000, 1682, DENSE, several_workers=True)
     with pytest.raises(ConfigError, match="ranking autorec: its dense rating matrix would have 10,000,000,000 cells"):
         RankingConfig(autorec=True).for_data(10 ** 8, 10 ** 5, DENSE, rating_cells=10 ** 10)
     with pytest.raises(ConfigError, match="ranking autorec: it does not train on parameter servers"):
