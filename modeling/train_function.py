@@ -24,10 +24,9 @@ class SingleTraceSteps:
         if self.train_function is not None and not force:
             return self.train_function
         steps = self._steps_per_execution
-        if (steps is None or self._cluster_coordinator is not None or self.autotune_steps_per_execution
-                or int(steps.numpy()) == 1):
+        looped = 1 if steps is None else int(steps.numpy())
+        if looped == 1 or self._cluster_coordinator is not None or self.autotune_steps_per_execution:
             return super().make_train_function(force)
-        looped = int(steps.numpy())
         # Keras builds its one-step function while the count reads 1; the count is set back
         # before any call, and the loop below reads it at every call (Keras shortens the last
         # call of an epoch by assigning it).

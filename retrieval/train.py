@@ -258,9 +258,10 @@ def train_retrieval(prepared: Prepared, config: RetrievalConfig, candidates: int
         if config.use_history:
             model.query_tower.set_history(history_of(train))
 
-    partner_examples = examples(train, "train", config.seed + 1)
-    partner = build_partner(lambda: build(True, config.seed + 1, prefix="partner_"), partner_examples,
-                            run or TrainingRun()) if config.partner else None
+    partner = None
+    if config.partner:  # its examples only then: for per-rating losses they are a copy of every training row
+        partner_run, partner_examples = run or TrainingRun(), examples(train, "train", config.seed + 1)
+        partner = build_partner(lambda: build(True, config.seed + 1, prefix="partner_"), partner_examples, partner_run)
     result = fit_choosing_epochs(
         "retrieval", build, examples(fit, "fit"), validate,
         EpochSchedule(config.epochs, config.monitor, config.patience, higher_is_better=True, refit=config.refit),
@@ -270,7 +271,7 @@ def train_retrieval(prepared: Prepared, config: RetrievalConfig, candidates: int
         refit_in_place=pool_whole_training_part,
     )
     if partner is not None:
-        train_partner(result.model, partner, partner_examples, result.best_epoch, run or TrainingRun())
+        train_partner(result.model, partner, partner_examples, result.best_epoch, partner_run)
         scale = spread_ratio(result.model, partner, prepared, evaluator.user_ids[:SPREAD_USERS])
     if loss == "multinomial" and result.examples_per_second:
         # An example is a user and covers their whole history: reported as ratings, the unit
