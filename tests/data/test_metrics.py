@@ -44,3 +44,30 @@ def test_top_k_accuracy_counts_pairs(evaluator):
     assert results["top_2_categorical_accuracy"] == pytest.approx(3 / 3)
     results = evaluator.score_metrics(lambda users: np.asarray([scores[u] for u in users]), ks=(2,), accuracy_k=1)
     assert results["top_1_categorical_accuracy"] == pytest.approx(2 / 3)
+
+
+
+def test_batches_of_float32_scores_rank_as_one_float64_batch_and_as_a_loop_over_users():
+    rng = np.random.default_rng(4)
+    catalog = np.asarray([f"m{i}" for i in range(30)])
+    pairs = sorted({(f"u{u}", f"m{m}") for u, m in zip(rng.integers(0, 40, 600), rng.integers(0, 30, 600))})
+    rng.shuffle(pairs)  # training pairs in no order of users
+    seen, held = set(pairs[:450]), set(pairs[450:])
+    evaluator = HeldOutEvaluator(catalog, _ratings(pairs[:450]), _ratings(pairs[450:]))
+    row = {user: i for i, user in enumerate(evaluator.user_ids.tolist())}
+    distinct = rng.permutation(len(row) * 30).reshape(len(row), 30).astype(np.float32)
+    tied = np.round(distinct / distinct.size, 1)
+
+    def scorer(table, dtype):
+        return lambda users: table[[row[u] for u in users.tolist()]].astype(dtype)
+
+    for table in (distinct, tied):
+        assert evaluator.score_metrics(scorer(table, np.float32), ks=(5, 10), accuracy_k=5, batch_size=7) == \
+            evaluator.score_metrics(scorer(table, np.float64), ks=(5, 10), accuracy_k=5, batch_size=1000)
+    recalls = []
+    for user, i in row.items():
+        unseen = [m for m in np.argsort(-distinct[i]) if (user, catalog[m]) not in seen]
+        relevant = {m for u, m in held if u == user}
+        recalls.append(len(relevant & set(catalog[unseen[:5]])) / min(5, len(relevant)))
+    batched = evaluator.score_metrics(scorer(distinct, np.float32), ks=(5,), batch_size=7)
+    assert batched["recall@5"] == pytest.approx(np.mean(recalls))
