@@ -21,6 +21,7 @@ import logging
 from typing import Callable, Optional, Sequence
 
 import numpy as np
+import scipy.linalg
 import scipy.sparse as sparse
 
 from twostage.data.errors import TwostageError
@@ -111,7 +112,8 @@ class EaseSpectrum:
     are EASE's input and output item embeddings, which a two-tower model can carry.
 
     Attributes:
-      eigenvalues: [k] the positive eigenvalues, largest first.
+      eigenvalues: [k] largest first: XX''s positive ones (fewer users than movies), or every
+        one of X'X, rounding's negative ones set to 0.
       eigenvectors: [catalog, k] their eigenvectors.
     """
 
@@ -125,16 +127,20 @@ class EaseSpectrum:
         With fewer users than movies, XX' (users x users) has the same positive eigenvalues,
         and X'X's eigenvectors are X' U / sqrt(e): the cost is the cube of the smaller side.
         """
-        history = history.astype(np.float64)
         if history.shape[0] < history.shape[1]:
+            # Float64: X'X's eigenvectors divide by sqrt(e), which must not be rounding noise.
+            history = history.astype(np.float64)
             values, vectors = np.linalg.eigh((history @ history.T).toarray())
             keep = values > 1e-9 * max(float(values.max(initial=0.0)), 1.0)
             values = values[keep]
             vectors = np.asarray(history.T @ vectors[:, keep]) / np.sqrt(values)
         else:
-            values, vectors = np.linalg.eigh((history.T @ history).toarray())
-            keep = values > 1e-9 * max(float(values.max(initial=0.0)), 1.0)
-            values, vectors = values[keep], vectors[:, keep]
+            # Every eigenpair of X'X itself, in float32 by LAPACK's divide and conquer: under half of
+            # float64's time at ML-1M's 3,706 movies, and nothing is divided by a small eigenvalue
+            # (docs/scale.md, "EASE in the towers at ML-1M shape").
+            gram = (history.T @ history).astype(np.float32).toarray()  # co-rating counts, exact in float32
+            values, vectors = scipy.linalg.eigh(gram, driver="evd", overwrite_a=True, check_finite=False)
+            values = np.maximum(values, 0.0)
         return cls(values[::-1].copy(), np.ascontiguousarray(vectors[:, ::-1]))
 
     def factors(self, lam: float, rank: int) -> tuple[np.ndarray, np.ndarray]:
@@ -143,8 +149,9 @@ class EaseSpectrum:
         The output side's scale, 1 / (lambda P_jj), uses every eigenvalue, so only the
         product of the two sides is truncated.
         """
-        shrunk = self.eigenvalues / (self.eigenvalues + lam)
-        diagonal = (1.0 - np.square(self.eigenvectors) @ shrunk) / lam  # P_jj, at least 1 / (e_max + lambda)
+        shrunk = self.eigenvalues.astype(np.float64) / (self.eigenvalues + lam)
+        # P_jj, at least 1 / (X'X_jj + lambda): summed in float64 (float32 eigenvectors) to keep that.
+        diagonal = (1.0 - np.square(self.eigenvectors, dtype=np.float64) @ shrunk) / lam
         top = self.eigenvectors[:, :rank]
         return ((top * shrunk[:rank]).astype(np.float32),
                 (top / (lam * diagonal)[:, None]).astype(np.float32))
@@ -161,17 +168,26 @@ class EaseOfPart:
     Args:
       catalog_ids: the catalog, in position order.
       ratings: the part EASE is fitted on.
+      spectrum: decompose the history at any shape (the factors EASE in the towers carries),
+        not only where it has fewer users than movies.
     """
 
-    def __init__(self, catalog_ids: np.ndarray, ratings: Ratings):
+    def __init__(self, catalog_ids: np.ndarray, ratings: Ratings, spectrum: bool = False):
         if len(catalog_ids) > MAX_EASE_MOVIES:
             raise TwostageError(f"EASE needs a dense {len(catalog_ids):,}^2 item matrix; it runs on catalogs of at "
                                 f"most {MAX_EASE_MOVIES:,} movies")
         self.history, users = interaction_matrix(catalog_ids, ratings)
         self.rows_of = row_finder(users)
-        wide = self.history.shape[0] < self.history.shape[1]
-        self.spectrum = EaseSpectrum.of(self.history) if wide else None
-        self.gram = None if wide else (self.history.T @ self.history).toarray().astype(np.float64)
+        spectrum = spectrum or self.history.shape[0] < self.history.shape[1]
+        self.spectrum = EaseSpectrum.of(self.history) if spectrum else None
+        self.gram = None if spectrum else (self.history.T @ self.history).toarray().astype(np.float64)
+
+    def pooled(self, user_ids: np.ndarray, table: np.ndarray) -> np.ndarray:
+        """[users, dim] the rows of ``table`` (one per catalog movie) summed over each user's
+        history and divided by the square root of its length (as the towers pool EASE's factors)."""
+        known = histories_of(self.history, self.rows_of, user_ids)
+        count = np.maximum(np.asarray(known.sum(axis=1)).ravel(), 1.0)
+        return np.asarray(known @ table) / np.sqrt(count)[:, None]
 
     def scorer(self, lam: float) -> Scorer:
         """User ids -> EASE scores of every catalog movie at L2 weight ``lam`` (a new user: zeros).

@@ -17,8 +17,7 @@ from typing import Callable, Optional
 import numpy as np
 import tensorflow as tf
 
-from twostage.data.classic import (CHOICE_METRIC, EASE_LAMBDAS, EaseSpectrum, histories_of, interaction_matrix,
-                                   row_finder)
+from twostage.data.classic import CHOICE_METRIC, EASE_LAMBDAS, EaseOfPart, row_finder
 from twostage.data.metrics import HeldOutEvaluator
 from twostage.data.schema import Ratings
 from twostage.modeling.pooling import RatedMoviesPooling
@@ -100,20 +99,6 @@ class EaseChoice:
                 "validation": {part: {str(k): v for k, v in figures.items()} for part, figures in self.validation.items()}}
 
 
-class _HistoryFactors:
-    """Pooled EASE input factors of users, from one part's binary history (numpy, for choosing)."""
-
-    def __init__(self, catalog_ids: np.ndarray, part: Ratings):
-        self.history, users = interaction_matrix(catalog_ids, part)
-        self.rows_of = row_finder(users)
-        self.spectrum = EaseSpectrum.of(self.history)
-
-    def pooled(self, user_ids: np.ndarray, input_factors: np.ndarray) -> np.ndarray:
-        known = histories_of(self.history, self.rows_of, user_ids)
-        count = np.maximum(np.asarray(known.sum(axis=1)).ravel(), 1.0)
-        return np.asarray(known @ input_factors) / np.sqrt(count)[:, None]
-
-
 def _with_ease(user_ids: np.ndarray, pooled: np.ndarray, output_factors: np.ndarray, weight: float,
                tower_scores: Optional[Callable[[np.ndarray], np.ndarray]] = None) -> Callable:
     """A scorer of ``user_ids``' batches: towers (if given) + weight x EASE, from the users'
@@ -141,7 +126,7 @@ def choose_ease(catalog_ids: np.ndarray, fit: Ratings, evaluator: HeldOutEvaluat
     Returns:
       The choice and the fit part's (input factors times the weight, output factors).
     """
-    factors = _HistoryFactors(catalog_ids, fit)
+    factors = EaseOfPart(catalog_ids, fit, spectrum=True)
     users = evaluator.user_ids
     lambdas = {}
     for lam in EASE_LAMBDAS:
@@ -169,6 +154,7 @@ def choose_ease(catalog_ids: np.ndarray, fit: Ratings, evaluator: HeldOutEvaluat
 def training_factors(catalog_ids: np.ndarray, train: Ratings, choice: EaseChoice) -> tuple:
     """The chosen EASE's (weighted input, output) factors from the whole training part, padded
     with zero columns to the chosen rank where this history has fewer eigenvalues."""
-    input_factors, output_factors = _HistoryFactors(catalog_ids, train).spectrum.factors(choice.lam, choice.rank)
+    input_factors, output_factors = EaseOfPart(catalog_ids, train, spectrum=True).spectrum.factors(
+        choice.lam, choice.rank)
     pad = ((0, 0), (0, choice.rank - input_factors.shape[1]))
     return (np.pad(input_factors, pad) * np.float32(choice.weight * choice.scale), np.pad(output_factors, pad))

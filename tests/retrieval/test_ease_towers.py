@@ -55,14 +55,14 @@ def test_a_tower_without_a_history_cannot_carry_ease():
 def test_ease_is_chosen_on_validation_alone_and_served_from_the_training_part(small_prepared, monkeypatch):
     test_pairs = small_prepared.test.pairs() - small_prepared.train.pairs()
     parts, evaluated_on, chosen_with = [], {}, []
-    real_factors, real_choose = ease_towers._HistoryFactors, retrieval_train.choose_ease
+    real_part, real_choose = ease_towers.EaseOfPart, retrieval_train.choose_ease
     real_evaluator = retrieval_train.HeldOutEvaluator
 
-    class Spy(real_factors):
-        def __init__(self, catalog_ids, part):
+    class Spy(real_part):
+        def __init__(self, catalog_ids, part, spectrum=False):
             assert not (part.pairs() & test_pairs), "EASE's history holds test ratings"
             parts.append(len(part))
-            super().__init__(catalog_ids, part)
+            super().__init__(catalog_ids, part, spectrum)
 
     class Evaluator(real_evaluator):
         def __init__(self, catalog_ids, train, test, *args):
@@ -73,7 +73,7 @@ def test_ease_is_chosen_on_validation_alone_and_served_from_the_training_part(sm
         chosen_with.append(evaluated_on[id(evaluator)])
         return real_choose(catalog_ids, fit, evaluator, tower_scores, rank)
 
-    monkeypatch.setattr(ease_towers, "_HistoryFactors", Spy)
+    monkeypatch.setattr(ease_towers, "EaseOfPart", Spy)
     monkeypatch.setattr(retrieval_train, "HeldOutEvaluator", Evaluator)
     monkeypatch.setattr(retrieval_train, "choose_ease", choose)
     config = RetrievalConfig(epochs=6, batch_size=256, patience=2, ease_rank=32)
@@ -97,7 +97,7 @@ def test_ease_is_chosen_on_validation_alone_and_served_from_the_training_part(sm
     towers_and_ease = catalog_scorer(trained.model, small_prepared)(users)
     layer, trained.model.query_tower.ease, trained.model.candidate_tower.ease = trained.model.query_tower.ease, None, None
     towers = catalog_scorer(trained.model, small_prepared)(users)
-    ease = ease_towers._HistoryFactors(small_prepared.movies.movie_id, small_prepared.train)
+    ease = ease_towers.EaseOfPart(small_prepared.movies.movie_id, small_prepared.train, spectrum=True)
     history_scores = ease.pooled(users, layer.input_factors.numpy()) @ layer.output_factors.numpy()[1:].T
     np.testing.assert_allclose(towers_and_ease, towers + history_scores, rtol=1e-4, atol=1e-4)
 
