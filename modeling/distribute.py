@@ -56,9 +56,14 @@ class Cluster:
         return self.kind == "parameter-server"
 
     @property
+    def several_workers(self) -> bool:
+        """Whether more than one worker process trains (multi-worker, or parameter servers' workers)."""
+        return self.num_workers > 1
+
+    @property
     def _collective(self) -> bool:
         """Whether several processes take every decision together (multi-worker)."""
-        return self.kind == "multi-worker" and self.num_workers > 1
+        return self.kind == "multi-worker" and self.several_workers
 
     @property
     def replicas(self) -> int:

@@ -249,7 +249,7 @@ class ShardedBatches:
         """The same batches, their files split over ``cluster``'s input pipelines."""
         if cluster.coordinated:
             return ShardedBatches(self.files, self.batch_size, self.shuffle_seed, self.expand, salted=True)
-        if cluster.num_workers > 1:
+        if cluster.several_workers:
             return ShardedBatches(self.files, self.batch_size, self.shuffle_seed, self.expand, cluster.num_workers)
         return self
 

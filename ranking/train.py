@@ -215,7 +215,7 @@ def train_ranking(prepared: Prepared, config: RankingConfig, validation_pairs: O
     matrix_cells = (len(prepared.movies) + 1) * (len(prepared.vocabularies.user_ids) + 1)  # the autoencoder's
     config, chosen = config.for_data(len(fit), len(prepared.movies), DENSE_POOLING_CELLS, rating_cells=matrix_cells,
                                      parameter_servers=run.cluster.coordinated,
-                                     several_workers=run.cluster.num_workers > 1)
+                                     several_workers=run.cluster.several_workers)
     if chosen:
         log.info("ranking: %d training examples, %d movies: %s (automatic; set them to override)", len(fit),
                  len(prepared.movies), ", ".join(f"{name} {value}" for name, value in chosen.items()))

@@ -148,7 +148,7 @@ def train_stages(config: PipelineConfig, data: MovieLensData | None = None,
       The trained stages, ready to export (once or several times, with different indexes).
     """
     run = run or TrainingRun()
-    config.ranking.check_workers(run.cluster.num_workers > 1)  # before retrieval trains, not after
+    config.ranking.check_workers(run.cluster.several_workers)  # before retrieval trains, not after
     start = time.perf_counter()
     stages = StageLog()
     prepared = prepare(config.data, data)
