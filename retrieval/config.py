@@ -101,7 +101,7 @@ class RetrievalConfig:
         and the ranking stage's choices are made with the first pair. None: on for the
         multinomial loss below ``PARTNER_AUTO_EXAMPLES`` training ratings, not on parameter
         servers (on test-like ml-100k validation parts it raised NDCG@10 in 9 of 9 runs, by
-        1.1%; level on generated 600 x 9,000; it adds 20-29% to ml-100k's train_seconds;
+        1.1%; level on generated 600 x 9,000; it added 5-29% to ml-100k's train_seconds in alternate runs;
         docs/quality.md).
       seed: seeds initialisation and shuffling.
     """
