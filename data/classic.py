@@ -105,7 +105,7 @@ def ease_weights(history: sparse.csr_matrix, lam: float, gram: Optional[np.ndarr
     inverse += inverse.T  # the lower triangle mirrored (the upper one is zeros) ...
     inverse[diagonal] /= 2.0  # ... and the diagonal counted once
     weights = -inverse / np.diag(inverse)
-    weights[np.diag_indices_from(weights)] = 0.0
+    weights[diagonal] = 0.0
     return weights.astype(np.float32)
 
 
