@@ -167,3 +167,27 @@ def test_residual_mlp_adds_a_nonlinear_correction_to_its_input():
     layer.correction.kernel.assign(tf.zeros_like(layer.correction.kernel))
     layer.correction.bias.assign(tf.zeros_like(layer.correction.bias))
     np.testing.assert_allclose(layer(x).numpy(), x.numpy())  # a zero correction passes x through
+
+
+def test_pooled_tokens_are_the_mean_of_their_embeddings_zeros_without_tokens_also_from_a_split_table():
+    words = PooledTokens(["a", "b", "c"], 4, " ")
+    text = tf.constant(["a b", "", "c a c", "zz"])
+    with tf.GradientTape() as tape:
+        pooled = words(text)
+        loss = tf.reduce_sum(pooled * tf.range(16, dtype=tf.float32)[:4])
+    table = words.embedding.embeddings.numpy()  # rows: mask, out-of-vocabulary, then "a", "b", "c"
+    expected = np.stack([table[[2, 3]].mean(0), np.zeros(4), table[[4, 2, 4]].mean(0), table[1]])
+    np.testing.assert_allclose(pooled.numpy(), expected, rtol=1e-6)
+    gradient = tf.convert_to_tensor(tape.gradient(loss, words.embedding.embeddings)).numpy()
+
+    # Split over parameter servers the table is no tf.Variable: the layer gathers it through Embedding.
+    from tensorflow.python.distribute.sharded_variable import ShardedVariable
+    shards = ShardedVariable([tf.Variable(table[:3]), tf.Variable(table[3:])])
+    words.embedding.embeddings = shards
+    assert not isinstance(words.embedding.embeddings, tf.Variable)
+    with tf.GradientTape() as tape:
+        pooled_split = words(text)
+        loss = tf.reduce_sum(pooled_split * tf.range(16, dtype=tf.float32)[:4])
+    np.testing.assert_allclose(pooled_split.numpy(), expected, rtol=1e-6)
+    parts = [tf.convert_to_tensor(g).numpy() for g in tape.gradient(loss, shards.variables)]
+    np.testing.assert_allclose(np.concatenate(parts), gradient, rtol=1e-6)
