@@ -94,15 +94,17 @@ class RetrievalConfig:
         part's history. Off by default: on test-shaped ml-100k validation parts it raised
         NDCG@10 by about 1% but added 16-21 s (26-40%) to ml-100k's train_seconds
         (docs/quality.md).
-      partner: serve the towers summed with a second pair ("the partner"), trained on the whole
-        training part for the chosen epoch count from another seed's initial weights (seed + 1),
-        its scores put on the first pair's spread; EASE then counts once per member. The
-        partner cannot be validated (it learnt from the validation part): the epoch count, EASE
-        and the ranking stage's choices are made with the first pair. None: on for the
-        multinomial loss below ``PARTNER_AUTO_EXAMPLES`` training ratings, not on parameter
-        servers (on test-like ml-100k validation parts it raised NDCG@10 in 9 of 9 runs, by
-        1.1%; level on generated 600 x 9,000; it added 5-29% to ml-100k's train_seconds in alternate runs;
-        docs/quality.md).
+      partner: serve the towers summed with more pairs ("partners"), each trained on the whole
+        training part for the chosen epoch count from another seed's initial weights (seed + 1,
+        seed + 2, ...), its scores put on the first pair's spread; EASE then counts once per
+        member. Partners cannot be validated (they learnt from the validation part): the epoch
+        count, EASE and the ranking stage's choices are made with the first pair. None: on for
+        the multinomial loss below ``PARTNER_AUTO_EXAMPLES`` training ratings, not on parameter
+        servers (on test-like ml-100k validation parts one partner raised NDCG@10 in 9 of 9 runs,
+        by 1.1%; level on generated 600 x 9,000; docs/quality.md).
+      partners: how many partner pairs ``partner`` trains (seeds seed + 1 onwards). 1: a second
+        one added 0.3% NDCG@10 on test-like ml-100k validation parts, level on generated
+        600 x 9,000, for 15% more of ml-100k's train_seconds (docs/quality.md).
       seed: seeds initialisation and shuffling.
     """
 
@@ -135,6 +137,7 @@ class RetrievalConfig:
     ease_rank: int = 256
     refit: bool = False
     partner: Optional[bool] = None
+    partners: int = 1
     seed: int = 42
 
     def for_data(self, num_examples: int, catalog_size: int, dense_pooling_cells: int, num_users: int = 0,
@@ -229,7 +232,7 @@ class RetrievalConfig:
         check_choice("retrieval loss", self.loss, LOSSES)
         check_choice("optimizer", self.optimizer, OPTIMIZERS)
         for name in ("embedding_dim", "batch_size", "epochs", "feature_dim", "steps_per_execution", "patience",
-                     "validation_users", "ease_rank"):
+                     "validation_users", "ease_rank", "partners"):
             check_at_least(f"retrieval {name}", getattr(self, name))
         check_share("retrieval id_dropout", self.id_dropout)
         check_choice("retrieval history_targets", self.history_targets, HISTORY_TARGETS)

@@ -41,19 +41,19 @@ class _FeatureTower(keras.Model):
         self.id_dropout = id_dropout
         self.noise = training_noise()
         self.ease: Optional[EaseFactors] = None
-        self.partner: Optional[_FeatureTower] = None
-        self.partner_scale = 1.0
+        self.partners, self.partner_scales = [], ()  # other trained pairs' towers of this kind, and their scales
 
     def attach_ease(self, factors: EaseFactors):
         """Concatenates this tower's side of EASE's factors to its output from now on (after training)."""
         self.ease = factors
 
     def attach_partner(self, partner: "_FeatureTower", scale: float = 1.0):
-        """Concatenates ``partner``'s output (a tower of this kind from a second trained pair) times
-        ``scale`` to this one's, before EASE's part: two such towers score the sum of both pairs."""
-        if self.partner is not None:
-            raise ValueError(f"{self.name} has a partner already")
-        self.partner, self.partner_scale = partner, float(scale)
+        """Concatenates ``partner``'s output (a tower of this kind from another trained pair) times ``scale``
+        to this one's, after earlier partners, before EASE's part: two such towers score the sum of the pairs."""
+        if any(partner is attached for attached in self.partners) or partner is self:
+            raise ValueError(f"{partner.name} is attached to {self.name} already")
+        self.partners.append(partner)
+        self.partner_scales = self.partner_scales + (float(scale),)
 
     def call(self, features: Dict[str, tf.Tensor], training: bool = False,
              history_split: Optional[HistorySplit] = None, given_history: Optional[tf.RaggedTensor] = None
@@ -67,8 +67,8 @@ class _FeatureTower(keras.Model):
             parts = [layer(features[name]) for name, layer in sorted(self.feature_layers.items())]
             vector += self.projection(tf.concat(parts, axis=1))
         outputs = [vector]
-        if self.partner is not None:
-            outputs.append(self.partner_scale * self.partner(features, given_history=given_history))
+        for partner, scale in zip(self.partners, self.partner_scales):
+            outputs.append(scale * partner(features, given_history=given_history))
         if self.ease is not None:
             outputs.append(self.ease_part(features, given_history))
         return outputs[0] if len(outputs) == 1 else tf.concat(outputs, axis=1)
@@ -159,15 +159,15 @@ class QueryTower(_FeatureTower):
         if self.rated_movies is None:
             raise ValueError("this query tower was built without a history")
         self.rated_movies.set_history(history)
-        if self.partner is not None:
-            self.partner.set_history(history)
+        for partner in self.partners:
+            partner.set_history(history)
 
     def forget_history(self):
         """Drops the baked-in history, its partner's too: the tower then pools given histories only."""
         if self.rated_movies is not None:
             self.rated_movies.forget_history()
-        if self.partner is not None:
-            self.partner.forget_history()
+        for partner in self.partners:
+            partner.forget_history()
 
     def extra(self, features: Dict[str, tf.Tensor], training: bool, history_split: Optional[HistorySplit] = None,
               given_history: Optional[tf.RaggedTensor] = None) -> tf.Tensor:

@@ -1,5 +1,5 @@
-"""The towers' partner: a second two-tower pair trained on the whole training part, served
-summed with the first (RetrievalConfig.partner)."""
+"""The towers' partners: more two-tower pairs trained on the whole training part, served
+summed with the first (RetrievalConfig.partner, .partners)."""
 
 from __future__ import annotations
 
@@ -28,7 +28,7 @@ def build_partner(build: Callable[[], TwoTowerModel], examples: Callable, run: T
 
 
 def train_partner(model: TwoTowerModel, partner: TwoTowerModel, examples: Callable, epochs: int,
-                  run: TrainingRun) -> TwoTowerModel:
+                  run: TrainingRun, name: str = "retrieval partner") -> TwoTowerModel:
     """Trains the towers' partner through ``model``'s traced train step, ``model`` left as it was.
 
     The weights swapped in and out include the pooled history's variables, so ``model``
@@ -41,6 +41,7 @@ def train_partner(model: TwoTowerModel, partner: TwoTowerModel, examples: Callab
       examples: model -> the whole training part, batched (shuffled by the partner's seed).
       epochs: how many (the count chosen on validation).
       run: the strategy, backups and TensorBoard folder.
+      name: the fit's name in logs and backups (one per partner).
 
     Returns:
       ``partner``, trained for ``epochs`` from its initial weights.
@@ -51,8 +52,8 @@ def train_partner(model: TwoTowerModel, partner: TwoTowerModel, examples: Callab
     # The partner's initial weights and optimizer state go through the model's traced step
     # (tracing a second model costs more than an epoch here), then move to the partner.
     set_training_state(model, training_state(partner))
-    train_without_validation("retrieval partner", model, batches, epochs, run)
+    train_without_validation(name, model, batches, epochs, run)
     partner.set_weights(model.get_weights())
     set_training_state(model, trained)
-    log.info("retrieval: partner trained for %d epoch(s) (%.1fs)", epochs, time.perf_counter() - start)
+    log.info("%s trained for %d epoch(s) (%.1fs)", name, epochs, time.perf_counter() - start)
     return partner

@@ -57,12 +57,12 @@ class TrainedRetrieval:
         ranking stage reorders them, on validation data only).
       config: the settings it was trained with, "auto" ones chosen.
       ease: EASE's setting in the towers (None: not added).
-      partner: the towers' partner (RetrievalConfig.partner): {"seed", "epochs", "scale"}, or
-        None without one.
+      partners: the towers' partners (RetrievalConfig.partner), each {"seed", "epochs", "scale"};
+        empty without them.
       score_spread: the served model's scores' standard deviation over the validation
         candidates' model's (validation users x catalog). A weight chosen on the candidates'
         scores is multiplied by it to weigh the same against the served scores, which sum
-        the partner's and pool the whole training part.
+        the partners' and pool the whole training part.
     """
 
     model: TwoTowerModel
@@ -70,7 +70,7 @@ class TrainedRetrieval:
     validation_candidates: ValidationCandidates
     config: RetrievalConfig
     ease: Optional[EaseChoice] = None
-    partner: Optional[dict] = None
+    partners: tuple = ()
     score_spread: float = 1.0
 
     @property
@@ -258,10 +258,15 @@ def train_retrieval(prepared: Prepared, config: RetrievalConfig, candidates: int
         if config.use_history:
             model.query_tower.set_history(history_of(train))
 
-    partner = None
-    if config.partner:  # its examples only then: for per-rating losses they are a copy of every training row
-        partner_run, partner_examples = run or TrainingRun(), examples(train, "train", config.seed + 1)
-        partner = build_partner(lambda: build(True, config.seed + 1, prefix="partner_"), partner_examples, partner_run)
+    partners = []  # (name, seed, model, examples)
+    partner_run = run or TrainingRun()
+    for number in range(1, (config.partners if config.partner else 0) + 1):
+        # Their examples only then: for per-rating losses they are a copy of every training row.
+        seed, suffix = config.seed + number, "" if number == 1 else f" {number}"
+        partner_examples = examples(train, "train", seed)
+        prefix = "partner_" if number == 1 else f"partner{number}_"
+        partner = build_partner(lambda: build(True, seed, prefix=prefix), partner_examples, partner_run)
+        partners.append((f"retrieval partner{suffix}", seed, partner, partner_examples))
     result = fit_choosing_epochs(
         "retrieval", build, examples(fit, "fit"), validate,
         EpochSchedule(config.epochs, config.monitor, config.patience, higher_is_better=True, refit=config.refit),
@@ -270,9 +275,10 @@ def train_retrieval(prepared: Prepared, config: RetrievalConfig, candidates: int
         # The refit differs from the fit only in the history pooled (build(True) against build(False)).
         refit_in_place=pool_whole_training_part,
     )
-    if partner is not None:
-        train_partner(result.model, partner, partner_examples, result.best_epoch, partner_run)
-        scale = spread_ratio(result.model, partner, prepared, evaluator.user_ids[:SPREAD_USERS])
+    scales = []
+    for name, _, partner, partner_examples in partners:
+        train_partner(result.model, partner, partner_examples, result.best_epoch, partner_run, name)
+        scales.append(spread_ratio(result.model, partner, prepared, evaluator.user_ids[:SPREAD_USERS]))
     if loss == "multinomial" and result.examples_per_second:
         # An example is a user and covers their whole history: reported as ratings, the unit
         # of the per-rating losses, so that the two compare.
@@ -296,21 +302,20 @@ def train_retrieval(prepared: Prepared, config: RetrievalConfig, candidates: int
         # The weights were chosen on the fit part; the queries may still pool every
         # training rating, validation ones included: they are the user's real history.
         pool_whole_training_part(result.model)
-    members = 1
-    if partner is not None:
+    for (_, seed, partner, _), scale in zip(partners, scales):
         result.model.query_tower.attach_partner(partner.query_tower, scale)
         result.model.candidate_tower.attach_partner(partner.candidate_tower)
-        members = 2
-        log.info("retrieval: served with its partner (seed %d, %d epochs on the whole training part, its scores "
-                 "times %.3f)", config.seed + 1, result.best_epoch, scale)
+        log.info("retrieval: served with a partner (seed %d, %d epochs on the whole training part, its scores "
+                 "times %.3f)", seed, result.best_epoch, scale)
+    members = 1 + len(partners)
     if ease is not None:  # what is served: EASE of the whole training part, as much beside each member
         input_factors, output_factors = training_factors(prepared.movies.movie_id, train, ease)
         attach_ease(result.model, (input_factors * np.float32(members), output_factors))
     served_spread = score_spread(result.model, prepared, spread_users)
     return TrainedRetrieval(model=result.model, fit=result, validation_candidates=validation_candidates,
                             config=config, ease=ease,
-                            partner=None if partner is None else {"seed": config.seed + 1,
-                                                                  "epochs": result.best_epoch, "scale": scale},
+                            partners=tuple({"seed": seed, "epochs": result.best_epoch, "scale": scale}
+                                           for (_, seed, _, _), scale in zip(partners, scales)),
                             score_spread=served_spread / max(validation_spread, 1e-12))
 
 

@@ -206,7 +206,7 @@ def export(trained: TrainedStages, out_dir: str, index: IndexConfig | None = Non
                  "feature_values": {name: list(values) for name, values in prepared.vocabularies.user_features.items()}},
         "retrieval": {"config": dataclasses.asdict(retrieval.config), **_fit_record(retrieval.fit),
                       **({"ease": retrieval.ease.record()} if retrieval.ease is not None else {}),
-                      **({"partner": retrieval.partner} if retrieval.partner is not None else {})},
+                      **({"partners": list(retrieval.partners)} if retrieval.partners else {})},
         "ranking": {"config": dataclasses.asdict(ranking.config), **_fit_record(ranking.fit),
                     **({"autorec": {"weight": ranking.autorec_weight, **_fit_record(ranking.autorec_fit)}}
                        if ranking.autorec_fit is not None else {})},

@@ -120,3 +120,6 @@ def test_the_towers_partner_is_on_by_default_for_small_multinomial_runs_only():
     with pytest.raises(ConfigError, match="retrieval partner: it is not trained on parameter servers.*"
                                           "leave partner unset or false"):
         partner(RetrievalConfig(partner=True), servers=True)
+    assert RetrievalConfig().partners == 1
+    with pytest.raises(ConfigError, match="retrieval partners must be at least 1"):
+        RetrievalConfig(partners=0)

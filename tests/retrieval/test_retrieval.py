@@ -121,8 +121,10 @@ def test_auto_loss_follows_the_catalog_size():
 
 @pytest.fixture(scope="module")
 def trained(small_prepared):
-    # Refitted, so that the tests below also cover the refit's model.
-    return train_retrieval(small_prepared, RetrievalConfig(epochs=8, batch_size=256, patience=2, refit=True))
+    # Refitted and with two partners, so that the tests below also cover the refit's model and
+    # more than one partner.
+    return train_retrieval(small_prepared, RetrievalConfig(epochs=8, batch_size=256, patience=2, refit=True,
+                                                           partners=2))
 
 
 @pytest.mark.slow
@@ -181,27 +183,36 @@ def test_query_embeddings_in_chunks_equal_one_call(small_prepared, trained):
     whole = query_embeddings(trained.query_tower, small_prepared.user_inputs, users, batch_size=len(users))
     chunked = query_embeddings(trained.query_tower, small_prepared.user_inputs, users, batch_size=3)
     np.testing.assert_allclose(chunked, whole, rtol=1e-5, atol=1e-6)
-    # The towers', their partner's, then EASE's.
-    assert whole.shape == (8, 2 * trained.config.embedding_dim + trained.ease.rank)
+    # The towers', their partners', then EASE's.
+    members = 1 + trained.config.partners
+    assert whole.shape == (8, members * trained.config.embedding_dim + trained.ease.rank)
 
 
 @pytest.mark.slow
-def test_the_served_towers_score_the_sum_of_the_pair_and_its_partner(small_prepared, trained):
-    dim, scale = trained.config.embedding_dim, trained.partner["scale"]
-    query, candidate = trained.query_tower, trained.candidate_tower
-    assert trained.config.partner and trained.partner["seed"] == trained.config.seed + 1 and 0.5 < scale < 2
+def test_the_served_towers_score_the_sum_of_the_pair_and_its_partners(small_prepared, trained):
+    dim, query, candidate = trained.config.embedding_dim, trained.query_tower, trained.candidate_tower
+    assert trained.config.partner and trained.config.partners == 2 == len(trained.partners)
+    assert [record["seed"] for record in trained.partners] == [trained.config.seed + 1, trained.config.seed + 2]
     users = {k: tf.constant(v) for k, v in small_prepared.user_inputs(np.asarray(["1", "2", "3"])).items()}
     movies = {k: tf.constant(v[:20]) for k, v in small_prepared.movie_columns.items()}
     served_query, served_movies = query(users).numpy(), candidate(movies).numpy()
-    np.testing.assert_allclose(served_query[:, dim:2 * dim], scale * query.partner(users).numpy(), rtol=1e-5, atol=1e-6)
-    np.testing.assert_allclose(served_movies[:, dim:2 * dim], candidate.partner(movies).numpy(), rtol=1e-5, atol=1e-6)
-    # Another seed's towers, pooling the whole training part as the first pair does.
-    assert not np.allclose(served_query[:, :dim], served_query[:, dim:2 * dim] / scale, atol=1e-3)
-    np.testing.assert_array_equal(query.partner.rated_movies.row_splits.numpy(),
-                                  small_prepared.history(small_prepared.train).row_splits)
-    with pytest.raises(ValueError, match="has a partner already"):
-        query.attach_partner(query.partner)
-
+    alone = []
+    for number, (record, partner_query, partner_candidate) in enumerate(
+            zip(trained.partners, query.partners, candidate.partners), 1):
+        scale, columns = record["scale"], slice(number * dim, (number + 1) * dim)
+        assert 0.5 < scale < 2
+        np.testing.assert_allclose(served_query[:, columns], scale * partner_query(users).numpy(), rtol=1e-5,
+                                   atol=1e-6)
+        np.testing.assert_allclose(served_movies[:, columns], partner_candidate(movies).numpy(), rtol=1e-5, atol=1e-6)
+        # Pooling the whole training part, as the first pair does.
+        np.testing.assert_array_equal(partner_query.rated_movies.row_splits.numpy(),
+                                      small_prepared.history(small_prepared.train).row_splits)
+        alone.append(served_query[:, columns] / scale)
+    # Each from its own seed's initial weights: no two members alike.
+    members = [served_query[:, :dim]] + alone
+    assert not any(np.allclose(a, b, atol=1e-3) for i, a in enumerate(members) for b in members[i + 1:])
+    with pytest.raises(ValueError, match="attached to .* already"):
+        query.attach_partner(query.partners[0])
 
 
 @pytest.mark.slow
