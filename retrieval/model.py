@@ -155,7 +155,7 @@ class QueryTower(_FeatureTower):
         return self.ease.query(self.rated_movies, rows, given_history)
 
     def set_history(self, history: RaggedTable):
-        """Pools ``history`` from now on (rows follow the user vocabulary), as does its partner."""
+        """Pools ``history`` from now on (rows follow the user vocabulary), as do its partners."""
         if self.rated_movies is None:
             raise ValueError("this query tower was built without a history")
         self.rated_movies.set_history(history)
@@ -163,7 +163,7 @@ class QueryTower(_FeatureTower):
             partner.set_history(history)
 
     def forget_history(self):
-        """Drops the baked-in history, its partner's too: the tower then pools given histories only."""
+        """Drops the baked-in history, its partners' too: the tower then pools given histories only."""
         if self.rated_movies is not None:
             self.rated_movies.forget_history()
         for partner in self.partners:

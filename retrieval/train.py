@@ -275,10 +275,11 @@ def train_retrieval(prepared: Prepared, config: RetrievalConfig, candidates: int
         # The refit differs from the fit only in the history pooled (build(True) against build(False)).
         refit_in_place=pool_whole_training_part,
     )
-    scales = []
-    for name, _, partner, partner_examples in partners:
+    served_partners = []  # (model, its record)
+    for name, seed, partner, partner_examples in partners:
         train_partner(result.model, partner, partner_examples, result.best_epoch, partner_run, name)
-        scales.append(spread_ratio(result.model, partner, prepared, evaluator.user_ids[:SPREAD_USERS]))
+        scale = spread_ratio(result.model, partner, prepared, evaluator.user_ids[:SPREAD_USERS])
+        served_partners.append((partner, {"seed": seed, "epochs": result.best_epoch, "scale": scale}))
     if loss == "multinomial" and result.examples_per_second:
         # An example is a user and covers their whole history: reported as ratings, the unit
         # of the per-rating losses, so that the two compare.
@@ -302,20 +303,19 @@ def train_retrieval(prepared: Prepared, config: RetrievalConfig, candidates: int
         # The weights were chosen on the fit part; the queries may still pool every
         # training rating, validation ones included: they are the user's real history.
         pool_whole_training_part(result.model)
-    for (_, seed, partner, _), scale in zip(partners, scales):
-        result.model.query_tower.attach_partner(partner.query_tower, scale)
+    for partner, record in served_partners:
+        result.model.query_tower.attach_partner(partner.query_tower, record["scale"])
         result.model.candidate_tower.attach_partner(partner.candidate_tower)
         log.info("retrieval: served with a partner (seed %d, %d epochs on the whole training part, its scores "
-                 "times %.3f)", seed, result.best_epoch, scale)
-    members = 1 + len(partners)
+                 "times %.3f)", record["seed"], record["epochs"], record["scale"])
+    members = 1 + len(served_partners)
     if ease is not None:  # what is served: EASE of the whole training part, as much beside each member
         input_factors, output_factors = training_factors(prepared.movies.movie_id, train, ease)
         attach_ease(result.model, (input_factors * np.float32(members), output_factors))
     served_spread = score_spread(result.model, prepared, spread_users)
     return TrainedRetrieval(model=result.model, fit=result, validation_candidates=validation_candidates,
                             config=config, ease=ease,
-                            partners=tuple({"seed": seed, "epochs": result.best_epoch, "scale": scale}
-                                           for (_, seed, _, _), scale in zip(partners, scales)),
+                            partners=tuple(record for _, record in served_partners),
                             score_spread=served_spread / max(validation_spread, 1e-12))
 
 
