@@ -12,10 +12,12 @@ two-tower model, the final two-stage list and any baseline.
 
 from __future__ import annotations
 
+import copy
 from typing import Callable, Optional, Sequence
 
 import numpy as np
 
+from twostage.data.availability import unavailable
 from twostage.data.schema import Ratings
 
 
@@ -78,6 +80,23 @@ class HeldOutEvaluator:
         train_cols = train.movies.positions(self.catalog_ids)
         keep = (train_rows >= 0) & (train_cols >= 0)
         self._seen_rows, self._seen_cols = _by_row(train_rows[keep], train_cols[keep])
+        self.available_from = self.request_times = None
+
+    def as_of(self, available_from: np.ndarray, request_times: np.ndarray) -> "HeldOutEvaluator":
+        """This evaluator with each user's lists asked at a time: movies not yet available
+        then are left out as training movies are (data.availability).
+
+        Args:
+          available_from: [catalog] int64, each movie's first training rating.
+          request_times: [len(user_ids)] int64, each user's request time.
+        """
+        if len(request_times) != len(self.user_ids) or len(available_from) != self.num_items:
+            raise ValueError(f"expected {len(self.user_ids)} request times and {self.num_items} movie times, got "
+                             f"{len(request_times)} and {len(available_from)}")
+        timed = copy.copy(self)
+        timed.available_from = np.asarray(available_from, np.int64)
+        timed.request_times = np.asarray(request_times, np.int64)
+        return timed
 
     def column_of(self, movie_ids: np.ndarray) -> np.ndarray:
         """Catalog columns of movie ids (-1 for ids not in the catalog)."""
@@ -124,9 +143,12 @@ class HeldOutEvaluator:
             yield start, stop, scores
 
     def _top_unseen(self, start: int, stop: int, scores: np.ndarray, depth: int):
-        """Best ``depth`` columns per row with training movies excluded (-1 pads)."""
+        """Best ``depth`` columns per row with training movies (and, asked at a time, the
+        movies not yet available) excluded (-1 pads)."""
         seen = _in_rows(self._seen_rows, start, stop)
         scores[self._seen_rows[seen] - start, self._seen_cols[seen]] = -np.inf
+        if self.request_times is not None:
+            scores[unavailable(self.available_from, self.request_times[start:stop])] = -np.inf
         top = np.argpartition(-scores, depth - 1, axis=1)[:, :depth]
         order = np.argsort(-np.take_along_axis(scores, top, axis=1), axis=1, kind="stable")
         best = np.take_along_axis(top, order, axis=1)

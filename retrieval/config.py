@@ -105,6 +105,9 @@ class RetrievalConfig:
       partners: how many partner pairs ``partner`` trains (seeds seed + 1 onwards). 1: a second
         one added 0.3% NDCG@10 on test-like ml-100k validation parts, level on generated
         600 x 9,000, for 15% more of ml-100k's train_seconds (docs/quality.md).
+      as_of_last_rating: ask each user's lists as of their last training rating, leaving out
+        movies first rated after it (retrieval.availability; ``evaluate`` then sends that
+        time). None: chosen on validation NDCG@10.
       seed: seeds initialisation and shuffling.
     """
 
@@ -138,6 +141,7 @@ class RetrievalConfig:
     refit: bool = False
     partner: Optional[bool] = None
     partners: int = 1
+    as_of_last_rating: Optional[bool] = None
     seed: int = 42
 
     def for_data(self, num_examples: int, catalog_size: int, dense_pooling_cells: int, num_users: int = 0,

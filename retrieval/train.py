@@ -19,6 +19,7 @@ from twostage.modeling.examples import ExampleBatches, ExampleTables, ShardedBat
 from twostage.modeling.pooling import DENSE_POOLING_CELLS
 from twostage.modeling.optimizers import make_optimizer
 from twostage.modeling.training import EpochSchedule, FitResult, TrainingRun, fit_choosing_epochs
+from twostage.retrieval.availability import CHOICE_METRIC, AvailabilityChoice, choose_availability
 from twostage.retrieval.config import RetrievalConfig
 from twostage.retrieval.ease_towers import SPREAD_USERS, EaseChoice, EaseFactors, choose_ease, training_factors
 from twostage.retrieval.model import CandidateTower, QueryTower, TwoTowerModel
@@ -35,7 +36,8 @@ class ValidationCandidates:
 
     Attributes:
       user_ids: the validation users.
-      columns: [users, depth] catalog positions, best first, fit-part movies excluded (-1 pads).
+      columns: [users, depth] catalog positions, best first, fit-part movies excluded (-1 pads),
+        and movies not yet available where the lists are asked as of the last rating.
       scores: [users, depth] their retrieval scores.
       evaluator: scores lists of these users against the validation part.
     """
@@ -57,6 +59,8 @@ class TrainedRetrieval:
         ranking stage reorders them, on validation data only).
       config: the settings it was trained with, "auto" ones chosen.
       ease: EASE's setting in the towers (None: not added).
+      availability: whether lists are asked as of each user's last training rating (the
+        validation candidates are).
       partners: the towers' partners (RetrievalConfig.partner), each {"seed", "epochs", "scale"};
         empty without them.
       score_spread: the served model's scores' standard deviation over the validation
@@ -70,6 +74,7 @@ class TrainedRetrieval:
     validation_candidates: ValidationCandidates
     config: RetrievalConfig
     ease: Optional[EaseChoice] = None
+    availability: Optional[AvailabilityChoice] = None
     partners: tuple = ()
     score_spread: float = 1.0
 
@@ -295,8 +300,12 @@ def train_retrieval(prepared: Prepared, config: RetrievalConfig, candidates: int
         attach_ease(result.validation_model, fit_factors)
     # Embedded once: the candidates and the spread the blend weight is chosen on read the same scores.
     validation_scorer = catalog_scorer(result.validation_model, prepared, evaluator.user_ids)
-    columns, scores = evaluator.top_unseen(validation_scorer, candidates)
-    validation_candidates = ValidationCandidates(evaluator.user_ids, columns, scores, evaluator)
+    availability, chosen_evaluator, (columns, scores) = choose_availability(
+        evaluator, prepared.movies.movie_id, fit, validation_scorer, candidates, config.as_of_last_rating)
+    log.info("retrieval: lists %s as of each user's last training rating (validation %s %.4f with, %.4f without)",
+             "asked" if availability.as_of_last_rating else "not asked", CHOICE_METRIC,
+             availability.figures["on"][CHOICE_METRIC], availability.figures["off"][CHOICE_METRIC])
+    validation_candidates = ValidationCandidates(evaluator.user_ids, columns, scores, chosen_evaluator)
     spread_users = evaluator.user_ids[:SPREAD_USERS]
     validation_spread = float(np.std(validation_scorer(spread_users)))
     if not config.refit:
@@ -314,7 +323,7 @@ def train_retrieval(prepared: Prepared, config: RetrievalConfig, candidates: int
         attach_ease(result.model, (input_factors * np.float32(members), output_factors))
     served_spread = score_spread(result.model, prepared, spread_users)
     return TrainedRetrieval(model=result.model, fit=result, validation_candidates=validation_candidates,
-                            config=config, ease=ease,
+                            config=config, ease=ease, availability=availability,
                             partners=tuple(record for _, record in served_partners),
                             score_spread=served_spread / max(validation_spread, 1e-12))
 

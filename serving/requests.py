@@ -8,6 +8,7 @@ outputs into results), so that ``recommend(...)`` means one thing wherever it ru
 from __future__ import annotations
 
 import dataclasses
+import datetime
 from typing import Optional, Sequence, Union
 
 import numpy as np
@@ -31,6 +32,43 @@ USER_ID_REQUESTS, HISTORY_REQUESTS = "user_id", "history"
 USER_FEATURE_ARGUMENTS = ("age", "gender", "occupation", "zip_code")
 
 Ids = Union[str, int, Sequence[Union[str, int]]]
+# A request time: seconds since 1970 or a timezone-aware datetime; one, or one per user.
+Time = Union[int, datetime.datetime]
+
+
+def _seconds(value) -> int:
+    """A request time as whole seconds since 1970 (RequestError for anything else)."""
+    if isinstance(value, datetime.datetime):
+        if value.tzinfo is None:
+            raise RequestError(f"request_time {value.isoformat()} has no timezone; give an aware datetime "
+                               f"(e.g. tzinfo=datetime.timezone.utc) or seconds since 1970")
+        return int(value.timestamp())
+    if isinstance(value, bool) or not isinstance(value, (int, np.integer)):
+        raise RequestError(f"request_time must be whole seconds since 1970 or a datetime, got {value!r}")
+    if not np.iinfo(np.int64).min <= int(value) <= np.iinfo(np.int64).max:
+        raise RequestError(f"request_time {value} is out of range")
+    return int(value)
+
+
+# The signature that answers a request carrying a time, by the one that answers it without.
+TIMED_SIGNATURES = {"serving_default": "recommend_at", "retrieve": "retrieve_at"}
+
+
+def timed(signature: str, inputs: dict) -> str:
+    """The signature for ``inputs``: its "_at" form when they carry a request time."""
+    return TIMED_SIGNATURES[signature] if "request_time" in inputs else signature
+
+
+def request_time_inputs(request_time, users: int) -> dict:
+    """The ``request_time`` input of the "_at" signatures: none when no time is given (the
+    plain signatures, every movie available), else one time for every user or one per user."""
+    if request_time is None:
+        return {}
+    many = not isinstance(request_time, (datetime.datetime, str, bytes)) and hasattr(request_time, "__len__")
+    times = [_seconds(value) for value in (request_time if many else [request_time])]
+    if len(times) not in (1, users):
+        raise RequestError(f"request_time has {len(times)} times for {users} users; give one, or one per user")
+    return {"request_time": np.asarray(times, np.int64)}
 
 def is_single(ids) -> bool:
     return isinstance(ids, (str, bytes, int, np.integer))
@@ -204,18 +242,18 @@ class RequestLimits:
                                    f"features shared by every user, or one per user")
         return {name: _strings([row[name] for row in rows]) for name in USER_FEATURES}
 
-    def history_request(self, history, k: int, features=None, exclude=None,
-                        include_seen: bool = False) -> tuple[dict, bool]:
+    def history_request(self, history, k: int, features=None, exclude=None, include_seen: bool = False,
+                        request_time=None) -> tuple[dict, bool]:
         """The inputs of a history export's ``serving_default``, and whether one user was given.
 
         Args:
           history, features: as ``history_inputs``.
-          k, exclude, include_seen: as ``recommend``.
+          k, exclude, include_seen, request_time: as ``recommend``.
         """
         inputs, single = self.history_inputs(history, features)
         users = len(inputs["history_movie_ids"])
         inputs.update({"k": self.k(k), "exclude_movie_ids": self.exclusions(exclude, users),
-                       "include_seen": np.asarray(bool(include_seen))})
+                       "include_seen": np.asarray(bool(include_seen)), **request_time_inputs(request_time, users)})
         return inputs, single
 
     def history_ratings(self, history, movie_ids, features=None) -> tuple[dict, bool]:
@@ -258,13 +296,14 @@ class RequestLimits:
                                                                                                      longest)
 
     def recommend(self, user_id: Ids, k: int, features: Optional[dict] = None, exclude=None,
-                  include_seen: bool = False, retrieve: bool = False) -> dict:
-        """The named inputs of the ``serving_default`` (or ``retrieve``) signature, every one given."""
+                  include_seen: bool = False, retrieve: bool = False, request_time=None) -> dict:
+        """The named inputs of the ``serving_default`` (or ``retrieve``) signature, every one
+        given; with ``request_time``, those of ``recommend_at`` (``retrieve_at``): see ``timed``."""
         self.expect(USER_ID_REQUESTS)
         ids = id_array(user_id, "user")
         inputs = {"user_id": ids, "k": self.k(k, self.num_candidates if retrieve else self.max_k),
                   "exclude_movie_ids": self.exclusions(exclude, len(ids)),
-                  "include_seen": np.asarray(bool(include_seen))}
+                  "include_seen": np.asarray(bool(include_seen)), **request_time_inputs(request_time, len(ids))}
         values = user_feature_values(features, self.feature_values) if features else {}
         for name in USER_FEATURES:
             inputs[name] = _strings([values[name]] if values else [])

@@ -27,6 +27,23 @@ def _whole_number(low: int, high: int):
     return parse
 
 
+def _moment(text: str) -> int:
+    """An argparse type: a time as seconds since 1970, or an ISO date or date and time (UTC
+    unless it says otherwise)."""
+    import datetime
+
+    try:
+        return int(text)
+    except ValueError:
+        pass
+    try:
+        moment = datetime.datetime.fromisoformat(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected seconds since 1970 or an ISO date such as 1998-03-01, "
+                                         f"got {text!r}") from None
+    return int((moment if moment.tzinfo else moment.replace(tzinfo=datetime.timezone.utc)).timestamp())
+
+
 def _add_strategy_flag(parser: argparse.ArgumentParser):
     from twostage.modeling.distribute_config import STRATEGIES
 
@@ -116,6 +133,9 @@ def build_parser() -> argparse.ArgumentParser:
     recommend.add_argument("--json", action="store_true", help="print JSON instead of a table")
     recommend.add_argument("--exclude", action="append", default=[], help="movie id never to return (repeatable)")
     recommend.add_argument("--include-seen", action="store_true", help="let the user's training movies come back")
+    recommend.add_argument("--as-of", type=_moment, metavar="TIME",
+                           help="recommend as of this time (seconds since 1970 or an ISO date, UTC): movies first "
+                                "rated in training after it are left out")
     cold = recommend.add_argument_group("a user the model has never seen (cold start)")
     cold.add_argument("--age", type=int, help="age in years")
     cold.add_argument("--gender", help="M or F")

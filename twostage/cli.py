@@ -46,6 +46,9 @@ def _train(args) -> int:
 
 
 def _print_recommendations(recs) -> None:
+    if not recs:  # everything excluded, or nothing rated yet at --as-of
+        print("  (no movies left to recommend)")
+        return
     print(f"  {'#':>2}  {'movie':>7}  {'score':>7}  {'rating':>6}  title")
     for rank, r in enumerate(recs, 1):
         print(f"  {rank:>2}  {r.movie_id:>7}  {r.score:7.3f}  {r.predicted_rating:6.2f}  {r.title}")
@@ -71,7 +74,8 @@ def _history_argument(text: str) -> dict:
 def _recommend_from_history(recommender, args, features: dict) -> int:
     histories = [_history_argument(text) for text in args.history]  # a rating not given: None, not known
     results = recommender.recommend_from_history(histories, k=args.k, features=features or None,
-                                                 exclude=args.exclude or None, include_seen=args.include_seen)
+                                                 exclude=args.exclude or None, include_seen=args.include_seen,
+                                                 request_time=args.as_of)
     if args.json:
         print(json.dumps([{"history": text, "recommendations": [r.as_dict() for r in recs]}
                           for text, recs in zip(args.history, results)], indent=2))
@@ -95,7 +99,7 @@ def _recommend(args) -> int:
     if args.history:
         return _recommend_from_history(recommender, args, features)
     results = recommender.recommend(args.user, k=args.k, features=features or None, exclude=args.exclude or None,
-                                    include_seen=args.include_seen)
+                                    include_seen=args.include_seen, request_time=args.as_of)
     known_ids = set(recommender.known_users().tolist())
     known = [user in known_ids for user in args.user]
     if args.json:  # a list, in the order asked: the same user may be asked for twice

@@ -10,6 +10,7 @@ from typing import Optional
 import numpy as np
 
 from twostage.data import HeldOutEvaluator, Ratings, TwostageError
+from twostage.data.availability import first_rated, last_rated
 from twostage.data.classic import CLASSICS, unavailable
 from twostage.data.metrics import popularity_scorer
 from twostage.data.prepared import Prepared, prepare
@@ -56,6 +57,13 @@ def evaluate(model_path: str, source: Optional[str] = None, method: Optional[str
     sampled = f" (a seeded sample of the {evaluator.all_users})" if len(evaluator.user_ids) < evaluator.all_users else ""
     log.info("evaluating on %d held-out ratings of %d users%s", len(test_part), len(evaluator.user_ids), sampled)
     requests = export_requests(recommender, prepared)
+    request_times = None
+    if recommender.metadata.get("availability", {}).get("as_of_last_rating"):
+        # Chosen on validation at training: every list (baselines' too) is asked as of the
+        # user's last training rating, leaving out movies nobody had rated by then.
+        request_times = last_rated(evaluator.user_ids, train_part)
+        evaluator = evaluator.as_of(first_rated(catalog_ids, train_part), request_times)
+        log.info("lists asked as of each user's last training rating (chosen on validation at training)")
     retrieval = evaluator.score_metrics(
         requests.retrieval_scores, ks=RETRIEVAL_KS, accuracy_k=100, batch_size=batch_size,
         progress=lambda done, total: log.info("retrieval: %d/%d users scored", done, total))
@@ -65,7 +73,8 @@ def evaluate(model_path: str, source: Optional[str] = None, method: Optional[str
     ranked = []
     for start in range(0, len(evaluator.user_ids), batch_size):
         users = evaluator.user_ids[start:start + batch_size]
-        ranked.append(evaluator.column_of(requests.top_k(users, max(TWO_STAGE_KS))))
+        times = None if request_times is None else request_times[start:start + batch_size]
+        ranked.append(evaluator.column_of(requests.top_k(users, max(TWO_STAGE_KS), times)))
     two_stage = evaluator.ranked_list_metrics(np.concatenate(ranked), TWO_STAGE_KS)
     predicted = requests.predicted_ratings(test_part, batch_size)
     rmse = float(np.sqrt(np.mean((predicted - test_part.rating) ** 2)))
@@ -77,7 +86,8 @@ def evaluate(model_path: str, source: Optional[str] = None, method: Optional[str
         "baselines": {"popularity": _retrieval_figures(popularity), **classics},
         "data": {"source": prepared.config.source, "split": split_config.method, "seed": split_config.seed,
                  "test_fraction": split_config.test_fraction, "test_ratings": len(test_part),
-                 "test_users": len(evaluator.user_ids), "test_users_in_split": evaluator.all_users},
+                 "test_users": len(evaluator.user_ids), "test_users_in_split": evaluator.all_users,
+                 "as_of_last_rating": request_times is not None},
     }
 
 
@@ -129,12 +139,12 @@ class ExportRequests(abc.ABC):
         """[users, catalog] exact two-tower scores (HeldOutEvaluator's scorer)."""
 
     @abc.abstractmethod
-    def recommend(self, user_ids: np.ndarray, k: int) -> list:
-        """[[Recommendation, ...] per user], the final lists."""
+    def recommend(self, user_ids: np.ndarray, k: int, request_times: Optional[np.ndarray] = None) -> list:
+        """[[Recommendation, ...] per user], the final lists (asked at ``request_times``, one per user: None, now)."""
 
-    def top_k(self, user_ids: np.ndarray, k: int) -> np.ndarray:
+    def top_k(self, user_ids: np.ndarray, k: int, request_times: Optional[np.ndarray] = None) -> np.ndarray:
         """[users, k] the final lists' movie ids ("" past the movies left)."""
-        lists = self.recommend(user_ids, k)
+        lists = self.recommend(user_ids, k, request_times)
         return np.asarray([[r.movie_id for r in row] + [""] * (k - len(row)) for row in lists], dtype=object)
 
     @abc.abstractmethod
@@ -148,11 +158,12 @@ class IdRequests(ExportRequests):
     def retrieval_scores(self, user_ids: np.ndarray) -> np.ndarray:
         return self.recommender.retrieval_scores(user_ids)
 
-    def recommend(self, user_ids: np.ndarray, k: int) -> list:
-        return self.recommender.recommend(list(user_ids), k=k)
+    def recommend(self, user_ids: np.ndarray, k: int, request_times: Optional[np.ndarray] = None) -> list:
+        return self.recommender.recommend(list(user_ids), k=k, request_time=request_times)
 
-    def top_k(self, user_ids: np.ndarray, k: int) -> np.ndarray:
-        return self.recommender.recommend_arrays(user_ids, k=k)["movie_id"]  # arrays: no objects per movie
+    def top_k(self, user_ids: np.ndarray, k: int, request_times: Optional[np.ndarray] = None) -> np.ndarray:
+        # Arrays: no objects per movie.
+        return self.recommender.recommend_arrays(user_ids, k=k, request_time=request_times)["movie_id"]
 
     def predicted_ratings(self, ratings: Ratings, batch_size: int, pairs: int = 65536) -> np.ndarray:
         return np.concatenate([np.zeros(0, np.float32)] + [
@@ -204,9 +215,9 @@ class RequestHistories(ExportRequests):
     def retrieval_scores(self, user_ids: np.ndarray) -> np.ndarray:
         return self.recommender.retrieval_scores_from_history(self.histories(user_ids), self.features(user_ids))
 
-    def recommend(self, user_ids: np.ndarray, k: int) -> list:
-        return self.recommender.recommend_from_history(self.histories(user_ids), k=k,
-                                                       features=self.features(user_ids))
+    def recommend(self, user_ids: np.ndarray, k: int, request_times: Optional[np.ndarray] = None) -> list:
+        return self.recommender.recommend_from_history(self.histories(user_ids), k=k, features=self.features(user_ids),
+                                                       request_time=request_times)
 
     def predicted_ratings(self, ratings: Ratings, batch_size: int) -> np.ndarray:
         """Each user's movies are rated in one request."""

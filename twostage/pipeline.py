@@ -211,6 +211,7 @@ def export(trained: TrainedStages, out_dir: str, index: IndexConfig | None = Non
                     **({"autorec": {"weight": ranking.autorec_weight, **_fit_record(ranking.autorec_fit)}}
                        if ranking.autorec_fit is not None else {})},
         "index": index_description,
+        **({"availability": retrieval.availability.record()} if retrieval.availability is not None else {}),
         "blend": {"weight": trained.blend_weight, "chosen": trained.blend_chosen,
                   "score_spread": retrieval.score_spread,
                   "validation": {str(w): f for w, f in trained.blend_figures.items()}},

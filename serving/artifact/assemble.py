@@ -7,6 +7,7 @@ import time
 
 import numpy as np
 
+from twostage.data.availability import first_rated
 from twostage.data.metrics import rating_counts
 from twostage.data.prepared import Prepared
 from twostage.ranking.history_scorer import HistoryRatingScorer
@@ -43,7 +44,8 @@ def serving_tables(query_tower: QueryTower, candidate_tower: CandidateTower, pre
         user_embeddings=query_embeddings(query_tower, prepared.user_inputs, user_ids),
         history=prepared.history(prepared.train),
         fans=prepared.fans(serving_config.liked_rating),
-        popularity=rating_counts(prepared.movies.movie_id, prepared.train).astype(np.float64))
+        popularity=rating_counts(prepared.movies.movie_id, prepared.train).astype(np.float64),
+        available_from=first_rated(prepared.movies.movie_id, prepared.train))
     log.info("export: user tables built in %.1fs", time.perf_counter() - start)
     return tables, user_columns
 
@@ -121,7 +123,8 @@ def assemble_history_module(query_tower: QueryTower, candidate_tower: CandidateT
         member.rated_movies.forget_history()
     module = HistoryRequestModule(movies.movie_id, movies.title, rating_counts(movies.movie_id, prepared.train),
                                   QueryEncoder(query_tower), embeddings, index, scorer, serving_config.num_candidates,
-                                  serving_config.max_k, depth, blend_weight)
+                                  serving_config.max_k, depth, blend_weight,
+                                  first_rated(movies.movie_id, prepared.train))
     description = {"kind": index_config.kind, "max_depth": depth, "num_candidates": module.num_candidates,
                    "requests": "history"}
     if index_config.kind == "scann":

@@ -15,6 +15,7 @@ from typing import Optional
 
 import numpy as np
 
+from twostage.data.availability import ALWAYS
 from twostage.data.features import UNKNOWN_USER_ROW
 from twostage.data.history import ragged_table
 from twostage.ranking.scorers import RatingScorer
@@ -39,7 +40,16 @@ def tables_of(loaded) -> ServingTables:
         user_embeddings=np.delete(loaded.user_embeddings.numpy(), UNKNOWN_USER_ROW, axis=0),
         history=ragged_table(loaded.history_values.numpy(), loaded.history_row_splits.numpy()),
         fans=ragged_table(loaded.fan_values.numpy(), loaded.fan_row_splits.numpy()),
-        popularity=loaded.popularity.numpy().astype(np.float64))
+        popularity=loaded.popularity.numpy().astype(np.float64),
+        # Exports from before request times: every movie available at any time.
+        available_from=_available_from(loaded))
+
+
+def _available_from(loaded) -> np.ndarray:
+    """The movies' first training ratings; exports from before request times keep none, and
+    every movie is available at any time for them."""
+    kept = getattr(loaded, "available_from", None)
+    return kept.numpy() if kept is not None else np.full(len(loaded.movie_ids.numpy()), ALWAYS, np.int64)
 
 
 def restored_rating_scorer(restored) -> RatingScorer:

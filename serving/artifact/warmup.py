@@ -9,6 +9,8 @@ from twostage.serving.graph.module import PRUNE_FROM_USERS
 from twostage.serving.requests import RequestLimits
 
 WARMUP_FILE = "tf_serving_warmup_requests"  # under assets.extra/, the name TF Serving looks for
+# The "_at" signatures' warm-up time: any will do (2001-09-09).
+WARMUP_TIME = 1_000_000_000
 
 
 def warmup_requests(limits: RequestLimits, user_id: str, movie_id: str) -> list[tuple[str, dict]]:
@@ -16,7 +18,7 @@ def warmup_requests(limits: RequestLimits, user_id: str, movie_id: str) -> list[
 
     A known user, a batch (which rates only the candidates that can reach the top k), a user
     never seen (popular movies) and one with cold-start features, the candidates alone, both
-    movie-to-movie calls and a rating.
+    as of a time, both movie-to-movie calls and a rating.
     """
     k = min(10, limits.max_k)
     return [
@@ -26,6 +28,8 @@ def warmup_requests(limits: RequestLimits, user_id: str, movie_id: str) -> list[
         ("serving_default", limits.recommend(["warmup-unknown-user"], k, features={"age": 30, "gender": "F"},
                                              exclude=[movie_id])),
         ("retrieve", limits.recommend(user_id, k, retrieve=True)),
+        ("recommend_at", limits.recommend(user_id, k, request_time=WARMUP_TIME)),
+        ("retrieve_at", limits.recommend(user_id, k, retrieve=True, request_time=WARMUP_TIME)),
         ("similar_movies", limits.related(movie_id, k)),
         ("also_liked", limits.related(movie_id, k)),
         ("predict_rating", limits.ratings(user_id, movie_id)),
@@ -38,7 +42,7 @@ def history_warmup_requests(limits: RequestLimits, movie_id: str) -> list[tuple[
     k = min(10, limits.max_k)
     return [("serving_default", limits.history_request(history, k)[0])
             for history in ({movie_id: 4.0}, [{movie_id: 4.0}] * PRUNE_FROM_USERS, [movie_id], [[]])] + [
-        ("catalog", {})]
+        ("recommend_at", limits.history_request({movie_id: 4.0}, k, request_time=WARMUP_TIME)[0]), ("catalog", {})]
 
 
 def _tensor_proto(value: np.ndarray):

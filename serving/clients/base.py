@@ -6,7 +6,8 @@ from typing import Optional
 
 import numpy as np
 
-from twostage.serving.requests import HISTORY_REQUESTS, USER_ID_REQUESTS, Ids, RequestLimits, UnknownMovieError
+from twostage.serving.requests import (HISTORY_REQUESTS, USER_ID_REQUESTS, Ids, RequestLimits, UnknownMovieError,
+                                       timed)
 from twostage.serving.responses import candidates, one_or_all, recommendations, related_movies
 
 
@@ -36,7 +37,7 @@ class ModelClient:
         raise NotImplementedError
 
     def recommend(self, user_id: Ids, k: int = 10, features: Optional[dict] = None, exclude=None,
-                  include_seen: bool = False):
+                  include_seen: bool = False, request_time=None):
         """Top-k movies for one user (a list) or for several (a list of lists).
 
         Users the model was trained with are served from what it learned of them. A user it
@@ -50,15 +51,18 @@ class ModelClient:
           features: for users never seen: any of age (years), gender, occupation, zip_code.
           exclude: movie ids never to return: one list for every user, or one list per user.
           include_seen: let the user's training movies come back too.
+          request_time: recommend as of this time (seconds since 1970 or an aware
+            datetime; one, or one per user): movies first rated in training after it are left
+            out. None: now, every movie.
 
         Returns:
           [Recommendation, ...] best first; one such list per user when given a sequence.
         """
-        inputs = self.limits.recommend(user_id, k, features, exclude, include_seen)
-        return one_or_all(user_id, recommendations(self._call("serving_default", inputs)))
+        inputs = self.limits.recommend(user_id, k, features, exclude, include_seen, request_time=request_time)
+        return one_or_all(user_id, recommendations(self._call(timed("serving_default", inputs), inputs)))
 
     def recommend_from_history(self, history, k: int = 10, features: Optional[dict] = None, exclude=None,
-                               include_seen: bool = False):
+                               include_seen: bool = False, request_time=None):
         """Top-k movies for users given by the movies they rated, from an export whose
         requests carry the history (``twostage train --request-history``).
 
@@ -69,7 +73,7 @@ class ModelClient:
         Args:
           history: one user's history, {movie id: rating} (or a list of movie ids when the
             ratings are not known), or a list of histories, one per user.
-          k, exclude, include_seen: as :meth:`recommend`.
+          k, exclude, include_seen, request_time: as :meth:`recommend`.
           features: as :meth:`recommend`: one dict shared by every user of the call, or a
             list of dicts, one per history.
 
@@ -77,8 +81,8 @@ class ModelClient:
           [Recommendation, ...] best first; one such list per user when given several.
         """
         self.limits.expect(HISTORY_REQUESTS)
-        inputs, single = self.limits.history_request(history, k, features, exclude, include_seen)
-        results = recommendations(self._call("serving_default", inputs))
+        inputs, single = self.limits.history_request(history, k, features, exclude, include_seen, request_time)
+        results = recommendations(self._call(timed("serving_default", inputs), inputs))
         return results[0] if single else results
 
     def predict_ratings_from_history(self, history, movie_ids, features=None):
@@ -105,13 +109,14 @@ class ModelClient:
         return rows[0] if single else rows
 
     def retrieve(self, user_id: Ids, k: int = 10, features: Optional[dict] = None, exclude=None,
-                 include_seen: bool = False):
+                 include_seen: bool = False, request_time=None):
         """Retrieval's candidates alone, in retrieval order (k up to the candidates per user).
 
         Same arguments as :meth:`recommend`; returns Candidate lists.
         """
-        inputs = self.limits.recommend(user_id, k, features, exclude, include_seen, retrieve=True)
-        return one_or_all(user_id, candidates(self._call("retrieve", inputs)))
+        inputs = self.limits.recommend(user_id, k, features, exclude, include_seen, retrieve=True,
+                                       request_time=request_time)
+        return one_or_all(user_id, candidates(self._call(timed("retrieve", inputs), inputs)))
 
     def similar_movies(self, movie_id: Ids, k: int = 10):
         """"More like this": the k movies nearest by cosine of candidate embeddings.

@@ -17,7 +17,7 @@ from twostage.serving.artifact.loading import load_export
 from twostage.serving.graph.inputs import SIGNATURE_FUNCTIONS
 from twostage.serving.clients.base import ModelClient
 from twostage.serving.requests import (HISTORY_REQUESTS, USER_FEATURE_ARGUMENTS, USER_ID_REQUESTS, Ids, RequestError,
-                                       RequestLimits, UnknownMovieError, id_array)
+                                       RequestLimits, UnknownMovieError, id_array, timed)
 from twostage.serving.responses import Candidate, Recommendation, RelatedMovie, string_array
 
 
@@ -42,7 +42,7 @@ def _plain(inputs: dict) -> bool:
     """Whether a ``serving_default`` request is the common one ``recommend_plain`` answers:
     one user, no user features, no extra exclusions, seen movies excluded."""
     return ("user_id" in inputs and inputs["user_id"].size == 1 and not inputs["include_seen"] and inputs["exclude_movie_ids"].size == 0
-            and not any(inputs[name].size for name in USER_FEATURES))
+            and "request_time" not in inputs and not any(inputs[name].size for name in USER_FEATURES))
 
 
 class Recommender(ModelClient):
@@ -77,7 +77,13 @@ class Recommender(ModelClient):
         if signature == "serving_default" and _plain(inputs) and self._plain_recommend:
             signature, inputs = "recommend_plain", {"user_id": inputs["user_id"], "k": inputs["k"]}
         specs, call = self._signature(signature)
-        tensors = {name: self._tensor(value, specs[name].dtype) for name, value in inputs.items()}
+        undeclared = sorted(set(inputs) - set(specs))
+        if undeclared:
+            raise RequestError(f"{self.path} ({signature}) takes no {', '.join(undeclared)}")
+        # An input left out is sent empty, which is what its default is (serving.graph.inputs).
+        tensors = {name: self._tensor(inputs[name] if name in inputs else
+                                      np.zeros([0] * spec.shape.rank, spec.dtype.as_numpy_dtype), spec.dtype)
+                   for name, spec in specs.items()}
         out = call(tensors)
         return {name: value if name in left_as_tensors else value.numpy() for name, value in out.items()}
 
@@ -93,6 +99,9 @@ class Recommender(ModelClient):
         if len(concrete) == 1 and hasattr(concrete[0], "_arg_keywords"):
             function = concrete[0]
             return function, dict(zip(function._arg_keywords, function.structured_input_signature[0]))
+        if signature not in self._loaded.signatures:
+            raise RequestError(f"{self.path} has no {signature} signature: it was exported before it existed "
+                               f"(train it again to use it)")
         function = self._loaded.signatures[signature]
         return function, function.structured_input_signature[1]
 
@@ -142,11 +151,11 @@ class Recommender(ModelClient):
         return cls(loaded, version_dir, metadata)
 
     def recommend_arrays(self, user_ids: Sequence[str], k: int = 10, exclude: Optional[Sequence] = None,
-                         include_seen: bool = False) -> dict:
+                         include_seen: bool = False, request_time=None) -> dict:
         """Batch recommendations as numpy arrays ([users, k] each), for bulk scoring."""
         self.limits.expect(USER_ID_REQUESTS)
-        arrays = self._call("serving_default", self.limits.recommend(user_ids, k, None, exclude, include_seen),
-                            left_as_tensors=("title",))
+        inputs = self.limits.recommend(user_ids, k, None, exclude, include_seen, request_time=request_time)
+        arrays = self._call(timed("serving_default", inputs), inputs, left_as_tensors=("title",))
         arrays["movie_id"], arrays["title"] = self._movie_strings(arrays["movie_id"], arrays["title"])
         return arrays
 

@@ -17,6 +17,26 @@ def pair_mask(rows, positions, batch, num_movies):
     return mask[:, :-1]
 
 
+def not_yet_available(available_from, request_time, batch):
+    """Movies first rated after each user's request time (data.availability).
+
+    Args:
+      available_from: [catalog] int64 seconds, each movie's first training rating.
+      request_time: [] (no time: nothing left out), [1] shared or [batch] int64 seconds.
+
+    Returns:
+      [batch, catalog] bool mask and [batch] counts.
+    """
+    check = tf.debugging.Assert((tf.size(request_time) <= 1) | tf.equal(tf.size(request_time), batch),
+                                ["request_time must have no values, one value, or one per user"])
+    with tf.control_dependencies([check]):
+        # No time reads as the latest possible one: every movie is available then.
+        padded = tf.concat([request_time, [tf.int64.max]], 0)
+        times = tf.gather(padded, tf.range(batch) * tf.cast(tf.equal(tf.size(request_time), batch), tf.int32))
+    mask = available_from[tf.newaxis, :] > times[:, tf.newaxis]
+    return mask, tf.reduce_sum(tf.cast(mask, tf.int32), axis=1)
+
+
 def requested_exclusions(exclude_movie_ids, batch, movie_rows, num_movies):
     """The request's own exclusions ([rows, n] movie ids, "" pads; none, one shared row, or
     one per user): [batch, catalog] bool mask and [batch] counts of catalog movies."""
@@ -36,13 +56,17 @@ class Exclusions:
       seen: [user rows, catalog] bool, the same as a dense table, or None (too large).
       movie_rows: movie id -> catalog position (-1: not in the catalog).
       movie_ids: the catalog, position order (its size).
+      available_from: [catalog] int64 seconds, each movie's first training rating (what a
+        request time leaves out).
     """
 
     def __init__(self, history_values: tf.Variable, history_row_splits: tf.Variable, history_lengths: tf.Variable,
-                 seen: Optional[tf.Variable], movie_rows: tf.lookup.StaticHashTable, movie_ids: tf.Variable):
+                 seen: Optional[tf.Variable], movie_rows: tf.lookup.StaticHashTable, movie_ids: tf.Variable,
+                 available_from: tf.Variable):
         self.history_values, self.history_row_splits = history_values, history_row_splits
         self.history_lengths, self.seen = history_lengths, seen
         self.movie_rows, self.movie_ids = movie_rows, movie_ids
+        self.available_from = available_from
 
     def history(self, rows: tf.Tensor) -> tf.RaggedTensor:
         """[batch, (movies)] the training movies (catalog positions) of user rows."""
@@ -52,9 +76,9 @@ class Exclusions:
     def _mask(self, rows, positions, batch):
         return pair_mask(rows, positions, batch, tf.shape(self.movie_ids, out_type=tf.int32)[0])
 
-    def __call__(self, rows, exclude_movie_ids, include_seen):
-        """What each user must not get: the training history (unless include_seen) and the
-        request's exclusions.
+    def __call__(self, rows, exclude_movie_ids, include_seen, request_time=None):
+        """What each user must not get: the training history (unless include_seen), the
+        request's exclusions and the movies not yet available at its request time.
 
         Returns:
           [batch, catalog] bool mask and [batch] counts.
@@ -70,6 +94,9 @@ class Exclusions:
             seen = self.history(seen_rows)
             mask = self._mask(tf.cast(seen.value_rowids(), tf.int32), seen.values, batch)
 
+        if request_time is not None:  # the "_at" signatures
+            later_mask, later_counts = not_yet_available(self.available_from, request_time, batch)
+            mask, counts = mask | later_mask, counts + later_counts
         if exclude_movie_ids is None:
             return mask, counts
 

@@ -18,10 +18,10 @@ from twostage.data.features import UNKNOWN_USER_ROW, USER_FEATURES
 from twostage.ranking.history_scorer import HistoryRatingScorer
 from twostage.retrieval.index import NeighbourIndex
 from twostage.serving.graph.candidate_ranking import blend
-from twostage.serving.graph.exclusions import pair_mask, requested_exclusions
-from twostage.serving.graph.module import cold_start_tables, movie_row_table, movies_at
-from twostage.serving.graph.inputs import (DEFAULT_K, FALSE, K_SPEC, NO_EXCLUSIONS, NO_VALUES, Request, per_user,
-                                           string_spec)
+from twostage.serving.graph.exclusions import not_yet_available, pair_mask, requested_exclusions
+from twostage.serving.graph.catalog import cold_start_tables, movie_row_table, movies_at
+from twostage.serving.graph.inputs import (DEFAULT_K, FALSE, K_SPEC, NO_EXCLUSIONS, NO_VALUES, REQUEST_TIME_SPEC,
+                                           Request, per_user, string_spec)
 from twostage.serving.graph.search import CandidateSearch
 
 NO_RATINGS = tf.zeros([0, 0], tf.float32)
@@ -30,8 +30,11 @@ _RATINGS = tf.TensorSpec([None, None], tf.float32, name="history_ratings")
 _FEATURES = [string_spec(name) for name in USER_FEATURES]
 HISTORY_REQUEST_SIGNATURE = [_HISTORY, _RATINGS, K_SPEC] + _FEATURES + [
     string_spec("exclude_movie_ids", rank=2), tf.TensorSpec([], tf.bool, name="include_seen")]
+# recommend_at: the history, then the request time (as TwoStageModule.recommend_at), then the rest.
+TIMED_HISTORY_REQUEST_SIGNATURE = [_HISTORY, REQUEST_TIME_SPEC] + HISTORY_REQUEST_SIGNATURE[1:]
 # Signature name -> the module's tf.function it serves.
-HISTORY_SIGNATURE_FUNCTIONS = {"serving_default": "recommend", "retrieval_scores": "retrieval_scores",
+HISTORY_SIGNATURE_FUNCTIONS = {"serving_default": "recommend", "recommend_at": "recommend_at",
+                               "retrieval_scores": "retrieval_scores",
                                "predict_rating": "predict_rating", "catalog": "catalog"}
 
 
@@ -51,11 +54,13 @@ class HistoryRequestModule(tf.Module):
       max_k: the largest k a request may ask for.
       max_depth: the most neighbours the index returns (room for a history's exclusions).
       blend_weight: final score = retrieval score + blend_weight * predicted rating.
+      available_from: [catalog] int64 seconds, each movie's first training rating (what a
+        request time leaves out).
     """
 
     def __init__(self, movie_ids: np.ndarray, titles: np.ndarray, popularity: np.ndarray, query_encoder,
                  candidate_embeddings: np.ndarray, index: NeighbourIndex, rating_scorer: HistoryRatingScorer,
-                 num_candidates: int, max_k: int, max_depth: int, blend_weight: float):
+                 num_candidates: int, max_k: int, max_depth: int, blend_weight: float, available_from: np.ndarray):
         super().__init__(name="twostage_history")
         num_movies = len(movie_ids)
         self.query_encoder = query_encoder
@@ -68,6 +73,7 @@ class HistoryRequestModule(tf.Module):
         self.movie_ids = tf.Variable(movie_ids.astype(object), trainable=False, name="movie_ids")
         self.titles = tf.Variable(titles.astype(object), trainable=False, name="titles")
         self.movie_rows = movie_row_table(movie_ids)
+        self.available_from = tf.Variable(available_from.astype(np.int64), trainable=False, name="available_from")
         self.log_popularity, self.popular_positions, self.popular_scores = cold_start_tables(popularity, max_depth)
         # Single-pass search only: the two-pass one prunes with per-user-row rating bounds.
         self.search = CandidateSearch(index, None, self.num_candidates, max_depth, self.log_popularity,
@@ -115,8 +121,22 @@ class HistoryRequestModule(tf.Module):
           ("" and -inf past the movies left); personal: [batch] whether the user had a
           history or features (else the most popular movies, in retrieval order).
         """
-        batch, movies, ratings, features = self._users(history_movie_ids, history_ratings,
-                                                       (user_age, user_gender, user_occupation, user_zip))
+        features = (user_age, user_gender, user_occupation, user_zip)
+        return self._recommend(history_movie_ids, history_ratings, k, features, exclude_movie_ids, include_seen)
+
+    @tf.function(autograph=False, input_signature=TIMED_HISTORY_REQUEST_SIGNATURE)
+    def recommend_at(self, history_movie_ids, request_time, history_ratings=NO_RATINGS, k=tf.constant(DEFAULT_K),
+                     user_age=NO_VALUES, user_gender=NO_VALUES, user_occupation=NO_VALUES, user_zip=NO_VALUES,
+                     exclude_movie_ids=NO_EXCLUSIONS, include_seen=FALSE):
+        """``recommend`` as of a time: movies first rated (in training) after ``request_time``
+        ([1] shared or [batch] seconds since 1970) are left out."""
+        features = (user_age, user_gender, user_occupation, user_zip)
+        return self._recommend(history_movie_ids, history_ratings, k, features, exclude_movie_ids, include_seen,
+                               request_time)
+
+    def _recommend(self, history_movie_ids, history_ratings, k, feature_values, exclude_movie_ids, include_seen,
+                   request_time=None):
+        batch, movies, ratings, features = self._users(history_movie_ids, history_ratings, feature_values)
         personal = movies.row_lengths() > 0
         for value in features.values():
             personal |= tf.not_equal(value, "")
@@ -126,8 +146,12 @@ class HistoryRequestModule(tf.Module):
         excluded = seen & ~include_seen
         counts = tf.where(include_seen, 0, tf.cast(movies.row_lengths(), tf.int32))
         extra, extra_counts = requested_exclusions(exclude_movie_ids, batch, self.movie_rows, num_movies)
+        excluded, counts = excluded | extra, counts + extra_counts
+        if request_time is not None:
+            later, later_counts = not_yet_available(self.available_from, request_time, batch)
+            excluded, counts = excluded | later, counts + later_counts
         request = Request(tf.fill([batch], ""), tf.fill([batch], tf.constant(UNKNOWN_USER_ROW, tf.int64)), queries,
-                          personal[:, tf.newaxis], excluded | extra, counts + extra_counts)
+                          personal[:, tf.newaxis], excluded, counts)
         retrieval_scores, positions = self.search.candidates(request, few_users=True)
         predicted = self.rating_scorer.rate_lists(features, movies, ratings, positions)
         # Users without history or features keep retrieval's (popularity) order.

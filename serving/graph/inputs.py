@@ -13,6 +13,8 @@ DEFAULT_K = 10
 SIGNATURE_FUNCTIONS = {
     "serving_default": "recommend",
     "retrieve": "retrieve",
+    "recommend_at": "recommend_at",
+    "retrieve_at": "retrieve_at",
     "similar_movies": "similar_movies",
     "also_liked": "also_liked",
     "retrieval_scores": "retrieval_scores",
@@ -32,6 +34,11 @@ K_SPEC = tf.TensorSpec([], tf.int32, name="k")
 # leaves out. An empty feature means "not given"; one value is shared by every user.
 REQUEST_SIGNATURE = [string_spec("user_id"), K_SPEC] + [string_spec(name) for name in USER_FEATURES] + [
     string_spec("exclude_movie_ids", rank=2), tf.TensorSpec([], tf.bool, name="include_seen")]
+# The "_at" signatures: a request's inputs and, second and required, its time (seconds since
+# 1970; one shared or one per user). Their own signatures, so that today's keep their inputs:
+# a caller that passes every input of a signature (Python's loaded.signatures do) still can.
+REQUEST_TIME_SPEC = tf.TensorSpec([None], tf.int64, name="request_time")
+TIMED_REQUEST_SIGNATURE = REQUEST_SIGNATURE[:1] + [REQUEST_TIME_SPEC] + REQUEST_SIGNATURE[1:]
 NO_VALUES = tf.constant([], tf.string)
 NO_EXCLUSIONS = tf.zeros([0, 0], tf.string)
 FALSE = tf.constant(False)

@@ -11,9 +11,11 @@ from twostage.data.features import UNKNOWN_USER_ROW, USER_FEATURES
 from twostage.ranking.scorers import RatingScorer
 from twostage.retrieval.index import NeighbourIndex
 from twostage.serving.graph.candidate_ranking import CandidateRanking
+from twostage.serving.graph.catalog import cold_start_tables, constant_variable, movie_row_table, movies_at
 from twostage.serving.graph.exclusions import Exclusions
 from twostage.serving.graph.inputs import (DEFAULT_K, FALSE, K_SPEC, NO_EXCLUSIONS, NO_VALUES, REQUEST_SIGNATURE,
-                                           SIGNATURE_FUNCTIONS, Request, per_user, string_spec)
+                                           SIGNATURE_FUNCTIONS, TIMED_REQUEST_SIGNATURE, Request, per_user,
+                                           string_spec)
 from twostage.serving.graph.search import CandidateSearch
 from twostage.serving.graph.tables import ServingTables, max_depth
 
@@ -26,34 +28,6 @@ DENSE_SEEN_CELLS = 32_000_000
 # candidates that cannot reach the top k (TwoStageModule._retrieve_and_rank); below it, the
 # extra ops cost more than they save.
 PRUNE_FROM_USERS = 8
-
-
-def _variable(value, name: str) -> tf.Variable:
-    return tf.Variable(value, trainable=False, name=name)
-
-
-def movie_row_table(movie_ids: np.ndarray) -> tf.lookup.StaticHashTable:
-    """Movie id -> catalog position (-1: not in the catalog)."""
-    return tf.lookup.StaticHashTable(
-        tf.lookup.KeyValueTensorInitializer(tf.constant(movie_ids.astype(object)),
-                                            tf.range(len(movie_ids), dtype=tf.int32)), default_value=-1)
-
-
-def cold_start_tables(popularity: np.ndarray, max_depth: int) -> tuple:
-    """Cold-start scores: the whole catalog's log-popularity for the exact index, and the most
-    popular movies in order (positions, scores) for an index that returns neighbours (no sort
-    per request)."""
-    log_popularity = np.log1p(popularity).astype(np.float32)
-    order = np.argsort(-popularity, kind="stable")[:max_depth]
-    return (_variable(log_popularity, "log_popularity"), _variable(order.astype(np.int32), "popular_positions"),
-            _variable(log_popularity[order], "popular_scores"))
-
-
-def movies_at(movie_ids: tf.Variable, titles: tf.Variable, positions, scores) -> dict:
-    """movie_id and title of positions; "" where the score is -inf (nothing left to return)."""
-    missing = tf.math.is_inf(scores)
-    return {"movie_id": tf.where(missing, "", tf.gather(movie_ids, positions)),
-            "title": tf.where(missing, "", tf.gather(titles, positions))}
 
 
 class TwoStageModule(tf.Module):
@@ -90,17 +64,19 @@ class TwoStageModule(tf.Module):
         self.num_candidates = min(num_candidates, num_movies)
         self.max_k = min(max_k, self.num_candidates)
         self.max_depth = max_depth(num_movies, num_candidates, tables.history, max_exclusions)
-        self.blend_weight = _variable(np.float32(blend_weight), "blend_weight")
+        self.blend_weight = constant_variable(np.float32(blend_weight), "blend_weight")
         # The rating range is None for an unbounded output, or an export from before it was
         # kept: every candidate is rated then.
         self.ranking = CandidateRanking(rating_scorer, self.blend_weight, rating_scorer.rating_range,
                                         rating_scorer.highest_ratings)
-        self.movie_ids = _variable(tables.movie_ids.astype(object), "movie_ids")
-        self.titles = _variable(tables.titles.astype(object), "titles")
-        self.candidate_embeddings = _variable(tables.candidate_embeddings.astype(np.float32), "candidate_embeddings")
+        self.movie_ids = constant_variable(tables.movie_ids.astype(object), "movie_ids")
+        self.titles = constant_variable(tables.titles.astype(object), "titles")
+        self.candidate_embeddings = constant_variable(tables.candidate_embeddings.astype(np.float32),
+                                                      "candidate_embeddings")
         norms = np.linalg.norm(tables.candidate_embeddings, axis=1, keepdims=True)
-        self.unit_embeddings = _variable(tables.candidate_embeddings / np.maximum(norms, 1e-12), "unit_embeddings")
-        self.user_ids = _variable(np.asarray(tables.user_ids).astype(object), "user_ids")
+        self.unit_embeddings = constant_variable(tables.candidate_embeddings / np.maximum(norms, 1e-12),
+                                                 "unit_embeddings")
+        self.user_ids = constant_variable(np.asarray(tables.user_ids).astype(object), "user_ids")
         self.user_rows = tf.lookup.StaticHashTable(
             tf.lookup.KeyValueTensorInitializer(tf.constant(np.asarray(tables.user_ids).astype(object), tf.string),
                                                 tf.range(1, len(tables.user_ids) + 1, dtype=tf.int64)),
@@ -108,25 +84,26 @@ class TwoStageModule(tf.Module):
         self.movie_rows = movie_row_table(tables.movie_ids)
         dim = tables.user_embeddings.shape[1]
         # Row UNKNOWN_USER_ROW (first) stands for users never seen: a zero query.
-        self.user_embeddings = _variable(
+        self.user_embeddings = constant_variable(
             np.concatenate([np.zeros((1, dim), np.float32), tables.user_embeddings]).astype(np.float32),
             "user_embeddings")
-        self.history_values = _variable(tables.history.values, "history_values")
-        self.history_row_splits = _variable(tables.history.row_splits, "history_row_splits")
+        self.history_values = constant_variable(tables.history.values, "history_values")
+        self.history_row_splits = constant_variable(tables.history.row_splits, "history_row_splits")
         lengths = np.diff(tables.history.row_splits)
-        self.history_lengths = _variable(lengths.astype(np.int32), "history_lengths")
+        self.history_lengths = constant_variable(lengths.astype(np.int32), "history_lengths")
         self.seen = None
         if len(lengths) * num_movies <= DENSE_SEEN_CELLS:
             seen = np.zeros((len(lengths), num_movies), bool)
             seen[np.repeat(np.arange(len(lengths)), lengths), tables.history.values] = True
-            self.seen = _variable(seen, "seen")
-        self.fan_values = _variable(tables.fans.values, "fan_values")
-        self.fan_row_splits = _variable(tables.fans.row_splits, "fan_row_splits")
-        self.popularity = _variable(tables.popularity.astype(np.float32), "popularity")
+            self.seen = constant_variable(seen, "seen")
+        self.fan_values = constant_variable(tables.fans.values, "fan_values")
+        self.fan_row_splits = constant_variable(tables.fans.row_splits, "fan_row_splits")
+        self.popularity = constant_variable(tables.popularity.astype(np.float32), "popularity")
         self.log_popularity, self.popular_positions, self.popular_scores = cold_start_tables(tables.popularity,
                                                                                              self.max_depth)
+        self.available_from = constant_variable(tables.available_from.astype(np.int64), "available_from")
         self.exclusions = Exclusions(self.history_values, self.history_row_splits, self.history_lengths, self.seen,
-                                     self.movie_rows, self.movie_ids)
+                                     self.movie_rows, self.movie_ids, self.available_from)
         self.search = CandidateSearch(index, self.ranking, self.num_candidates, self.max_depth, self.log_popularity,
                                       self.popular_positions, self.popular_scores)
 
@@ -158,15 +135,15 @@ class TwoStageModule(tf.Module):
         # GPU machine cannot place (docs/serving.md#gpu).
         return tf.cond(tf.reduce_all(known), lambda: (precomputed, known), with_new_users)
 
-    def _request(self, user_id, features, exclude_movie_ids, include_seen) -> Request:
+    def _request(self, user_id, features, exclude_movie_ids, include_seen, request_time=None) -> Request:
         """What retrieval needs of a request's users.
 
-        ``features``, ``exclude_movie_ids`` and ``include_seen`` are None where the request
-        cannot carry them (``recommend_plain``): none given, training movies excluded.
+        ``features``, ``exclude_movie_ids``, ``include_seen`` and ``request_time`` are None where
+        the request cannot carry them (``recommend_plain``): none given, training movies excluded.
         """
         rows = self.user_rows.lookup(user_id)
         queries, personal = self._queries(user_id, rows, features)
-        excluded, counts = self.exclusions(rows, exclude_movie_ids, include_seen)
+        excluded, counts = self.exclusions(rows, exclude_movie_ids, include_seen, request_time)
         return Request(user_id, rows, queries, personal[:, tf.newaxis], excluded, counts)
 
     def _movies(self, positions, scores):
@@ -222,6 +199,19 @@ class TwoStageModule(tf.Module):
         features = dict(zip(USER_FEATURES, (user_age, user_gender, user_occupation, user_zip)))
         return self._recommend(user_id, k, features, exclude_movie_ids, include_seen)
 
+    @tf.function(autograph=False, input_signature=TIMED_REQUEST_SIGNATURE)
+    def recommend_at(self, user_id, request_time, k=tf.constant(DEFAULT_K), user_age=NO_VALUES,
+                     user_gender=NO_VALUES, user_occupation=NO_VALUES, user_zip=NO_VALUES,
+                     exclude_movie_ids=NO_EXCLUSIONS, include_seen=FALSE):
+        """``recommend`` as of a time: movies first rated (in training) after it are left out.
+
+        Args:
+          request_time: [1] (shared) or [batch] seconds since 1970.
+          the others: as ``recommend``.
+        """
+        features = dict(zip(USER_FEATURES, (user_age, user_gender, user_occupation, user_zip)))
+        return self._recommend(user_id, k, features, exclude_movie_ids, include_seen, request_time=request_time)
+
     @tf.function(autograph=False, input_signature=[string_spec("user_id"), K_SPEC])
     def recommend_plain(self, user_id, k=tf.constant(DEFAULT_K)):
         """``recommend`` for the common request of one user: no user features, no extra
@@ -233,11 +223,11 @@ class TwoStageModule(tf.Module):
         """
         return self._recommend(user_id, k, None, None, None, few_users=True)
 
-    def _recommend(self, user_id, k, features, exclude_movie_ids, include_seen, few_users=False):
+    def _recommend(self, user_id, k, features, exclude_movie_ids, include_seen, few_users=False, request_time=None):
         """The top k of ``CandidateSearch.candidates`` by blended score (see ``recommend``); None: not given.
         ``few_users``: rate every candidate, without asking how many users there are."""
         k = tf.clip_by_value(k, 1, self.max_k)
-        request = self._request(user_id, features, exclude_movie_ids, include_seen)
+        request = self._request(user_id, features, exclude_movie_ids, include_seen, request_time)
         retrieval_scores, positions, score, predicted = self._retrieve_and_rank(request, k, few_users)
         rows = request.rows
         score, order = tf.math.top_k(score, k=k)
@@ -258,8 +248,19 @@ class TwoStageModule(tf.Module):
           movie_id, title, retrieval_score: [batch, k] in retrieval order; known_user: [batch].
         """
         features = dict(zip(USER_FEATURES, (user_age, user_gender, user_occupation, user_zip)))
+        return self._retrieve(user_id, k, features, exclude_movie_ids, include_seen)
+
+    @tf.function(autograph=False, input_signature=TIMED_REQUEST_SIGNATURE)
+    def retrieve_at(self, user_id, request_time, k=tf.constant(DEFAULT_K), user_age=NO_VALUES,
+                    user_gender=NO_VALUES, user_occupation=NO_VALUES, user_zip=NO_VALUES,
+                    exclude_movie_ids=NO_EXCLUSIONS, include_seen=FALSE):
+        """``retrieve`` as of a time (``recommend_at``'s inputs)."""
+        features = dict(zip(USER_FEATURES, (user_age, user_gender, user_occupation, user_zip)))
+        return self._retrieve(user_id, k, features, exclude_movie_ids, include_seen, request_time)
+
+    def _retrieve(self, user_id, k, features, exclude_movie_ids, include_seen, request_time=None):
         k = tf.clip_by_value(k, 1, self.num_candidates)
-        request = self._request(user_id, features, exclude_movie_ids, include_seen)
+        request = self._request(user_id, features, exclude_movie_ids, include_seen, request_time)
         scores, positions = self.search.candidates(request)
         scores, positions = scores[:, :k], positions[:, :k]
         return {**self._movies(positions, scores), "retrieval_score": scores, "known_user": request.rows > UNKNOWN_USER_ROW}

@@ -23,6 +23,8 @@ class ServingTables:
       history: each user's training movies (rows 1..n), excluded by default.
       fans: each movie's users who liked it (user rows), for "also liked".
       popularity: [catalog] training rating counts (cold start without features).
+      available_from: [catalog] int64 seconds, each movie's first training rating (what a
+        request time leaves out; data.availability).
     """
 
     movie_ids: np.ndarray
@@ -33,6 +35,7 @@ class ServingTables:
     history: RaggedTable
     fans: RaggedTable
     popularity: np.ndarray
+    available_from: np.ndarray
 
 
 def max_depth(num_movies: int, num_candidates: int, history: RaggedTable, max_exclusions: int) -> int:

@@ -96,6 +96,27 @@ def test_a_known_users_training_history_in_the_request_gives_the_id_keyed_answer
 
 
 @pytest.mark.slow
+def test_a_request_time_leaves_out_the_same_movies_in_both_exports(trained, both_modules):
+    from twostage.data.availability import first_rated
+
+    keyed, by_history = both_modules
+    prepared = trained.prepared
+    available_from = first_rated(prepared.movies.movie_id, prepared.train)
+    middle = int(np.median(available_from))
+    user_ids = list(prepared.vocabularies.user_ids[:6])
+    ids, ratings, features, _ = _requests(prepared, user_ids)
+    at = tf.constant([middle], tf.int64)
+    expected = keyed.recommend_at(tf.constant(user_ids), at, k=tf.constant(10))
+    got = by_history.recommend_at(tf.constant(ids), at, tf.constant(ratings), tf.constant(10), **features)
+    np.testing.assert_array_equal(got["movie_id"].numpy(), expected["movie_id"].numpy())
+    position = {movie: i for i, movie in enumerate(prepared.movies.movie_id)}
+    returned = got["movie_id"].numpy().astype(str)
+    assert all(available_from[position[m]] <= middle for m in returned.ravel() if m)
+    untimed = by_history.recommend(tf.constant(ids), tf.constant(ratings), tf.constant(10), **features)
+    assert (untimed["movie_id"].numpy() != got["movie_id"].numpy()).any()
+
+
+@pytest.mark.slow
 def test_a_user_never_seen_is_served_from_the_history_alone(trained, both_modules):
     _, by_history = both_modules
     prepared = trained.prepared

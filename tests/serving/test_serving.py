@@ -128,8 +128,8 @@ def test_a_failed_export_leaves_nothing_behind(tmp_path, monkeypatch):
 
 def test_every_signature_is_in_the_reloaded_savedmodel(recommender):
     assert set(recommender._loaded.signatures) == {
-        "serving_default", "retrieve", "similar_movies", "also_liked", "retrieval_scores", "predict_rating",
-        "catalog", "training_history"}
+        "serving_default", "retrieve", "recommend_at", "retrieve_at", "similar_movies", "also_liked",
+        "retrieval_scores", "predict_rating", "catalog", "training_history"}
 
 
 def test_extra_exclusions_shared_and_per_user(recommender):
@@ -182,6 +182,9 @@ def test_optional_inputs_have_defaults_in_the_signature(recommender):
     for name in ("serving_default", "retrieve"):
         assert set(signatures[name].inputs) - set(signatures[name].defaults) == {"user_id"}
         assert signatures[name].defaults["k"].int_val == [10]
+    for name in ("recommend_at", "retrieve_at"):  # the same, and a time that must be given
+        assert set(signatures[name].inputs) - set(signatures[name].defaults) == {"user_id", "request_time"}
+        assert set(signatures[name].inputs) - {"request_time"} == set(signatures["serving_default"].inputs)
 
 
 def _taste_share(results, movie_taste, movie):
@@ -328,3 +331,48 @@ def test_batch_arrays_hold_what_the_per_user_lists_do(recommender, train_part):
     catalog_ids, catalog_titles = recommender.catalog()
     title_of = dict(zip(catalog_ids, catalog_titles))
     assert all(title_of[i] == t for i, t in zip(arrays["movie_id"].ravel(), arrays["title"].ravel()) if i)
+
+
+def test_a_request_time_leaves_out_movies_first_rated_after_it(recommender, train_part):
+    first = {movie: int(train_part.timestamp[train_part.movie_id == movie].min())
+             for movie in np.unique(train_part.movie_id)}
+    times = np.sort(np.fromiter(first.values(), np.int64))
+    middle = int(times[len(times) // 2])
+    users = list(np.unique(train_part.user_id)[:6])
+    now = recommender.recommend(users, k=20)
+    assert now == recommender.recommend(users, k=20, request_time=None)
+    assert any(first[r.movie_id] > middle for row in now for r in row)
+    for row in recommender.recommend(users, k=20, request_time=middle):
+        assert len(row) == 20 and all(first[r.movie_id] <= middle for r in row)
+    for row in recommender.retrieve(users, k=50, request_time=middle):
+        assert all(first[c.movie_id] <= middle for c in row)
+    # One time per user; before any movie was rated, nothing is left to recommend.
+    per_user = recommender.recommend(users[:2], k=20, request_time=[int(times[0]) - 1, middle])
+    alone = recommender.recommend(users[1], k=20, request_time=middle)
+    assert per_user[0] == [] and [r.movie_id for r in per_user[1]] == [r.movie_id for r in alone]
+    import datetime
+
+    at = datetime.datetime.fromtimestamp(middle, datetime.timezone.utc)
+    assert recommender.recommend(users[0], k=5, request_time=at) == recommender.recommend(users[0], k=5,
+                                                                                         request_time=middle)
+    arrays = recommender.recommend_arrays(users, k=20, request_time=middle)
+    assert arrays["movie_id"][0].tolist() == [r.movie_id for r in recommender.recommend(users[0], k=20,
+                                                                                         request_time=middle)]
+
+
+def test_bad_request_times_are_clear(recommender):
+    import datetime
+
+    with pytest.raises(RequestError, match="request_time has 3 times for 2 users"):
+        recommender.recommend(["1", "2"], request_time=[1, 2, 3])
+    with pytest.raises(RequestError, match="whole seconds since 1970"):
+        recommender.recommend("1", request_time="yesterday")
+    with pytest.raises(RequestError, match="no timezone"):
+        recommender.recommend("1", request_time=datetime.datetime(2000, 1, 1))
+    with pytest.raises(RequestError, match="out of range"):
+        recommender.recommend("1", request_time=2 ** 70)
+    # An export from before request times has no "_at" signatures: refused in one sentence.
+    with pytest.raises(RequestError, match="has no recommend_before signature: it was exported before it existed"):
+        recommender._call("recommend_before", {"user_id": np.asarray(["1"])})
+    with pytest.raises(RequestError, match=r"\(similar_movies\) takes no request_time"):
+        recommender._call("similar_movies", {**recommender.limits.related("1", 3), "request_time": np.asarray([1])})

@@ -56,7 +56,7 @@ def test_saved_model_cli_show_lists_every_signature(brute_force_export):
     proc = subprocess.run([_saved_model_cli(), "show", "--dir", brute_force_export, "--all"], capture_output=True,
                           text=True, timeout=300)
     assert proc.returncode == 0, proc.stderr[-2000:]
-    for signature in ("serving_default", "retrieve", "similar_movies", "also_liked",
+    for signature in ("serving_default", "retrieve", "recommend_at", "retrieve_at", "similar_movies", "also_liked",
                       "predict_rating", "retrieval_scores", "catalog", "training_history"):
         assert f"signature_def['{signature}']" in proc.stdout
 
@@ -67,3 +67,9 @@ def test_saved_model_cli_run_recommends(brute_force_export):
                           capture_output=True, text=True, timeout=300)
     assert proc.returncode == 0, proc.stderr[-2000:]
     assert "movie_id" in proc.stdout and "predicted_rating" in proc.stdout
+    # As of a time before any rating, nothing is left: every row comes back padded.
+    at = subprocess.run([_saved_model_cli(), "run", "--dir", brute_force_export, "--tag_set", "serve",
+                         "--signature_def", "recommend_at", "--input_exprs", "user_id=['1'];request_time=[0]"],
+                        capture_output=True, text=True, timeout=300)
+    assert at.returncode == 0, at.stderr[-2000:]
+    assert "movie_id" in at.stdout and "-inf" in at.stdout

@@ -63,7 +63,8 @@ def test_warmup_file_replays_against_the_model(scann_export):
     path = os.path.join(scann_export, "assets.extra", WARMUP_FILE)
     logs = [prediction_log_pb2.PredictionLog.FromString(r.numpy()) for r in tf.data.TFRecordDataset(path)]
     signatures = {log.predict_log.request.model_spec.signature_name for log in logs}
-    assert signatures == {"serving_default", "retrieve", "similar_movies", "also_liked", "predict_rating"}
+    assert signatures == {"serving_default", "retrieve", "recommend_at", "retrieve_at", "similar_movies",
+                          "also_liked", "predict_rating"}
     loaded = Recommender.load(scann_export)._loaded
     for log in logs:
         request = log.predict_log.request
@@ -113,6 +114,10 @@ def test_tf_serving_clients_answer_like_the_in_process_model(kind, scann_export,
         assert [r.movie_id for r in client.recommend("new", k=5, features=cold)] == \
             [r.movie_id for r in local.recommend("new", k=5, features=cold)]
         assert [c.movie_id for c in client.retrieve("1", k=30)] == [c.movie_id for c in local.retrieve("1", k=30)]
+        at = int(np.median(local._loaded.available_from.numpy()))  # half the catalog not yet rated
+        assert [r.movie_id for r in client.recommend("1", k=5, request_time=at)] == \
+            [r.movie_id for r in local.recommend("1", k=5, request_time=at)] != \
+            [r.movie_id for r in local.recommend("1", k=5)]
         assert [m.movie_id for m in client.similar_movies("1", k=4)] == \
             [m.movie_id for m in local.similar_movies("1", k=4)]
         np.testing.assert_allclose(client.predict_rating(["1", "2"], ["5", "6"]),
