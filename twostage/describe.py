@@ -52,6 +52,8 @@ def describe(model_path: str) -> dict:
                     "seconds": metadata["ranking"]["seconds"], "architecture": metadata["ranking"]["config"].get(
                         "architecture")},
         "blend_weight": metadata["blend"]["weight"],
+        # Exports from before the choice do not say: evaluated as of now.
+        "as_of_last_rating": metadata.get("availability", {}).get("as_of_last_rating", False),
         "train_seconds": metadata.get("train_seconds"),
         "stages": metadata.get("stages", {}),
     }
@@ -75,6 +77,8 @@ def render_text(info: dict) -> str:
         f"ranking ({info['ranking']['architecture']}): best epoch {info['ranking']['best_epoch']}, validation "
         + ", ".join(f"{k} {v:.4f}" for k, v in info["ranking"]["validation"].items()),
         f"final list: retrieval score + {info['blend_weight']:g} x predicted rating",
+        "evaluate asks each user's lists as of their last training rating (chosen on validation)"
+        if info["as_of_last_rating"] else "evaluate asks each user's lists as of now (every movie)",
         *(f"{stage}: {entry['seconds']:.1f}s" + (f", {entry['examples_per_second']:,.0f} training examples/s"
                                                  if "examples_per_second" in entry else "")
           + f", peak memory so far {entry['peak_rss_bytes'] / 1e9:.2f} GB"

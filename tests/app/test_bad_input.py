@@ -226,6 +226,7 @@ def test_describe_lists_what_a_new_user_may_say(model_dir, capsys):
     assert main(["describe", "--model", model_dir]) == 0
     out = capsys.readouterr().out
     assert "user_gender: F, M" in out and "known users: 200" in out and "index: scann" in out
+    assert "evaluate asks each user's lists as of" in out
 
 
 @pytest.mark.slow
