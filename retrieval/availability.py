@@ -1,4 +1,5 @@
-"""Whether a user's lists are asked as of their last training rating, chosen on validation.
+"""Availability in time for retrieval: whether a user's lists are asked as of their last
+training rating (chosen on validation), and which movies are no negatives in training.
 
 A movie first rated after a user's last rating was not in the catalog while they were rating.
 On ml-100k's random splits, leaving such movies out of the lists raised validation NDCG@10
@@ -13,12 +14,32 @@ from typing import Callable, Optional
 
 import numpy as np
 
-from twostage.data.availability import first_rated, last_rated
+from twostage.data.availability import NO_TIME, first_rated, last_rated
 from twostage.data.metrics import HeldOutEvaluator
 from twostage.data.schema import Ratings
 
 # The validation figure that decides, as for the blend weight (the final list's head).
 CHOICE_METRIC = "ndcg@10"
+
+
+@dataclasses.dataclass(frozen=True)
+class RatingTimes:
+    """When each catalog movie was first rated and each user last rated, in the ratings a
+    model trains on: a movie first rated after a user's last rating could not have been one
+    of theirs, so it is no negative for them (the multinomial loss leaves it out).
+
+    Attributes:
+      first: [catalog] int64 seconds (data.availability.ALWAYS: never rated).
+      last: [user rows] int64 seconds, row 0 the unknown user (NO_TIME: nothing left out).
+    """
+
+    first: np.ndarray
+    last: np.ndarray
+
+    @classmethod
+    def of(cls, catalog_ids: np.ndarray, user_ids: np.ndarray, ratings: Ratings) -> "RatingTimes":
+        """The times of ``ratings`` for a catalog and a user vocabulary (rows 1.., row 0 unknown)."""
+        return cls(first_rated(catalog_ids, ratings), np.concatenate([[NO_TIME], last_rated(user_ids, ratings)]))
 
 
 @dataclasses.dataclass(frozen=True)

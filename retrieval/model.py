@@ -7,7 +7,7 @@ from typing import Dict, Optional, Sequence
 import tensorflow as tf
 import tensorflow_recommenders as tfrs
 
-from twostage.data.features import USER_FEATURES, FeatureVocabularies
+from twostage.data.features import FeatureVocabularies
 from twostage.data.history import RaggedTable
 from twostage.modeling.distribute import cross_replica_concat
 from twostage.modeling.encoders import feature_encoders
@@ -15,6 +15,7 @@ from twostage.modeling.layers import IdEmbedding, ResidualMLP, training_noise
 from twostage.modeling.pooling import HistorySplit, RatedMoviesPooling
 from twostage.modeling.tf_setup import require_legacy_keras
 from twostage.modeling.train_function import SingleTraceSteps
+from twostage.retrieval.availability import RatingTimes
 from twostage.retrieval.ease_towers import EaseFactors
 
 keras = require_legacy_keras()
@@ -253,6 +254,9 @@ class TwoTowerModel(SingleTraceSteps, tfrs.Model):
         the history (Mult-DAE's reconstruction of its noisy input).
       logits_dtype: "float32", or "bfloat16" for the multinomial loss's [users, catalog]
         logits product (AMX / AVX512_BF16 CPUs; the softmax stays in float32).
+      rating_times: the times of the ratings trained on (retrieval.availability.RatingTimes):
+        the multinomial loss leaves out of each user's softmax the movies first rated after
+        their last rating. None: every movie is a negative.
 
     Call args (``compute_loss``):
       features: a batch of examples (modeling.examples): per rating, "user_id", "movie_id"
@@ -262,7 +266,7 @@ class TwoTowerModel(SingleTraceSteps, tfrs.Model):
     def __init__(self, query_tower: QueryTower, candidate_tower: CandidateTower, loss: str = "full-softmax",
                  catalog: Optional[Dict[str, Sequence[str]]] = None, temperature: Optional[float] = None,
                  l2: float = 0.0, history_dropout: float = 0.5, history_targets: str = "all",
-                 logits_dtype: str = "float32", **kwargs):
+                 logits_dtype: str = "float32", rating_times: Optional[RatingTimes] = None, **kwargs):
         super().__init__(**kwargs)
         if loss not in LOSSES:
             raise ValueError(f"unknown retrieval loss {loss!r}; use one of {LOSSES}")
@@ -278,6 +282,8 @@ class TwoTowerModel(SingleTraceSteps, tfrs.Model):
         self.history_dropout = history_dropout
         self.history_targets = history_targets
         self.logits_dtype = tf.as_dtype(logits_dtype)
+        self.rating_times = None if rating_times is None else (
+            tf.constant(rating_times.first, tf.int64), tf.constant(rating_times.last, tf.int64))
         self.task = tfrs.tasks.Retrieval(temperature=temperature, remove_accidental_hits=True)
         if catalog is not None:
             # Looked up once: the full softmax embeds the whole catalog in every step.
@@ -300,6 +306,10 @@ class TwoTowerModel(SingleTraceSteps, tfrs.Model):
                                    transpose_b=True), tf.float32)
         if self.temperature:
             logits = logits / self.temperature
+        if self.rating_times is not None:  # a user's targets were all rated by then: never masked
+            first, last = self.rating_times
+            later = first[tf.newaxis, :] > tf.gather(last, tf.cast(rows, tf.int64))[:, tf.newaxis]
+            logits = tf.where(later, tf.constant(-1e9, tf.float32), logits)
         log_probabilities = logits - tf.reduce_logsumexp(logits, axis=1, keepdims=True)
         held_out = 1.0 - split.kept if self.history_targets == "held-out" else tf.ones_like(split.kept)
         pairs = tf.stack([split.rowids, split.movies], axis=1)
@@ -335,36 +345,3 @@ class TwoTowerModel(SingleTraceSteps, tfrs.Model):
         if self.l2:
             loss += self.l2 * (tf.reduce_sum(tf.square(query)) + tf.reduce_sum(tf.square(positive)))
         return loss
-
-
-class QueryEncoder(tf.Module):
-    """The query tower behind a fixed input signature (``encode``), for serving.
-
-    A SavedModel that holds it can be loaded and exported again, with another index, from
-    the SavedModel alone: the restored ``encode`` is a plain function of named tensors.
-
-    Args:
-      tower: the trained query tower (its history input pooling the whole training part).
-    """
-
-    def __init__(self, tower: QueryTower):
-        super().__init__(name="query_encoder")
-        self.tower = tower
-        self.feature_names = tuple(tower.feature_names)
-
-    # Traced without AutoGraph, as the serving signatures that call it (serving.module).
-    @tf.function(autograph=False, input_signature=[{name: tf.TensorSpec([None], tf.string, name=name)
-                                   for name in ("user_id",) + USER_FEATURES}])
-    def encode(self, inputs):
-        """Query embeddings [batch, dim] of users (every user feature given, "" when unknown)."""
-        return self.tower({name: inputs[name] for name in ("user_id",) + self.feature_names})
-
-    @tf.function(autograph=False, input_signature=[
-        {name: tf.TensorSpec([None], tf.string, name=name) for name in USER_FEATURES},
-        tf.RaggedTensorSpec([None, None], tf.int64, ragged_rank=1)])
-    def encode_history(self, features, movies):
-        """Query embeddings [batch, dim] of users given by their features ("" when unknown) and
-        their rated movies (ragged [batch, (rated)] catalog positions), not by their id."""
-        user_id = tf.fill(tf.shape(movies.row_lengths()), "")
-        return self.tower({"user_id": user_id, **{name: features[name] for name in self.feature_names}},
-                          given_history=movies)

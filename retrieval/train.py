@@ -19,7 +19,7 @@ from twostage.modeling.examples import ExampleBatches, ExampleTables, ShardedBat
 from twostage.modeling.pooling import DENSE_POOLING_CELLS
 from twostage.modeling.optimizers import make_optimizer
 from twostage.modeling.training import EpochSchedule, FitResult, TrainingRun, fit_choosing_epochs
-from twostage.retrieval.availability import CHOICE_METRIC, AvailabilityChoice, choose_availability
+from twostage.retrieval.availability import CHOICE_METRIC, AvailabilityChoice, RatingTimes, choose_availability
 from twostage.retrieval.config import RetrievalConfig
 from twostage.retrieval.ease_towers import SPREAD_USERS, EaseChoice, EaseFactors, choose_ease, training_factors
 from twostage.retrieval.model import CandidateTower, QueryTower, TwoTowerModel
@@ -236,9 +236,14 @@ def train_retrieval(prepared: Prepared, config: RetrievalConfig, candidates: int
                            config.history_hidden, name=f"{prefix}query_tower")
         candidate = CandidateTower(prepared.vocabularies, config.embedding_dim, config.feature_dim,
                                    config.use_movie_features, config.id_dropout, name=f"{prefix}candidate_tower")
+        times = None
+        if config.timed_negatives and loss == "multinomial":
+            times = RatingTimes.of(prepared.movies.movie_id, np.asarray(prepared.vocabularies.user_ids),
+                                   train if refit else fit)
         model = TwoTowerModel(query, candidate, loss=loss, catalog=prepared.movie_columns,
                               temperature=config.temperature, l2=config.l2, history_dropout=config.history_dropout,
-                              history_targets=config.history_targets, logits_dtype=config.logits_dtype)
+                              history_targets=config.history_targets, logits_dtype=config.logits_dtype,
+                              rating_times=times)
         model.compile(optimizer=make_optimizer(config.optimizer, config.learning_rate, config.weight_averaging),
                       steps_per_execution=config.steps_per_execution)
         return model

@@ -15,7 +15,8 @@ from twostage.ranking.model import RatingTaskModel
 from twostage.ranking.scorers import RatingScorer, build_rating_scorer
 from twostage.retrieval.config import IndexConfig
 from twostage.retrieval.index import build_index, scann_parameters
-from twostage.retrieval.model import CandidateTower, QueryEncoder, QueryTower
+from twostage.retrieval.encoder import QueryEncoder
+from twostage.retrieval.model import CandidateTower, QueryTower
 from twostage.retrieval.train import candidate_embeddings, query_embeddings
 from twostage.serving.config import ServingConfig
 from twostage.serving.graph.history_module import HistoryRequestModule

@@ -44,7 +44,7 @@ class HistoryRequestModule(tf.Module):
     Args:
       movie_ids, titles: the catalog, position order.
       popularity: [catalog] training rating counts (users with neither history nor features).
-      query_encoder: with ``encode_history(features, movies)`` (retrieval.model.QueryEncoder)
+      query_encoder: with ``encode_history(features, movies)`` (retrieval.encoder.QueryEncoder)
         over a query tower without user ids.
       candidate_embeddings: [catalog, dim] the candidate tower's embeddings (exact scores for
         evaluation).

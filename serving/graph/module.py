@@ -43,7 +43,7 @@ class TwoStageModule(tf.Module):
 
     Args:
       tables: the lookup tables (ServingTables).
-      query_encoder: ``encode({"user_id", user features...}) -> [batch, dim]`` (retrieval.model.QueryEncoder,
+      query_encoder: ``encode({"user_id", user features...}) -> [batch, dim]`` (retrieval.encoder.QueryEncoder,
         or the one restored from an earlier export).
       index: the nearest-neighbour index (retrieval.index.NeighbourIndex): ScaNN or brute
         force, built for ``max_depth`` neighbours.

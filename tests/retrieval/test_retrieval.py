@@ -6,6 +6,7 @@ from twostage.data import ConfigError, HeldOutEvaluator, Ratings
 from twostage.data.features import FeatureVocabularies, build_vocabularies, user_feature_lookup
 from twostage.data.history import training_history
 from twostage.data.metrics import popularity_scorer
+from twostage.retrieval.availability import RatingTimes
 from twostage.retrieval.config import IndexConfig, RetrievalConfig
 from twostage.retrieval.index import build_brute_force_index, build_scann_index, scann_parameters
 from twostage.modeling.layers import PooledTokens
@@ -252,19 +253,24 @@ def test_indexes_say_whether_they_are_exact():
     assert 0 not in columns.numpy()[0] and 1 not in columns.numpy()[1]
 
 
-def _history_model(history_targets="held-out", l2=0.0, logits_dtype="float32"):
+_TIMED_TRAIN = Ratings.from_rows(["1", "1", "1", "2", "2"], ["a", "b", "c", "b", "d"], [5, 4, 3, 2, 1], [1, 2, 3, 4, 5])
+
+
+def _history_model(history_targets="held-out", l2=0.0, logits_dtype="float32", timed=False):
     catalog = ["a", "b", "c", "d"]
     vocabularies = _ids_only(["1", "2"], catalog)
-    train = Ratings.from_rows(["1", "1", "1", "2", "2"], ["a", "b", "c", "b", "d"], [5, 4, 3, 2, 1], [1, 2, 3, 4, 5])
-    history = training_history(train, ["1", "2"], _catalog(catalog))
+    history = training_history(_TIMED_TRAIN, ["1", "2"], _catalog(catalog))
     query = QueryTower(vocabularies, 4, history=history, use_id=False)
+    # User 1 last rated at 3, before "d" was first rated (5): "d" is no negative for them.
+    times = RatingTimes.of(np.asarray(catalog), np.asarray(["1", "2"]), _TIMED_TRAIN) if timed else None
     return TwoTowerModel(query, CandidateTower(vocabularies, 4), loss="multinomial", catalog={"movie_id": catalog},
-                         l2=l2, history_targets=history_targets, logits_dtype=logits_dtype), catalog
+                         l2=l2, history_targets=history_targets, logits_dtype=logits_dtype,
+                         rating_times=times), catalog
 
 
-@pytest.mark.parametrize("targets", ["held-out", "all"])
-def test_multinomial_loss_scores_each_users_held_out_movies_against_the_catalog(targets):
-    model, catalog = _history_model(targets, l2=0.01)
+@pytest.mark.parametrize("targets,timed", [("held-out", False), ("all", False), ("all", True)])
+def test_multinomial_loss_scores_each_users_held_out_movies_against_the_catalog(targets, timed):
+    model, catalog = _history_model(targets, l2=0.01, timed=timed)
     pooling = model.query_tower.rated_movies
     features = {"user_id": tf.constant(["1", "2"])}
     model.compute_loss(features, training=True)  # builds the layers
@@ -277,7 +283,11 @@ def test_multinomial_loss_scores_each_users_held_out_movies_against_the_catalog(
     projection = model.query_tower.history_projection.kernel.numpy()
     q = table[[0, 3]] @ projection  # each user's kept movie, pooled and projected; no id embedding
     c = model.candidate_tower({"movie_id": tf.constant(catalog)}).numpy()
-    log_p = q @ c.T - np.log(np.exp(q @ c.T).sum(axis=1, keepdims=True))
+    available = np.ones((2, 4), bool)
+    if timed:
+        available[0, 3] = False  # user 1's softmax leaves "d" out
+    logits = q @ c.T
+    log_p = logits - np.log((np.exp(logits) * available).sum(axis=1, keepdims=True))
     pairs = [(0, 1), (0, 2), (1, 1)] if targets == "held-out" else [(0, 0), (0, 1), (0, 2), (1, 1), (1, 3)]
     expected = -sum(log_p[u, m] for u, m in pairs)
     expected += 0.01 * sum(np.sum(q[u] ** 2) + np.sum(c[m] ** 2) for u, m in pairs)
