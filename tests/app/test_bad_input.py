@@ -85,6 +85,8 @@ ARGPARSE_CASES = [
     ("serve-ui --port 99999", ["serve-ui", "--model", "m", "--port", "99999"], "must be from 0 to 65535"),
     ("explore --clusters 0", ["explore", "--model", "m", "--out", "o", "--clusters", "0"], "must be from 1"),
     ("-k not a number", ["recommend", "--model", "m", "--user", "1", "-k", "ten"], "invalid int value"),
+    ("--as-of not a time", ["recommend", "--model", "m", "--user", "1", "--as-of", "last tuesday"],
+     "--as-of: expected seconds since 1970 or an ISO date"),
 ]
 
 
@@ -172,6 +174,16 @@ def test_unknown_users_are_said_to_be_unknown(model_dir, capsys):
     assert [(a["user_id"], a["known_user"]) for a in answers] == [(" 1", False), ("1", True), ("1", True)]
     assert main(["recommend", "--model", model_dir, "--user", " 1"]) == 0
     assert "user ' 1' is not in this model's training data (did you mean '1'?)" in capsys.readouterr().out
+
+
+@pytest.mark.slow
+def test_as_of_a_time_before_every_rating_leaves_only_movies_never_rated(model_dir, small_prepared, capsys):
+    import json
+
+    assert main(["recommend", "--model", model_dir, "--user", "1", "-k", "5", "--json", "--as-of", "1970-01-01"]) == 0
+    [answer] = json.loads(capsys.readouterr().out)
+    rated = set(small_prepared.train.movie_id.tolist())
+    assert all(r["movie_id"] not in rated for r in answer["recommendations"])
 
 
 @pytest.mark.slow
