@@ -2,9 +2,9 @@
 training rating (chosen on validation), and which movies are no negatives in training.
 
 A movie first rated after a user's last rating was not in the catalog while they were rating.
-On ml-100k's random splits, leaving such movies out of the lists raised validation NDCG@10
-(docs/quality.md); on a split that holds out each user's latest ratings it would hide the
-very movies they went on to rate. So the choice is made per run, on the validation part.
+On ml-100k, leaving such movies out of the lists raised validation NDCG@10 (docs/quality.md);
+on data whose users go on rating movies that arrive later it would hide the very movies they
+went on to rate. So the choice is made per run, on the validation part.
 """
 
 from __future__ import annotations

@@ -32,8 +32,6 @@ USER_ID_REQUESTS, HISTORY_REQUESTS = "user_id", "history"
 USER_FEATURE_ARGUMENTS = ("age", "gender", "occupation", "zip_code")
 
 Ids = Union[str, int, Sequence[Union[str, int]]]
-# A request time: seconds since 1970 or a timezone-aware datetime; one, or one per user.
-Time = Union[int, datetime.datetime]
 
 
 def _seconds(value) -> int:
