@@ -80,10 +80,7 @@ class Recommender(ModelClient):
         undeclared = sorted(set(inputs) - set(specs))
         if undeclared:
             raise RequestError(f"{self.path} ({signature}) takes no {', '.join(undeclared)}")
-        # An input left out is sent empty, which is what its default is (serving.graph.inputs).
-        tensors = {name: self._tensor(inputs[name] if name in inputs else
-                                      np.zeros([0] * spec.shape.rank, spec.dtype.as_numpy_dtype), spec.dtype)
-                   for name, spec in specs.items()}
+        tensors = {name: self._tensor(value, specs[name].dtype) for name, value in inputs.items()}
         out = call(tensors)
         return {name: value if name in left_as_tensors else value.numpy() for name, value in out.items()}
 

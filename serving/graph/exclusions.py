@@ -27,12 +27,8 @@ def not_yet_available(available_from, request_time, batch):
     Returns:
       [batch, catalog] bool mask and [batch] counts.
     """
-    check = tf.debugging.Assert((tf.size(request_time) <= 1) | tf.equal(tf.size(request_time), batch),
-                                ["request_time must have no values, one value, or one per user"])
-    with tf.control_dependencies([check]):
-        # No time reads as the latest possible one: every movie is available then.
-        padded = tf.concat([request_time, [tf.int64.max]], 0)
-        times = tf.gather(padded, tf.range(batch) * tf.cast(tf.equal(tf.size(request_time), batch), tf.int32))
+    # No time reads as the latest possible one: every movie is available then.
+    times = per_user(request_time, batch, "request_time", missing=tf.int64.max)
     mask = available_from[tf.newaxis, :] > times[:, tf.newaxis]
     return mask, tf.reduce_sum(tf.cast(mask, tf.int32), axis=1)
 

@@ -68,14 +68,17 @@ class Request:
         return Request(*(tf.gather(getattr(self, field.name), indices) for field in dataclasses.fields(self)))
 
 
-def per_user(values: tf.Tensor, batch: tf.Tensor, what: str) -> tf.Tensor:
-    """Request values for each user: none given -> empty, one -> shared, else one per user."""
+def per_user(values: tf.Tensor, batch: tf.Tensor, what: str, missing=None) -> tf.Tensor:
+    """Request values for each user: none given -> ``missing`` (default: empty / zero), one ->
+    shared, else one per user."""
     count = tf.shape(values)[0]
     check = tf.debugging.Assert((count <= 1) | tf.equal(count, batch),
                                 [f"{what} must have no rows, one row, or one per user_id"])
     with tf.control_dependencies([check]):
         # Row 0 of the padded values is the shared (or empty) row; no tf.cond, which costs
         # a function call per request.
-        padded = tf.concat([values, tf.zeros(tf.concat([[1], tf.shape(values)[1:]], 0), values.dtype)], 0)
+        shape = tf.concat([[1], tf.shape(values)[1:]], 0)
+        fill = tf.zeros(shape, values.dtype) if missing is None else tf.fill(shape, tf.constant(missing, values.dtype))
+        padded = tf.concat([values, fill], 0)
         one_per_user = tf.cast(tf.equal(count, batch), tf.int32)
         return tf.gather(padded, tf.range(batch) * one_per_user)
