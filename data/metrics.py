@@ -103,6 +103,15 @@ class HeldOutEvaluator:
         flat = [self._column.get(m, -1) for m in np.asarray(movie_ids, dtype=str).ravel().tolist()]
         return np.asarray(flat, dtype=np.int64).reshape(np.shape(movie_ids))
 
+    def held_out(self, columns: np.ndarray) -> np.ndarray:
+        """[num test users, n] bool: which of each user's catalog ``columns`` (-1 pads, never
+        held out) are among their held-out movies."""
+        columns = np.asarray(columns)
+        if columns.shape[0] != len(self.user_ids):
+            raise ValueError(f"expected {len(self.user_ids)} ranked lists, got {columns.shape[0]}")
+        rows = np.arange(len(self.user_ids))[:, None]
+        return np.isin(_codes(rows, columns, self.num_items), self._test_codes) & (columns >= 0)
+
     def ranked_list_metrics(self, ranked_columns: np.ndarray, ks: Sequence[int]) -> dict:
         """recall@K and NDCG@K of ranked lists, one row per test user (in ``user_ids`` order).
 
@@ -118,10 +127,7 @@ class HeldOutEvaluator:
         if ranked_columns.shape[1] < max(ks):
             padding = np.full((ranked_columns.shape[0], max(ks) - ranked_columns.shape[1]), -1, np.int64)
             ranked_columns = np.concatenate([ranked_columns, padding], axis=1)
-        if ranked_columns.shape[0] != len(self.user_ids):
-            raise ValueError(f"expected {len(self.user_ids)} ranked lists, got {ranked_columns.shape[0]}")
-        rows = np.arange(len(self.user_ids))[:, None]
-        hits = np.isin(_codes(rows, ranked_columns, self.num_items), self._test_codes) & (ranked_columns >= 0)
+        hits = self.held_out(ranked_columns)
         discounts = 1.0 / np.log2(np.arange(2, hits.shape[1] + 2))
         results = {}
         for k in ks:

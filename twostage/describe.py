@@ -52,6 +52,10 @@ def describe(model_path: str) -> dict:
                     "seconds": metadata["ranking"]["seconds"], "architecture": metadata["ranking"]["config"].get(
                         "architecture")},
         "blend_weight": metadata["blend"]["weight"],
+        # Served units: the fitted weights times the served scores' spread. Exports from before
+        # the movie terms keep neither.
+        "movie_term_weights": {name: metadata["blend"][name] * metadata["blend"].get("score_spread", 1.0)
+                               for name in ("popularity_weight", "usual_weight") if name in metadata["blend"]},
         # Exports from before the choice do not say: evaluated as of now.
         "as_of_last_rating": metadata.get("availability", {}).get("as_of_last_rating", False),
         "train_seconds": metadata.get("train_seconds"),
@@ -60,6 +64,8 @@ def describe(model_path: str) -> dict:
 
 
 def render_text(info: dict) -> str:
+    from twostage.blend import formula
+
     data = info["data"]
     split = data.get("split") or {}
     lines = [
@@ -76,7 +82,7 @@ def render_text(info: dict) -> str:
         + ", ".join(f"{k} {v:.4f}" for k, v in info["retrieval"]["validation"].items()),
         f"ranking ({info['ranking']['architecture']}): best epoch {info['ranking']['best_epoch']}, validation "
         + ", ".join(f"{k} {v:.4f}" for k, v in info["ranking"]["validation"].items()),
-        f"final list: retrieval score + {info['blend_weight']:g} x predicted rating",
+        "final list: " + formula(info["blend_weight"], **info["movie_term_weights"]),
         "evaluate asks each user's lists as of their last training rating (chosen on validation)"
         if info["as_of_last_rating"] else "evaluate asks each user's lists as of now (every movie)",
         *(f"{stage}: {entry['seconds']:.1f}s" + (f", {entry['examples_per_second']:,.0f} training examples/s"

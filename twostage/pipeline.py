@@ -14,6 +14,7 @@ from twostage.data import DataConfig, MovieLensData
 from twostage.data.prepared import Prepared, prepare
 from twostage.data.splits import SplitConfig
 from twostage.data.errors import ConfigError
+from twostage.data.metrics import rating_counts
 from twostage.data.synthetic import SyntheticConfig
 from twostage.modeling.distribute import Cluster, default_cluster
 from twostage.modeling.distribute_config import DistributeConfig
@@ -22,11 +23,12 @@ from twostage.ranking.config import RankingConfig
 from twostage.ranking.train import train_ranking
 from twostage.retrieval.config import IndexConfig, RetrievalConfig
 from twostage.retrieval.train import train_retrieval
-from twostage.blend import candidate_pairs, choose_blend_weight
+from twostage.blend import BlendChoice, candidate_pairs, fit_blend, formula
 from twostage.serving.artifact.assemble import assemble, assemble_history_module
 from twostage.serving.artifact.export import export_module
 from twostage.serving.artifact.layout import check_export_root, check_index_over_newest
 from twostage.serving.config import ServingConfig
+from twostage.serving.graph.candidate_ranking import FinalBlend
 
 log = logging.getLogger("twostage")
 
@@ -115,24 +117,24 @@ class StageLog:
 class TrainedStages:
     """Both trained stages and the data they were trained on, before any export.
 
-    ``blend_chosen`` is the blend weight chosen on the validation candidates' scores.
+    ``blend`` is the final score's form, fitted on the validation candidates' scores.
     """
 
     config: PipelineConfig
     prepared: Prepared
     retrieval: object
     ranking: object
-    blend_chosen: float
-    blend_figures: dict
+    blend: BlendChoice
     train_seconds: float
     stages: dict = dataclasses.field(default_factory=dict)
     cluster: Cluster = dataclasses.field(default_factory=default_cluster)
 
     @property
-    def blend_weight(self) -> float:
-        """The served blend weight: the chosen one on the served retrieval scores' spread
-        (TrainedRetrieval.score_spread)."""
-        return self.blend_chosen * self.retrieval.score_spread
+    def final_blend(self) -> FinalBlend:
+        """The served blend: the fitted one on the served retrieval scores' spread
+        (TrainedRetrieval.score_spread), with the whole training part's popularity."""
+        return self.blend.served(rating_counts(self.prepared.movies.movie_id, self.prepared.train),
+                                 self.retrieval.score_spread)
 
 
 def train_stages(config: PipelineConfig, data: MovieLensData | None = None,
@@ -158,14 +160,15 @@ def train_stages(config: PipelineConfig, data: MovieLensData | None = None,
     ranking = train_ranking(prepared, config.ranking, run=run,
                             validation_pairs=candidate_pairs(retrieval.validation_candidates, prepared.movies))
     stages.done("ranking", ranking.fit.examples_per_second)
-    chosen, blend_figures = choose_blend_weight(retrieval.validation_candidates, ranking.validation_predictions)
+    blend = fit_blend(retrieval.validation_candidates, ranking.validation_predictions,
+                      rating_counts(prepared.movies.movie_id, prepared.fit))
     stages.done("blend")
-    trained = TrainedStages(config, prepared, retrieval, ranking, chosen, blend_figures, time.perf_counter() - start,
+    trained = TrainedStages(config, prepared, retrieval, ranking, blend, time.perf_counter() - start,
                             stages.record, run.cluster)
-    log.info("final list: retrieval score + %.4g x predicted rating (%g chosen on validation, NDCG@10 %.4f; retrieval "
-             "alone %.4f, rating alone %.4f; the served scores' spread is %.3f times the validation model's)",
-             trained.blend_weight, chosen, blend_figures[chosen]["ndcg@10"], blend_figures[0.0]["ndcg@10"],
-             blend_figures[max(blend_figures)]["ndcg@10"], retrieval.score_spread)
+    log.info("final list: %s, fitted on validation (NDCG@10 %.4f; retrieval alone %.4f), served on the served "
+             "scores' spread (%.3f times the validation model's)",
+             formula(blend.rating_weight, blend.popularity_weight, blend.usual_weight),
+             blend.figures["blend"]["ndcg@10"], blend.figures["retrieval"]["ndcg@10"], retrieval.score_spread)
     return trained
 
 
@@ -191,12 +194,12 @@ def export(trained: TrainedStages, out_dir: str, index: IndexConfig | None = Non
     if config.serving.request_history:
         module, index_description = assemble_history_module(retrieval.query_tower, retrieval.candidate_tower,
                                                             ranking.model, prepared, index_config, config.serving,
-                                                            trained.blend_weight)
+                                                            trained.final_blend)
         tables = None
     else:
         module, index_description, tables = assemble(retrieval.query_tower, retrieval.candidate_tower,
                                                      ranking.model, prepared, index_config, config.serving,
-                                                     trained.blend_weight)
+                                                     trained.final_blend)
     metadata = {
         "format": METADATA_FORMAT,
         "data": {**data_source_record(config.data), "name": data.name, "rating_scale": list(data.rating_scale),
@@ -212,9 +215,8 @@ def export(trained: TrainedStages, out_dir: str, index: IndexConfig | None = Non
                        if ranking.autorec_fit is not None else {})},
         "index": index_description,
         **({"availability": retrieval.availability.record()} if retrieval.availability is not None else {}),
-        "blend": {"weight": trained.blend_weight, "chosen": trained.blend_chosen,
-                  "score_spread": retrieval.score_spread,
-                  "validation": {str(w): f for w, f in trained.blend_figures.items()}},
+        "blend": {"weight": trained.final_blend.rating_weight, "score_spread": retrieval.score_spread,
+                  **trained.blend.record()},
         "serving": dataclasses.asdict(config.serving),
         "distribute": {**trained.cluster.record(), **({"sharded_variables": {
             **retrieval.fit.sharded_variables, **ranking.fit.sharded_variables}} if trained.cluster.coordinated else {})},

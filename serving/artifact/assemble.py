@@ -19,6 +19,7 @@ from twostage.retrieval.encoder import QueryEncoder
 from twostage.retrieval.model import CandidateTower, QueryTower
 from twostage.retrieval.train import candidate_embeddings, query_embeddings
 from twostage.serving.config import ServingConfig
+from twostage.serving.graph.candidate_ranking import FinalBlend
 from twostage.serving.graph.history_module import HistoryRequestModule
 from twostage.serving.graph.module import TwoStageModule
 from twostage.serving.graph.tables import ServingTables, max_depth
@@ -52,7 +53,7 @@ def serving_tables(query_tower: QueryTower, candidate_tower: CandidateTower, pre
 
 
 def assemble_module(tables: ServingTables, query_encoder, rating_scorer: RatingScorer, index_config: IndexConfig,
-                    serving_config: ServingConfig, blend_weight: float) -> tuple[TwoStageModule, dict]:
+                    serving_config: ServingConfig, final_blend: FinalBlend) -> tuple[TwoStageModule, dict]:
     """Builds the index over ``tables`` and stitches the serving module around it.
 
     Returns:
@@ -62,7 +63,7 @@ def assemble_module(tables: ServingTables, query_encoder, rating_scorer: RatingS
     depth = max_depth(num_movies, serving_config.num_candidates, tables.history, serving_config.max_exclusions)
     index = build_index(tables.candidate_embeddings, depth, index_config)
     module = TwoStageModule(tables, query_encoder, index, rating_scorer, serving_config.num_candidates,
-                            serving_config.max_k, serving_config.max_exclusions, blend_weight)
+                            serving_config.max_k, serving_config.max_exclusions, final_blend)
     description = {"kind": index_config.kind, "max_depth": module.max_depth,
                    "num_candidates": module.num_candidates}
     if index_config.kind == "scann":
@@ -71,7 +72,7 @@ def assemble_module(tables: ServingTables, query_encoder, rating_scorer: RatingS
 
 
 def assemble(query_tower: QueryTower, candidate_tower: CandidateTower, rating_model: RatingTaskModel,
-             prepared: Prepared, index_config: IndexConfig, serving_config: ServingConfig, blend_weight: float
+             prepared: Prepared, index_config: IndexConfig, serving_config: ServingConfig, final_blend: FinalBlend
              ) -> tuple[TwoStageModule, dict, ServingTables]:
     """Builds the index and the stitched serving module from the trained stages.
 
@@ -83,7 +84,7 @@ def assemble(query_tower: QueryTower, candidate_tower: CandidateTower, rating_mo
         come from its training part; the vocabularies are the towers').
       index_config: which index, and its settings.
       serving_config: candidates per user, the largest k, what counts as liked.
-      blend_weight: weight of the predicted rating in the final score (twostage.blend).
+      final_blend: how the final score weighs the predicted rating and each movie (twostage.blend).
 
     Returns:
       The module, a description of its index (for the export's metadata) and its tables.
@@ -91,13 +92,13 @@ def assemble(query_tower: QueryTower, candidate_tower: CandidateTower, rating_mo
     tables, user_columns = serving_tables(query_tower, candidate_tower, prepared, serving_config)
     scorer = build_rating_scorer(rating_model, tables.user_ids, user_columns, prepared.movie_columns)
     module, description = assemble_module(tables, QueryEncoder(query_tower), scorer, index_config, serving_config,
-                                          blend_weight)
+                                          final_blend)
     return module, description, tables
 
 
 def assemble_history_module(query_tower: QueryTower, candidate_tower: CandidateTower, rating_model: RatingTaskModel,
                             prepared: Prepared, index_config: IndexConfig, serving_config: ServingConfig,
-                            blend_weight: float) -> tuple[HistoryRequestModule, dict]:
+                            final_blend: FinalBlend) -> tuple[HistoryRequestModule, dict]:
     """The serving module for requests that carry the user's history (no per-user tables).
 
     Args: as ``assemble``; both models must do without user ids (RetrievalConfig and
@@ -124,7 +125,7 @@ def assemble_history_module(query_tower: QueryTower, candidate_tower: CandidateT
         member.rated_movies.forget_history()
     module = HistoryRequestModule(movies.movie_id, movies.title, rating_counts(movies.movie_id, prepared.train),
                                   QueryEncoder(query_tower), embeddings, index, scorer, serving_config.num_candidates,
-                                  serving_config.max_k, depth, blend_weight,
+                                  serving_config.max_k, depth, final_blend,
                                   first_rated(movies.movie_id, prepared.train))
     description = {"kind": index_config.kind, "max_depth": depth, "num_candidates": module.num_candidates,
                    "requests": "history"}

@@ -25,6 +25,7 @@ from twostage.serving.artifact.export import export_module
 from twostage.serving.artifact.layout import ModelError, check_export_root, read_metadata, resolve_model_path
 from twostage.serving.artifact.loading import load_export
 from twostage.serving.config import ServingConfig
+from twostage.serving.graph.candidate_ranking import FinalBlend
 from twostage.serving.graph.tables import ServingTables
 from twostage.serving.responses import string_array
 
@@ -50,6 +51,15 @@ def _available_from(loaded) -> np.ndarray:
     every movie is available at any time for them."""
     kept = getattr(loaded, "available_from", None)
     return kept.numpy() if kept is not None else np.full(len(loaded.movie_ids.numpy()), ALWAYS, np.int64)
+
+
+def final_blend_of(loaded, metadata: dict) -> FinalBlend:
+    """A loaded export's final blend; exports from before the movie terms keep none (the same
+    for every movie)."""
+    terms = getattr(loaded, "movie_terms", None)
+    if terms is None:
+        return FinalBlend.rating_only(metadata["blend"]["weight"], len(loaded.movie_ids.numpy()))
+    return FinalBlend(metadata["blend"]["weight"], terms.numpy())
 
 
 def restored_rating_scorer(restored) -> RatingScorer:
@@ -83,7 +93,7 @@ def export_again(path: str, index: IndexConfig, out_dir: Optional[str] = None) -
     tables = tables_of(loaded)
     scorer = restored_rating_scorer(loaded.rating_scorer)
     module, description = assemble_module(tables, loaded.query_encoder, scorer, index, serving_config,
-                                          metadata["blend"]["weight"])
+                                          final_blend_of(loaded, metadata))
     metadata = {**metadata, "index": description, "exported_from": os.path.abspath(version_dir),
                 "created": time.strftime("%Y-%m-%dT%H:%M:%S%z")}
     return export_module(module, tables, out_dir, serving_config, metadata, index.kind,

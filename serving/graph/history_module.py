@@ -17,7 +17,7 @@ import tensorflow as tf
 from twostage.data.features import UNKNOWN_USER_ROW, USER_FEATURES
 from twostage.ranking.history_scorer import HistoryRatingScorer
 from twostage.retrieval.index import NeighbourIndex
-from twostage.serving.graph.candidate_ranking import blend
+from twostage.serving.graph.candidate_ranking import FinalBlend, blend
 from twostage.serving.graph.exclusions import not_yet_available, pair_mask, requested_exclusions
 from twostage.serving.graph.catalog import cold_start_tables, movie_row_table, movies_at
 from twostage.serving.graph.inputs import (DEFAULT_K, FALSE, K_SPEC, NO_EXCLUSIONS, NO_VALUES, REQUEST_TIME_SPEC,
@@ -53,14 +53,14 @@ class HistoryRequestModule(tf.Module):
       num_candidates: candidates handed to the rating model.
       max_k: the largest k a request may ask for.
       max_depth: the most neighbours the index returns (room for a history's exclusions).
-      blend_weight: final score = retrieval score + blend_weight * predicted rating.
+      final_blend: the final score's rating weight and movie terms.
       available_from: [catalog] int64 seconds, each movie's first training rating (what a
         request time leaves out).
     """
 
     def __init__(self, movie_ids: np.ndarray, titles: np.ndarray, popularity: np.ndarray, query_encoder,
                  candidate_embeddings: np.ndarray, index: NeighbourIndex, rating_scorer: HistoryRatingScorer,
-                 num_candidates: int, max_k: int, max_depth: int, blend_weight: float, available_from: np.ndarray):
+                 num_candidates: int, max_k: int, max_depth: int, final_blend: FinalBlend, available_from: np.ndarray):
         super().__init__(name="twostage_history")
         num_movies = len(movie_ids)
         self.query_encoder = query_encoder
@@ -69,7 +69,8 @@ class HistoryRequestModule(tf.Module):
         self.rating_scorer = rating_scorer
         self.num_candidates = min(num_candidates, num_movies)
         self.max_k = min(max_k, self.num_candidates)
-        self.blend_weight = tf.Variable(np.float32(blend_weight), trainable=False, name="blend_weight")
+        self.blend_weight = tf.Variable(np.float32(final_blend.rating_weight), trainable=False, name="blend_weight")
+        self.movie_terms = tf.Variable(final_blend.movie_terms.astype(np.float32), trainable=False, name="movie_terms")
         self.movie_ids = tf.Variable(movie_ids.astype(object), trainable=False, name="movie_ids")
         self.titles = tf.Variable(titles.astype(object), trainable=False, name="titles")
         self.movie_rows = movie_row_table(movie_ids)
@@ -155,7 +156,8 @@ class HistoryRequestModule(tf.Module):
         retrieval_scores, positions = self.search.candidates(request, few_users=True)
         predicted = self.rating_scorer.rate_lists(features, movies, ratings, positions)
         # Users without history or features keep retrieval's (popularity) order.
-        final = tf.where(personal[:, tf.newaxis], blend(retrieval_scores, predicted, self.blend_weight),
+        final = tf.where(personal[:, tf.newaxis], blend(retrieval_scores, predicted, self.blend_weight,
+                                                        tf.gather(self.movie_terms, positions)),
                          retrieval_scores)
         k = tf.clip_by_value(k, 1, self.max_k)
         score, order = tf.math.top_k(final, k=k)

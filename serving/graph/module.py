@@ -10,7 +10,7 @@ import tensorflow as tf
 from twostage.data.features import UNKNOWN_USER_ROW, USER_FEATURES
 from twostage.ranking.scorers import RatingScorer
 from twostage.retrieval.index import NeighbourIndex
-from twostage.serving.graph.candidate_ranking import CandidateRanking
+from twostage.serving.graph.candidate_ranking import CandidateRanking, FinalBlend
 from twostage.serving.graph.catalog import cold_start_tables, constant_variable, movie_row_table, movies_at
 from twostage.serving.graph.exclusions import Exclusions
 from twostage.serving.graph.inputs import (DEFAULT_K, FALSE, K_SPEC, NO_EXCLUSIONS, NO_VALUES, REQUEST_SIGNATURE,
@@ -37,8 +37,8 @@ class TwoStageModule(tf.Module):
     seen: the query tower over the features the request carries) and asks the index for
     enough candidates that, once the user's training movies and the request's exclusions are
     dropped, ``num_candidates`` remain. The rating model predicts each (user, candidate)
-    rating; the top k by retrieval score + blend_weight * predicted rating come back (the
-    weight was chosen on validation data). Users never seen and without features get the
+    rating; the top k by retrieval score + a weight times the predicted rating + the movie's
+    term come back (``FinalBlend``, fitted on validation data). Users never seen and without features get the
     most popular movies.
 
     Args:
@@ -51,11 +51,11 @@ class TwoStageModule(tf.Module):
       num_candidates: candidates handed to the rating model.
       max_k: the largest k a request may ask for.
       max_exclusions: extra exclusions per request that still leave k results.
-      blend_weight: final score = retrieval score + blend_weight * predicted rating.
+      final_blend: the final score's rating weight and movie terms.
     """
 
     def __init__(self, tables: ServingTables, query_encoder, index: NeighbourIndex, rating_scorer: RatingScorer,
-                 num_candidates: int, max_k: int, max_exclusions: int, blend_weight: float):
+                 num_candidates: int, max_k: int, max_exclusions: int, final_blend: FinalBlend):
         super().__init__(name="twostage")
         num_movies = len(tables.movie_ids)
         self.query_encoder = query_encoder
@@ -64,10 +64,11 @@ class TwoStageModule(tf.Module):
         self.num_candidates = min(num_candidates, num_movies)
         self.max_k = min(max_k, self.num_candidates)
         self.max_depth = max_depth(num_movies, num_candidates, tables.history, max_exclusions)
-        self.blend_weight = constant_variable(np.float32(blend_weight), "blend_weight")
+        self.blend_weight = constant_variable(np.float32(final_blend.rating_weight), "blend_weight")
+        self.movie_terms = constant_variable(final_blend.movie_terms.astype(np.float32), "movie_terms")
         # The rating range is None for an unbounded output, or an export from before it was
         # kept: every candidate is rated then.
-        self.ranking = CandidateRanking(rating_scorer, self.blend_weight, rating_scorer.rating_range,
+        self.ranking = CandidateRanking(rating_scorer, self.blend_weight, self.movie_terms, rating_scorer.rating_range,
                                         rating_scorer.highest_ratings)
         self.movie_ids = constant_variable(tables.movie_ids.astype(object), "movie_ids")
         self.titles = constant_variable(tables.titles.astype(object), "titles")

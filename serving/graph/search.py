@@ -134,7 +134,7 @@ class CandidateSearch:
         scores, positions, deepest = self.searched(request, depth)
         user_id, rows = request.user_id, request.rows
         first = self.ranking.first_ratings(user_id, rows, positions, k)
-        floor = self.ranking.floor(rows, scores, first, k)
+        floor = self.ranking.floor(rows, scores, positions, first, k)
         settled = deep_enough | (self.ranking.best_final_scores(rows, deepest[:, tf.newaxis])[:, 0] < floor[:, 0])
         unsettled = tf.where(~settled)[:, 0]
 
@@ -142,7 +142,7 @@ class CandidateSearch:
             again = request.gather(unsettled)
             new_scores, new_positions, _ = self.searched(again, self.full_depth(again.counts))
             new_first = self.ranking.first_ratings(again.user_id, again.rows, new_positions, k)
-            new_floor = self.ranking.floor(again.rows, new_scores, new_first, k)
+            new_floor = self.ranking.floor(again.rows, new_scores, new_positions, new_first, k)
             at = unsettled[:, tf.newaxis]
             return tuple(tf.tensor_scatter_nd_update(old, at, new) for old, new in
                          ((scores, new_scores), (positions, new_positions), (first, new_first), (floor, new_floor)))

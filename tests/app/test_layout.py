@@ -36,7 +36,7 @@ ALLOWED = {
     "twostage/evaluation.py": ("data", "serving.clients", "pipeline"),
     "twostage/report.py": ("data", "ranking", "serving.artifact.layout", "serving.clients", "evaluation",
                            "benchmark"),
-    "twostage/describe.py": ("data", "serving.artifact.layout", "serving.clients"),
+    "twostage/describe.py": ("data", "serving.artifact.layout", "serving.clients", "blend"),
     "twostage/explore.py": ("data", "serving.artifact", "serving.clients", "pipeline"),
     "twostage/ui.py": ("data", "serving.clients"),
     "twostage/cli.py": EVERYTHING,

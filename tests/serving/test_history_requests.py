@@ -50,9 +50,9 @@ def both_modules(trained, keyed_export):
     index, serving, prepared = IndexConfig(kind="brute-force"), trained.config.serving, trained.prepared
     retrieval, ranking = trained.retrieval, trained.ranking
     keyed, _, _ = assemble(retrieval.query_tower, retrieval.candidate_tower, ranking.model, prepared, index,
-                           serving, trained.blend_weight)
+                           serving, trained.final_blend)
     by_history, description = assemble_history_module(retrieval.query_tower, retrieval.candidate_tower,
-                                                      ranking.model, prepared, index, serving, trained.blend_weight)
+                                                      ranking.model, prepared, index, serving, trained.final_blend)
     assert description["requests"] == "history"
     return keyed, by_history
 

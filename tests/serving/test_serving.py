@@ -45,11 +45,16 @@ def test_history_matches_the_training_part(recommender, train_part):
     assert sorted(recommender.training_history([user])[0]) == sorted(train_part.movie_id[train_part.user_id == user])
 
 
-def test_final_score_blends_retrieval_and_predicted_rating(recommender):
-    assert str(recommender.metadata["blend"]["chosen"]) in recommender.metadata["blend"]["validation"]
-    weight = recommender.metadata["blend"]["weight"]
+def test_final_score_blends_retrieval_predicted_rating_and_the_movie_term(recommender):
+    blend = recommender.metadata["blend"]
+    assert set(blend["validation"]) == {"retrieval", "blend"}
+    weight = blend["weight"]
+    assert weight == pytest.approx(blend["rating_weight"] * blend["score_spread"])
+    terms = dict(zip(recommender.catalog()[0], recommender._loaded.movie_terms.numpy()))
+    assert len(set(terms.values())) > 1  # the term differs between movies
     for r in recommender.recommend("3", k=10):
-        assert r.score == pytest.approx(r.retrieval_score + weight * r.predicted_rating, rel=1e-5, abs=1e-5)
+        assert r.score == pytest.approx(r.retrieval_score + weight * r.predicted_rating + terms[r.movie_id],
+                                        rel=1e-5, abs=1e-5)
 
 
 def test_exported_ratings_match_the_in_memory_model(recommender, exported_model, small_data):

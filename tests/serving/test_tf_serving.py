@@ -10,7 +10,7 @@ from fake_tf_serving import FakeGrpcServer, FakeRestServer
 from twostage.cli import main
 from twostage.retrieval.config import IndexConfig
 from twostage.serving.clients.recommender import Recommender
-from twostage.serving.artifact.reexport import export_again
+from twostage.serving.artifact.reexport import export_again, final_blend_of
 from twostage.serving.requests import RequestError, RequestLimits
 from twostage.serving.artifact.warmup import WARMUP_FILE
 from twostage.serving.clients.grpc import GrpcClient
@@ -44,6 +44,18 @@ def test_export_again_with_another_index_gives_the_same_answers(scann_export, br
         [r.movie_id for r in again.recommend("new", features=cold)]
     np.testing.assert_allclose(original.predict_rating(["1", "2"], ["3", "4"]),
                                again.predict_rating(["1", "2"], ["3", "4"]), rtol=1e-5)
+
+
+def test_export_again_keeps_the_movie_terms_and_older_exports_get_none(scann_export, brute_force_again):
+    original, again = (Recommender.load(path)._loaded for path in (scann_export, brute_force_again))
+    np.testing.assert_array_equal(original.movie_terms.numpy(), again.movie_terms.numpy())
+
+    class BeforeTheTerms:  # an export from before the movie terms
+        movie_ids = original.movie_ids
+
+    blend = final_blend_of(BeforeTheTerms(), {"blend": {"weight": 0.25}})
+    assert blend.rating_weight == 0.25
+    np.testing.assert_array_equal(blend.movie_terms, np.zeros(len(original.movie_ids.numpy()), np.float32))
 
 
 def test_export_command_writes_the_next_version(scann_export, tmp_path):
