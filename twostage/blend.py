@@ -10,9 +10,8 @@ users' candidates: beside the predicted rating it separates what this user is pr
 think of the movie from what everybody is. The weights are those of a conditional logit fitted
 by maximum likelihood: a softmax over each validation user's candidates, whose positives are
 the user's validation movies, with the retrieval score as one more feature; dividing by its
-coefficient puts them in retrieval-score units. A likelihood over every candidate picks the
-weights with far less noise than a grid searched on NDCG@10, whose best point moves with a
-few users (docs/quality.md, "The final list's blend").
+coefficient puts them in retrieval-score units. A likelihood over every candidate is steadier
+than a search for the best NDCG@10 (docs/quality.md, "The final list's blend").
 
 All of it uses the models chosen on the fit part and the validation part, never the test part.
 """
