@@ -16,7 +16,7 @@ from twostage.serving.graph.exclusions import Exclusions
 from twostage.serving.graph.inputs import (DEFAULT_K, FALSE, K_SPEC, NO_EXCLUSIONS, NO_VALUES, REQUEST_SIGNATURE,
                                            SIGNATURE_FUNCTIONS, TIMED_REQUEST_SIGNATURE, Request, per_user,
                                            string_spec)
-from twostage.serving.graph.search import CandidateSearch
+from twostage.serving.graph.search import CandidateSearch, terms_vary
 from twostage.serving.graph.tables import ServingTables, max_depth
 
 # Up to this many (users + 1) x catalog cells, each user's training movies are also kept as a
@@ -106,7 +106,8 @@ class TwoStageModule(tf.Module):
         self.exclusions = Exclusions(self.history_values, self.history_row_splits, self.history_lengths, self.seen,
                                      self.movie_rows, self.movie_ids, self.available_from)
         self.search = CandidateSearch(index, self.ranking, self.num_candidates, self.max_depth, self.log_popularity,
-                                      self.popular_positions, self.popular_scores)
+                                      self.popular_positions, self.popular_scores,
+                                      movie_terms_vary=terms_vary(final_blend.movie_terms))
 
     # --- retrieval -------------------------------------------------------------------------
 

@@ -20,6 +20,14 @@ from twostage.serving.graph.inputs import Request
 # to settle most users at once; the lists do not depend on either (docs/serving.md).
 FIRST_SEARCH_DEPTH = 1.5
 FIRST_EXACT_DEPTH = 4
+# The approximate index's first depth where movie terms differ: fewer users settle by the
+# floor, so more must be settled by depth.
+FIRST_SEARCH_DEPTH_WITH_TERMS = 3.0
+
+
+def terms_vary(movie_terms: np.ndarray) -> bool:
+    """Whether movies' terms in the final score differ (CandidateSearch ``movie_terms_vary``)."""
+    return bool(np.ptp(movie_terms) > 0)
 
 
 class CandidateSearch:
@@ -36,11 +44,18 @@ class CandidateSearch:
       log_popularity: [catalog] cold-start scores for an exact index.
       popular_positions, popular_scores: [max_depth] the most popular movies in order, and
         their scores, for an index that returns neighbours.
+      movie_terms_vary: movies' terms in the final score differ. The shallow pass of
+        ``in_two_passes`` then settles fewer users by its floor (a movie it did not reach may
+        have the catalog's largest term): an exact index, which scores the whole catalog
+        either way, searches once at full depth, and an approximate one searches deeper first
+        (FIRST_SEARCH_DEPTH_WITH_TERMS; docs/serving.md).
     """
 
     def __init__(self, index: NeighbourIndex, ranking: CandidateRanking, num_candidates: int, max_depth: int,
-                 log_popularity: tf.Variable, popular_positions: tf.Variable, popular_scores: tf.Variable):
+                 log_popularity: tf.Variable, popular_positions: tf.Variable, popular_scores: tf.Variable,
+                 movie_terms_vary: bool = False):
         self.index = index
+        self.movie_terms_vary = movie_terms_vary
         self.ranking = ranking
         self.num_candidates = num_candidates
         self.max_depth = max_depth
@@ -122,14 +137,17 @@ class CandidateSearch:
         settled if that was deep enough for num_candidates, or if even the deepest result
         found, given the highest rating the user can get, stays under the floor their first
         candidates set. Only the others are searched again, at full depth; the lists are those
-        of one full search.
+        of one full search. Where movie terms vary, an exact index's one pass is at full depth.
         """
         full_depth = self.full_depth(request.counts)
-        if self.exact:
+        if self.exact and self.movie_terms_vary:
+            depth, deep_enough = full_depth, tf.fill(tf.shape(request.counts), True)
+        elif self.exact:
             depth = tf.minimum(full_depth, FIRST_EXACT_DEPTH * k)
             deep_enough = tf.fill(tf.shape(request.counts), depth >= full_depth)
         else:
-            depth = tf.minimum(full_depth, int(FIRST_SEARCH_DEPTH * self.num_candidates))
+            first = FIRST_SEARCH_DEPTH_WITH_TERMS if self.movie_terms_vary else FIRST_SEARCH_DEPTH
+            depth = tf.minimum(full_depth, int(first * self.num_candidates))
             deep_enough = (depth >= full_depth) | (self.num_candidates + request.counts <= depth)
         scores, positions, deepest = self.searched(request, depth)
         user_id, rows = request.user_id, request.rows

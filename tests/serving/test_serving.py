@@ -299,11 +299,12 @@ def test_the_plain_request_graph_answers_as_recommend_does(recommender, train_pa
     assert "recommend_plain" in recommender._signatures
 
 
-@pytest.mark.parametrize("kind", ["scann", "brute-force"])
-def test_a_shallow_first_search_changes_no_list(kind, exported_model, train_part, monkeypatch, tmp_path):
+@pytest.mark.parametrize("kind,terms_vary", [("scann", None), ("brute-force", None), ("brute-force", False)])
+def test_a_shallow_first_search_changes_no_list(kind, terms_vary, exported_model, train_part, monkeypatch, tmp_path):
     """Batches retrieve in two passes: the users the shallow first pass cannot settle are
     searched again at full depth. Forced shallow, most users take the second pass, and every
-    list is still the one rating every candidate of a full search gives."""
+    list is still the one rating every candidate of a full search gives. An exact index with
+    movie terms searches once at full depth (unless told they do not vary)."""
     import tensorflow as tf
     from twostage.retrieval.config import IndexConfig
     from twostage.serving.graph import search
@@ -311,6 +312,10 @@ def test_a_shallow_first_search_changes_no_list(kind, exported_model, train_part
 
     monkeypatch.setattr(search, "FIRST_SEARCH_DEPTH", 1)
     monkeypatch.setattr(search, "FIRST_EXACT_DEPTH", 1)
+    monkeypatch.setattr(search, "FIRST_SEARCH_DEPTH_WITH_TERMS", 1)
+    if terms_vary is not None:
+        from twostage.serving.graph import module
+        monkeypatch.setattr(module, "terms_vary", lambda terms: terms_vary)
     shallow = Recommender.load(export_again(exported_model.export_path, IndexConfig(kind=kind), str(tmp_path)))
     users = tf.constant(list(np.unique(train_part.user_id)[:40]) + ["no-such-user"])
     for k in (1, 10, 30):
