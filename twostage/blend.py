@@ -102,6 +102,12 @@ def conditional_logit(features: np.ndarray, valid: np.ndarray, positives: np.nda
     return minimize(loss_and_gradient, np.zeros(len(features)), jac=True, method="L-BFGS-B").x
 
 
+def _movie_terms(popularity_weight: float, usual_weight: float, popularity: np.ndarray,
+                 usual_rating: np.ndarray) -> np.ndarray:
+    """[catalog] each movie's term: popularity_weight x log(1 + ratings) + usual_weight x usual rating."""
+    return popularity_weight * np.log1p(popularity) + usual_weight * usual_rating
+
+
 @dataclasses.dataclass(frozen=True)
 class BlendChoice:
     """The final score's weights, fitted on validation, in the validation model's retrieval units.
@@ -123,7 +129,7 @@ class BlendChoice:
 
     def movie_terms(self, popularity: np.ndarray) -> np.ndarray:
         """[catalog] each movie's term, given its training ratings."""
-        return self.popularity_weight * np.log1p(popularity) + self.usual_weight * self.usual_rating
+        return _movie_terms(self.popularity_weight, self.usual_weight, popularity, self.usual_rating)
 
     def served(self, popularity: np.ndarray, score_spread: float) -> FinalBlend:
         """This blend on the served retrieval scores, whose spread is ``score_spread`` times the
@@ -164,7 +170,8 @@ def fit_blend(candidates: ValidationCandidates, predicted: np.ndarray, popularit
     else:
         weights = theta[1:] / theta[0]
     rating_weight, popularity_weight, usual_weight = (float(w) for w in weights)
-    final = blend(scores, predicted, rating_weight, popularity_weight * features[2] + usual_weight * features[3])
+    terms = _movie_terms(popularity_weight, usual_weight, popularity, usual)
+    final = blend(scores, predicted, rating_weight, terms[at])
 
     def figures(score):
         order = np.argsort(-np.where(valid, score, -np.inf), axis=1, kind="stable")[:, :FIGURES_K]

@@ -191,15 +191,16 @@ def export(trained: TrainedStages, out_dir: str, index: IndexConfig | None = Non
     config, prepared, retrieval, ranking = trained.config, trained.prepared, trained.retrieval, trained.ranking
     data = prepared.data
     index_config = index or config.index
+    final_blend = trained.final_blend
     if config.serving.request_history:
         module, index_description = assemble_history_module(retrieval.query_tower, retrieval.candidate_tower,
                                                             ranking.model, prepared, index_config, config.serving,
-                                                            trained.final_blend)
+                                                            final_blend)
         tables = None
     else:
         module, index_description, tables = assemble(retrieval.query_tower, retrieval.candidate_tower,
                                                      ranking.model, prepared, index_config, config.serving,
-                                                     trained.final_blend)
+                                                     final_blend)
     metadata = {
         "format": METADATA_FORMAT,
         "data": {**data_source_record(config.data), "name": data.name, "rating_scale": list(data.rating_scale),
@@ -215,7 +216,7 @@ def export(trained: TrainedStages, out_dir: str, index: IndexConfig | None = Non
                        if ranking.autorec_fit is not None else {})},
         "index": index_description,
         **({"availability": retrieval.availability.record()} if retrieval.availability is not None else {}),
-        "blend": {"weight": trained.final_blend.rating_weight, "score_spread": retrieval.score_spread,
+        "blend": {"weight": final_blend.rating_weight, "score_spread": retrieval.score_spread,
                   **trained.blend.record()},
         "serving": dataclasses.asdict(config.serving),
         "distribute": {**trained.cluster.record(), **({"sharded_variables": {
